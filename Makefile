@@ -1,0 +1,25 @@
+# iobench — see README.md. Every target installs liburing-dev first when it is missing.
+SWIFT ?= swift
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CONFIG ?= release
+
+.PHONY: deps build test bench clean
+
+deps:
+	@if ! pkg-config --exists liburing 2>/dev/null && [ ! -f /usr/include/liburing.h ]; then \
+		echo "installing liburing-dev (needed by the io_uring backend)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq liburing-dev pkg-config; \
+	fi
+	@command -v pkg-config >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq pkg-config; }
+
+build: deps
+	$(SWIFT) build -c $(CONFIG)
+
+test: deps
+	$(SWIFT) test
+
+bench: deps build
+	./scripts/selfcheck.sh $$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench
+
+clean:
+	rm -rf .build

@@ -1,0 +1,35 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "iobench",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "iobench", targets: ["iobench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+    ],
+    targets: [
+        // C seams: liburing (only IoUring imports it) and what Glibc's module does not export.
+        .systemLibrary(name: "CLibUring", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
+        .target(name: "CSystemShims"),
+
+        // The shared core: syscall seam, sockets, the backend protocol, sessions, counters.
+        .target(name: "EchoCore", dependencies: ["CSystemShims"]),
+
+        // The three I/O models, side by side.
+        .target(name: "Blocking", dependencies: ["EchoCore"]),
+        .target(name: "Epoll", dependencies: ["EchoCore"]),
+        .target(name: "IoUring", dependencies: ["EchoCore", "CLibUring"]),
+
+        .executableTarget(name: "iobench", dependencies: [
+            "EchoCore", "Blocking", "Epoll", "IoUring",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "EchoCoreTests", dependencies: ["EchoCore"]),
+        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "iobench"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,156 @@
+import EchoCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The thread-per-connection model: one acceptor thread blocks in `accept`, and each connection
+/// gets its own small-stack OS thread that blocks in `recv` and `send`. Back-pressure is the
+/// kernel's: a thread blocked in `send` to a slow reader simply stops reading.
+public final class BlockingServer: EchoServer, @unchecked Sendable {
+    public let kind = BackendKind.blocking
+    private let configuration: ServerConfiguration
+    private let registry = CounterRegistry()
+    private let limit: ConnectionLimit
+    private let stopping = Atomic<Bool>(false)
+    /// Open connection sockets and the number of connection threads still running.
+    private let live = Mutex<(fds: Set<Int32>, threads: Int)>(([], 0))
+    // Written by start()/stop() on the controlling thread only.
+    private var acceptor: OSThread?
+    private var listener: Int32 = -1
+    private var bound: SocketAddress
+
+    static let bufferSize = 16 * 1024
+    static let acceptBackoffMicroseconds: UInt32 = 50_000
+
+    public init(configuration: ServerConfiguration) {
+        self.configuration = configuration
+        self.limit = ConnectionLimit(maximum: configuration.maxConnections)
+        self.bound = configuration.address
+    }
+
+    public var boundAddress: SocketAddress { bound }
+
+    public func start() throws {
+        let (fds, address) = try Socket.listenOnEachLoop(configuration.address, count: 1, nonBlocking: false)
+        listener = fds[0]
+        bound = address
+        let counters = registry.makeCounters()
+        let listenFD = listener
+        acceptor = try OSThread(name: "iob-accept") { [self] in acceptLoop(listenFD, counters) }
+    }
+
+    private func acceptLoop(_ listenFD: Int32, _ counters: ThreadCounters) {
+        let sys = SystemCalls(counters: counters)
+        while !stopping.load(ordering: .relaxed) {
+            let fd: Int32
+            do {
+                guard let accepted = try sys.accept(listenFD, nonBlocking: false) else { continue }
+                fd = accepted
+            } catch {
+                if stopping.load(ordering: .relaxed) { break }
+                sys.count(.acceptErrors)
+                if error.errno.isDescriptorExhaustion || error.errno == .noMemory || error.errno == .noBuffers {
+                    usleep(Self.acceptBackoffMicroseconds)  // the backlog keeps the waiting connections
+                }
+                continue
+            }
+            guard limit.acquire() else {
+                sys.count(.refused)
+                sys.close(fd)
+                continue
+            }
+            Socket.setNoDelay(fd)
+            let admitted = live.withLock { state -> Bool in
+                // stop() may have swept the set already; then this socket is ours to close.
+                guard !stopping.load(ordering: .relaxed) else { return false }
+                state.fds.insert(fd)
+                state.threads += 1
+                return true
+            }
+            guard admitted else { sys.close(fd); limit.release(); break }
+            sys.count(.accepted)
+            let connectionCounters = registry.makeCounters()
+            do {
+                let thread = try OSThread(name: "iob-conn", stackSize: configuration.threadStackSize) { [self] in
+                    serve(fd, connectionCounters)
+                }
+                thread.detach()
+            } catch {
+                sys.count(.acceptErrors)
+                registry.retire(connectionCounters)
+                finish(fd, sys)
+            }
+        }
+    }
+
+    /// One connection's thread: read, echo everything, repeat until the peer is done.
+    private func serve(_ fd: Int32, _ counters: ThreadCounters) {
+        let sys = SystemCalls(counters: counters)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
+        var session = EchoSession(maxOwed: Self.bufferSize)
+        loop: while true {
+            let n: Int
+            do {
+                guard case .bytes(let count) = try sys.recv(fd, into: buffer, count: Self.bufferSize) else { continue }
+                n = count
+            } catch {
+                sys.count(.resets)
+                break
+            }
+            if n == 0 {
+                _ = session.inputDidEnd()  // everything received was already written: close
+                break
+            }
+            sys.count(.bytesIn, UInt64(n))
+            _ = session.received(n)
+            var offset = 0
+            while offset < n {
+                do {
+                    guard case .bytes(let w) = try sys.send(fd, from: buffer + offset, count: n - offset) else { continue }
+                    offset += w
+                    sys.count(.bytesOut, UInt64(w))
+                    _ = session.sent(w)
+                } catch {
+                    sys.count(.resets)
+                    break loop
+                }
+            }
+        }
+        buffer.deallocate()
+        finish(fd, sys)
+        registry.retire(counters)
+    }
+
+    private func finish(_ fd: Int32, _ sys: SystemCalls) {
+        // Remove from the set before closing, so stop() never shuts down a reused descriptor.
+        live.withLock { state in
+            state.fds.remove(fd)
+            state.threads -= 1
+        }
+        sys.close(fd)
+        sys.count(.closed)
+        limit.release()
+    }
+
+    public func stats() -> ServerStats {
+        ServerStats(backend: kind, threads: 1 + live.withLock { $0.threads }, counters: registry.totals())
+    }
+
+    public func stop() {
+        stopping.store(true, ordering: .relaxed)
+        // shutdown() wakes a thread blocked in accept (EINVAL) or recv/send (EOF/EPIPE).
+        if listener >= 0 { shutdown(listener, Int32(SHUT_RDWR)) }
+        acceptor?.join()
+        acceptor = nil
+        if listener >= 0 { close(listener); listener = -1 }
+        live.withLock { state in
+            for fd in state.fds { shutdown(fd, Int32(SHUT_RDWR)) }
+        }
+        // Connection threads are detached; wait (bounded) for each to close its socket and end.
+        for _ in 0..<2000 {
+            if live.withLock({ $0.threads }) == 0 { break }
+            usleep(500)
+        }
+    }
+}

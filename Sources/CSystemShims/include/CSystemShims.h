@@ -1,0 +1,39 @@
+#ifndef IOBENCH_CSYSTEMSHIMS_H
+#define IOBENCH_CSYSTEMSHIMS_H
+// What Swift's Glibc module does not export. _GNU_SOURCE is deliberately NOT defined here
+// (it would clash with Glibc's module over fd_set); GNU-only calls get wrappers in shims.c.
+#include <features.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+/// accept4(2): Glibc declares it only under _GNU_SOURCE.
+int iobench_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+
+/// Pins the calling thread (and the threads it creates later) to the listed CPUs.
+/// Returns 0 or -1 with errno set.
+int iobench_pin_to_cpus(const int32_t *cpus, int count);
+
+/// Number of CPUs this process may run on, or -1.
+int iobench_allowed_cpu_count(void);
+
+/// Names the calling thread (at most 15 bytes are kept), as shown in /proc/self/task/*/comm.
+void iobench_set_thread_name(const char *name);
+
+/// Kernel thread id of the caller.
+int32_t iobench_gettid(void);
+
+/// A counter with one writer (its owning thread) and any number of readers. Relaxed atomics:
+/// a plain load and store on x86, no locked instruction on the hot path.
+static inline void iobench_counter_add(uint64_t *counter, uint64_t amount) {
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + amount, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t iobench_counter_load(const uint64_t *counter) {
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+
+#endif

@@ -1,0 +1,97 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The I/O models a server can be built on; chosen at run time, so one binary holds all three.
+public enum BackendKind: String, CaseIterable, Sendable, CustomStringConvertible {
+    /// One OS thread per connection, blocking `recv`/`send`.
+    case blocking
+    /// Readiness: non-blocking sockets and `epoll_wait`.
+    case epoll
+    /// Completion: io_uring with multishot accept/recv and a provided buffer ring.
+    case ioUring = "io_uring"
+
+    public var description: String { rawValue }
+}
+
+/// Everything a backend needs to serve.
+public struct ServerConfiguration: Sendable {
+    /// Where to listen; port 0 picks a free port.
+    public var address: SocketAddress
+    /// Event loops (epoll, io_uring); ignored by the blocking backend, which has one per connection.
+    public var threads: Int = 1
+    /// Connections beyond this many open at once are accepted, closed at once and counted as refused.
+    public var maxConnections: Int = 1_000_000
+    /// Stack size of each blocking connection thread.
+    public var threadStackSize: Int = 64 * 1024
+    /// Bytes a connection may owe its peer before the server stops reading from it.
+    public var maxOwedPerConnection: Int = 256 * 1024
+    /// io_uring: buffers in each ring's provided buffer ring (a power of two).
+    public var ringBufferCount: Int = 1024
+    /// io_uring: size of each provided buffer.
+    public var ringBufferSize: Int = 16 * 1024
+    /// io_uring: submission queue entries per ring.
+    public var ringEntries: Int = 4096
+
+    public init(address: SocketAddress) { self.address = address }
+}
+
+/// A snapshot of a server's counters.
+public struct ServerStats: Sendable {
+    public var backend: BackendKind
+    public var threads: Int
+    public var counters: CounterTotals
+    /// io_uring only: the setup flags in use, for example `SINGLE_ISSUER|DEFER_TASKRUN`.
+    public var ioUringSetup: String?
+
+    public init(backend: BackendKind, threads: Int, counters: CounterTotals, ioUringSetup: String? = nil) {
+        self.backend = backend
+        self.threads = threads
+        self.counters = counters
+        self.ioUringSetup = ioUringSetup
+    }
+
+    public var accepted: UInt64 { counters[.accepted] }
+    public var open: UInt64 { counters[.accepted] &- counters[.closed] }
+
+    /// One line of JSON, keys in a fixed order.
+    public func jsonLine(extra: [(String, String)] = []) -> String {
+        var fields: [(String, String)] = [
+            ("backend", quoted(backend.rawValue)),
+            ("threads", "\(threads)"),
+            ("connections_accepted", "\(counters[.accepted])"),
+            ("connections_open", "\(open)"),
+            ("connections_refused", "\(counters[.refused])"),
+            ("connections_reset", "\(counters[.resets])"),
+            ("accept_errors", "\(counters[.acceptErrors])"),
+            ("bytes_in", "\(counters[.bytesIn])"),
+            ("bytes_out", "\(counters[.bytesOut])"),
+        ]
+        let syscalls = SyscallKind.allCases.map { "\(quoted($0.name)):\(counters[$0])" }.joined(separator: ",")
+        fields.append(("syscalls", "{\(syscalls)}"))
+        fields.append(("syscalls_total", "\(counters.totalSyscalls)"))
+        fields.append(("io_uring_setup", ioUringSetup.map(quoted) ?? "null"))
+        fields += extra
+        return "{" + fields.map { "\(quoted($0.0)):\($0.1)" }.joined(separator: ",") + "}"
+    }
+
+    private func quoted(_ s: String) -> String { "\"\(s)\"" }
+}
+
+/// A server backend. The protocol sessions are shared; a backend maps their actions onto its
+/// I/O mechanism and nothing more.
+///
+/// Lifecycle: ``start()`` binds and returns once every listener is accepting; ``stop()`` closes
+/// the listeners and every connection, joins every thread and returns when all descriptors the
+/// server opened are closed. Both are called from one controlling thread.
+public protocol EchoServer: AnyObject, Sendable {
+    var kind: BackendKind { get }
+    /// Binds and starts serving. Throws a ``UsageError`` or ``SystemError`` naming the problem.
+    func start() throws
+    /// The address actually bound (its real port when port 0 was asked for). Valid after start.
+    var boundAddress: SocketAddress { get }
+    /// Counters summed over the server's threads; callable from any thread at any time.
+    func stats() -> ServerStats
+    /// Stops gracefully: no new connections, open ones closed, threads joined.
+    func stop()
+}

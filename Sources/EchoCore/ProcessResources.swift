@@ -1,0 +1,80 @@
+import CSystemShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Facts about the running process, read from `/proc/self`.
+public enum ProcessResources {
+    /// Open file descriptors.
+    public static func openDescriptorCount() -> Int { countEntries("/proc/self/fd") - 1 /* the directory's own fd */ }
+
+    /// Kernel threads of this process.
+    public static func threadCount() -> Int { countEntries("/proc/self/task") }
+
+    /// Threads of this process whose name starts with `namePrefix`.
+    public static func threadCount(namePrefix: String) -> Int {
+        guard let dir = opendir("/proc/self/task") else { return -1 }
+        defer { closedir(dir) }
+        var count = 0
+        while let entry = readdir(dir) {
+            let tid = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard tid != ".", tid != "..", let file = fopen("/proc/self/task/\(tid)/comm", "r") else { continue }
+            var buffer = [CChar](repeating: 0, count: 32)
+            if fgets(&buffer, 32, file) != nil {
+                let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if name.hasPrefix(namePrefix) { count += 1 }
+            }
+            fclose(file)
+        }
+        return count
+    }
+
+    private static func countEntries(_ path: String) -> Int {
+        guard let dir = opendir(path) else { return -1 }
+        defer { closedir(dir) }
+        var count = 0
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { count += 1 }
+        }
+        return count
+    }
+
+    /// Pins the calling thread, and every thread it starts afterwards, to `cpus`.
+    public static func pin(to cpus: [Int]) throws(UsageError) {
+        let ids = cpus.map { Int32($0) }
+        let rc = ids.withUnsafeBufferPointer { iobench_pin_to_cpus($0.baseAddress, Int32($0.count)) }
+        if rc != 0 {
+            let allowed = iobench_allowed_cpu_count()
+            throw UsageError("cannot pin to CPUs \(cpus.map(String.init).joined(separator: ",")): \(Errno.current); this machine has CPUs 0 to \(max(allowed, 1) - 1)")
+        }
+    }
+
+    /// Raises the soft file-descriptor limit as far as the hard limit allows; returns the new soft limit.
+    @discardableResult
+    public static func raiseDescriptorLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return -1 }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+            _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        return Int(clamping: limit.rlim_cur)
+    }
+
+    /// Monotonic time in nanoseconds.
+    @inline(__always)
+    public static func monotonicNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+}
+
+/// Writes one line to standard error (unbuffered, safe from any thread).
+public func reportError(_ message: String) {
+    var line = message
+    line.append("\n")
+    line.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+}

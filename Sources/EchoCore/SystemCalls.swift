@@ -1,0 +1,143 @@
+import CSystemShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a non-blocking read or write did.
+public enum IOResult: Equatable, Sendable {
+    /// This many bytes moved; for a read, 0 means the peer closed its side.
+    case bytes(Int)
+    /// The call would block (`EAGAIN`): wait for readiness.
+    case wouldBlock
+}
+
+/// The syscall seam. Every libc call of the servers goes through here: `EINTR` is retried in
+/// one place, `EAGAIN` becomes a value (``IOResult/wouldBlock`` or `nil`), every other failure
+/// is a ``SystemError`` naming the call, and each call is counted by kind in the calling
+/// thread's own ``ThreadCounters`` block (plain stores, no shared atomic).
+///
+/// A value of this type belongs to one thread; it holds a raw pointer so the hot path does no
+/// reference counting.
+public struct SystemCalls {
+    @usableFromInline let block: UnsafeMutablePointer<UInt64>
+
+    public init(counters: ThreadCounters) { block = counters.block }
+
+    @inline(__always)
+    public func count(_ kind: SyscallKind, _ amount: UInt64 = 1) {
+        iobench_counter_add(block + kind.rawValue, amount)
+    }
+
+    @inline(__always)
+    public func count(_ event: EventCounter, _ amount: UInt64 = 1) {
+        iobench_counter_add(block + SyscallKind.allCases.count + event.rawValue, amount)
+    }
+
+    /// Runs `body` until it stops failing with `EINTR`. Returns nil for `EAGAIN`.
+    @inline(__always)
+    func retrying(_ kind: SyscallKind, _ call: StaticString, _ body: () -> Int) throws(SystemError) -> Int? {
+        while true {
+            count(kind)
+            let result = body()
+            if result >= 0 { return result }
+            let error = Errno.current
+            if error == .interrupted { continue }
+            if error == .wouldBlock { return nil }
+            assert(!error.indicatesBug, "\(call): \(error) is a bug in iobench")
+            throw SystemError("\(call)", error)
+        }
+    }
+
+    public func recv(_ fd: Int32, into buffer: UnsafeMutableRawPointer, count length: Int) throws(SystemError) -> IOResult {
+        guard let n = try retrying(.recv, "recv", { Glibc.recv(fd, buffer, length, 0) }) else { return .wouldBlock }
+        return .bytes(n)
+    }
+
+    public func send(_ fd: Int32, from buffer: UnsafeRawPointer, count length: Int) throws(SystemError) -> IOResult {
+        guard let n = try retrying(.send, "send", { Glibc.send(fd, buffer, length, Int32(MSG_NOSIGNAL)) }) else {
+            return .wouldBlock
+        }
+        return .bytes(n)
+    }
+
+    /// Accepts one connection; nil when none is waiting. The new socket is close-on-exec and,
+    /// with `nonBlocking`, non-blocking.
+    public func accept(_ fd: Int32, nonBlocking: Bool) throws(SystemError) -> Int32? {
+        var flags = Int32(SOCK_CLOEXEC.rawValue)
+        if nonBlocking { flags |= Int32(SOCK_NONBLOCK.rawValue) }
+        guard let client = try retrying(.accept, "accept", { Int(iobench_accept4(fd, nil, nil, flags)) }) else {
+            return nil
+        }
+        return Int32(client)
+    }
+
+    /// Closes a descriptor. `EINTR` on close is not retried: Linux has already released it.
+    public func close(_ fd: Int32) {
+        count(.close)
+        _ = Glibc.close(fd)
+    }
+
+    public func shutdown(_ fd: Int32, _ how: Int32) {
+        count(.shutdown)
+        _ = Glibc.shutdown(fd, how)
+    }
+
+    public func epollCreate() throws(SystemError) -> Int32 {
+        count(.other)
+        let fd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        if fd < 0 { throw SystemError("epoll_create1", .current) }
+        return fd
+    }
+
+    public func epollCtl(_ epfd: Int32, _ op: Int32, _ fd: Int32, events: UInt32, data: UInt64) throws(SystemError) {
+        var event = epoll_event()
+        event.events = events
+        event.data.u64 = data
+        _ = try retrying(.epollCtl, "epoll_ctl", { Int(epoll_ctl(epfd, op, fd, &event)) })
+    }
+
+    /// Waits for events; returns how many were stored (0 on timeout or `EINTR`).
+    public func epollWait(_ epfd: Int32, _ events: UnsafeMutablePointer<epoll_event>, capacity: Int32, timeoutMilliseconds: Int32) throws(SystemError) -> Int {
+        count(.epollWait)
+        let n = epoll_wait(epfd, events, capacity, timeoutMilliseconds)
+        if n >= 0 { return Int(n) }
+        let error = Errno.current
+        if error == .interrupted { return 0 }
+        throw SystemError("epoll_wait", error)
+    }
+
+    /// A non-blocking, close-on-exec eventfd used to wake a loop.
+    public func makeEventFD() throws(SystemError) -> Int32 {
+        count(.eventfd)
+        let fd = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
+        if fd < 0 { throw SystemError("eventfd", .current) }
+        return fd
+    }
+
+    /// Adds one to an eventfd, waking whoever polls it.
+    public func signal(eventFD fd: Int32) {
+        count(.eventfd)
+        var one: UInt64 = 1
+        _ = withUnsafeBytes(of: &one) { Glibc.write(fd, $0.baseAddress, 8) }
+    }
+
+    /// Resets an eventfd after it fired.
+    public func drain(eventFD fd: Int32) {
+        count(.eventfd)
+        var value: UInt64 = 0
+        _ = withUnsafeMutableBytes(of: &value) { Glibc.read(fd, $0.baseAddress, 8) }
+    }
+}
+
+/// The epoll types and constants, re-exported from the shim so that only this seam imports it.
+public typealias EpollEvent = epoll_event
+
+public enum Epoll {
+    public static let input = EPOLLIN.rawValue
+    public static let output = EPOLLOUT.rawValue
+    public static let error = EPOLLERR.rawValue
+    public static let hangUp = EPOLLHUP.rawValue
+    public static let add = EPOLL_CTL_ADD
+    public static let modify = EPOLL_CTL_MOD
+    public static let delete = EPOLL_CTL_DEL
+}

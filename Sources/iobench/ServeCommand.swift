@@ -1,0 +1,195 @@
+import ArgumentParser
+import Blocking
+import Dispatch
+import EchoCore
+import Epoll
+import IoUring
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run one echo server backend until SIGINT, SIGTERM or 'quit' on stdin.",
+        discussion: """
+        Once listening it prints one line: 'listening on ADDRESS backend=B threads=N pid=P'. \
+        On stdin it accepts 'stats' (answers one JSON line of counters) and 'quit'. It stops \
+        within a second and prints final stats as one JSON line.
+        """
+    )
+
+    @Option(help: "I/O model: blocking (a thread per connection), epoll (readiness) or io_uring (completion).")
+    var backend: BackendKind
+
+    @Option(help: "Address to bind. Defaults to loopback: an open echo server is a gift to attackers.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "TCP port; 0 picks a free port (the listening line shows which).")
+    var port: Int = 7000
+
+    @Option(help: "Event loops (epoll, io_uring), each with its own SO_REUSEPORT listener. The blocking backend uses a thread per connection instead.")
+    var threads: Int = 1
+
+    @Option(help: "Pin the server to these CPUs, for example 0 or 0,1 or 2-3.")
+    var cpus: String?
+
+    @Option(help: "Connections open at once; more are accepted, closed at once and counted as refused.")
+    var maxConnections: Int = 1_000_000
+
+    @Option(help: "Stack size of each blocking connection thread (for example 64k).")
+    var stackSize: String = "64k"
+
+    @Option(help: "Bytes a connection may owe its peer before the server stops reading from it.")
+    var maxOwed: String = "256k"
+
+    @Option(help: "io_uring: provided buffers per ring (a power of two).")
+    var ringBuffers: Int = 1024
+
+    @Option(help: "io_uring: size of each provided buffer (at most 32k).")
+    var ringBufferSize: String = "16k"
+
+    func validate() throws {
+        guard (0...65535).contains(port) else {
+            throw ValidationError("port \(port) is out of range: use 0 to 65535 (0 picks a free port)")
+        }
+        guard (1...1024).contains(threads) else {
+            throw ValidationError("--threads \(threads) is out of range: use 1 to 1024")
+        }
+        guard maxConnections >= 1 else {
+            throw ValidationError("--max-connections must be at least 1")
+        }
+        guard ringBuffers > 0, ringBuffers & (ringBuffers - 1) == 0, ringBuffers <= 32768 else {
+            throw ValidationError("--ring-buffers \(ringBuffers) must be a power of two from 1 to 32768")
+        }
+    }
+
+    func run() throws {
+        var configuration: ServerConfiguration
+        let cpuList: [Int]?
+        do {
+            configuration = ServerConfiguration(address: try SocketAddress(host: host, port: port))
+            configuration.threads = threads
+            configuration.maxConnections = maxConnections
+            configuration.threadStackSize = try Units.parseByteCount(stackSize)
+            configuration.maxOwedPerConnection = try Units.parseByteCount(maxOwed)
+            configuration.ringBufferCount = ringBuffers
+            configuration.ringBufferSize = try Units.parseByteCount(ringBufferSize)
+            guard (16 * 1024...64 * 1024 * 1024).contains(configuration.threadStackSize) else {
+                throw UsageError("--stack-size \(stackSize) is out of range: use 16k to 64m")
+            }
+            guard (256...32 * 1024).contains(configuration.ringBufferSize) else {
+                throw UsageError("--ring-buffer-size \(ringBufferSize) is out of range: use 256 to 32k")
+            }
+            guard configuration.maxOwedPerConnection >= 1024 else {
+                throw UsageError("--max-owed \(maxOwed) is too small: use at least 1k")
+            }
+            cpuList = try cpus.map(Units.parseCPUList)
+            if let cpuList { try ProcessResources.pin(to: cpuList) }
+        } catch {
+            exitForUsage(error)
+        }
+
+        signal(SIGPIPE, SIG_IGN)
+        let control = ServeControl()
+        control.startSignalWatcher()
+        let server: EchoServer = switch backend {
+        case .blocking: BlockingServer(configuration: configuration)
+        case .epoll: EpollServer(configuration: configuration)
+        case .ioUring: IoUringServer(configuration: configuration)
+        }
+        control.startStdinReader(server)
+        let baselineFDs = ProcessResources.openDescriptorCount()
+        do {
+            try server.start()
+        } catch let error as UsageError {
+            exitForUsage(error)
+        } catch {
+            printError("iobench: cannot start the \(backend) server: \(error)")
+            throw ExitCode.failure
+        }
+        var line = "listening on \(server.boundAddress) backend=\(backend) threads=\(threads) pid=\(getpid())"
+        if let flags = server.stats().ioUringSetup { line += " io_uring_setup=\(flags)" }
+        control.emit(line)
+
+        control.waitForStop()
+        let stopStarted = ProcessResources.monotonicNanoseconds()
+        server.stop()
+        let stopMilliseconds = Double(ProcessResources.monotonicNanoseconds() - stopStarted) / 1e6
+        // What the server left behind: it must have closed every descriptor it opened and ended
+        // every thread it started. A detached blocking thread may need a moment to exit after
+        // its last close, so look again briefly before calling a thread leaked.
+        let leakedFDs = ProcessResources.openDescriptorCount() - baselineFDs
+        var leakedThreads = ProcessResources.threadCount(namePrefix: OSThread.serverThreadPrefix)
+        for _ in 0..<100 where leakedThreads > 0 {
+            usleep(1000)
+            leakedThreads = ProcessResources.threadCount(namePrefix: OSThread.serverThreadPrefix)
+        }
+        control.emit(server.stats().jsonLine(extra: [
+            ("final", "true"),
+            ("stop_ms", "\((stopMilliseconds * 10).rounded() / 10)"),
+            ("leaked_fds", "\(leakedFDs)"),
+            ("leaked_threads", "\(leakedThreads)"),
+        ]))
+    }
+}
+
+/// The serve command's control channel: stdin lines, signals, and serialised stdout.
+final class ServeControl: Sendable {
+    private let stopRequested = DispatchSemaphore(value: 0)
+    private let output = Mutex(())
+
+    /// Prints one line to stdout and flushes it (the harness reads line by line).
+    func emit(_ line: String) {
+        var text = line
+        text.append("\n")
+        // One write(2) per line: unbuffered, so a reader on a pipe sees it at once.
+        output.withLock { _ in
+            text.withUTF8 { bytes in _ = write(1, bytes.baseAddress, bytes.count) }
+        }
+    }
+
+    func requestStop() { stopRequested.signal() }
+
+    func waitForStop() { stopRequested.wait() }
+
+    /// SIGINT and SIGTERM are blocked in every thread and taken by one watcher with sigwait,
+    /// so no handler runs in the middle of a backend's loop.
+    func startSignalWatcher() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        let watched = set
+        let watcher = try? OSThread(name: "signals", stackSize: 64 * 1024) { [self] in
+            var set = watched
+            var signal: Int32 = 0
+            sigwait(&set, &signal)
+            requestStop()
+        }
+        watcher?.detach()
+    }
+
+    func startStdinReader(_ server: EchoServer) {
+        let reader = try? OSThread(name: "control", stackSize: 256 * 1024) { [self] in
+            while let line = readLine() {
+                switch line.trimmingCharacters() {
+                case "stats": emit(server.stats().jsonLine())
+                case "quit", "stop": requestStop(); return
+                case "": continue
+                case let other: emit("{\"error\":\"unknown command '\(other)': use stats or quit\"}")
+                }
+            }
+            // End of input (for example stdin is /dev/null): keep serving until a signal.
+        }
+        reader?.detach()
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        String(drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed())
+    }
+}
