@@ -23,13 +23,16 @@ let package = Package(
         .target(name: "Epoll", dependencies: ["EchoCore"]),
         .target(name: "IoUring", dependencies: ["EchoCore", "CLibUring"]),
 
+        // The harness: child server processes, load generation, measurement, reports.
+        .target(name: "Bench", dependencies: ["EchoCore"]),
+
         .executableTarget(name: "iobench", dependencies: [
-            "EchoCore", "Blocking", "Epoll", "IoUring",
+            "EchoCore", "Blocking", "Epoll", "IoUring", "Bench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "EchoCoreTests", dependencies: ["EchoCore"]),
-        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "iobench"]),
+        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Bench", "iobench"]),
     ],
     swiftLanguageModes: [.v6]
 )

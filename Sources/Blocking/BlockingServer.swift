@@ -123,14 +123,13 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
     }
 
     private func finish(_ fd: Int32, _ sys: SystemCalls) {
-        // Remove from the set before closing, so stop() never shuts down a reused descriptor.
-        live.withLock { state in
-            state.fds.remove(fd)
-            state.threads -= 1
-        }
+        // Out of the set before closing, so stop() never shuts down a reused descriptor; the
+        // thread count drops only after the close, so stop() returns with every socket closed.
+        live.withLock { _ = $0.fds.remove(fd) }
         sys.close(fd)
         sys.count(.closed)
         limit.release()
+        live.withLock { $0.threads -= 1 }
     }
 
     public func stats() -> ServerStats {

@@ -89,16 +89,30 @@ public enum Socket {
 }
 
 extension Socket {
-    /// Binds `count` listeners on one port with `SO_REUSEPORT` (one per event loop; the kernel
-    /// spreads new connections across them). Port 0 is resolved by the first bind.
-    /// Returns the descriptors and the address actually bound.
+    /// Binds `count` listeners on one port (one per event loop; with several, `SO_REUSEPORT`
+    /// lets the kernel spread new connections across them). Port 0 is resolved by the first
+    /// bind. Returns the descriptors and the address actually bound.
+    ///
+    /// `SO_REUSEPORT` would also let this server silently share a port with another process of
+    /// the same user, so a probe socket without it holds the port first: if anything else is
+    /// listening there, the probe's bind fails with "already in use".
     public static func listenOnEachLoop(_ address: SocketAddress, count: Int, nonBlocking: Bool) throws -> ([Int32], SocketAddress) {
+        if count <= 1 {
+            let fd = try listen(on: address, reusePort: false, nonBlocking: nonBlocking)
+            guard let bound = localAddress(fd) else { close(fd); throw SystemError("getsockname", .current) }
+            return ([fd], bound)
+        }
+        let probe = socket(address.domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard probe >= 0 else { throw describe(SystemError("socket", .current), address) }
+        defer { close(probe) }
+        try setOption(probe, SOL_SOCKET, SO_REUSEADDR, 1)
+        if address.withSockAddr({ bind(probe, $0, $1) }) != 0 {
+            throw describe(SystemError("bind", .current), address)
+        }
+        guard let bound = localAddress(probe) else { throw SystemError("getsockname", .current) }
         var fds: [Int32] = []
         do {
-            let first = try listen(on: address, reusePort: true, nonBlocking: nonBlocking)
-            fds.append(first)
-            guard let bound = localAddress(first) else { throw SystemError("getsockname", .current) }
-            for _ in 1..<max(count, 1) {
+            for _ in 0..<count {
                 fds.append(try listen(on: bound, reusePort: true, nonBlocking: nonBlocking))
             }
             return (fds, bound)

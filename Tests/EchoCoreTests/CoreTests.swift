@@ -1,0 +1,132 @@
+@testable import EchoCore
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite struct AddressTests {
+    @Test func parsesIPv4AndIPv6() throws {
+        let v4 = try SocketAddress(parsing: "127.0.0.1:7000")
+        #expect(v4.family == .ipv4 && v4.port == 7000 && v4.description == "127.0.0.1:7000")
+        let v6 = try SocketAddress(parsing: "[::1]:8080")
+        #expect(v6.family == .ipv6 && v6.port == 8080 && v6.description == "[::1]:8080")
+        let local = try SocketAddress(host: "localhost", port: 0)
+        #expect(local.hostText == "127.0.0.1")
+    }
+
+    @Test(arguments: [
+        ("127.0.0.1", "has no port"),
+        ("127.0.0.1:http", "is not a number"),
+        ("127.0.0.1:70000", "out of range"),
+        ("example:80", "is not an IPv4 or IPv6 address"),
+        ("::1:80", "put IPv6 addresses in brackets"),
+        ("[::1:80", "unclosed"),
+        (":80", "host is empty"),
+    ])
+    func rejectsBadAddressesWithAReason(text: String, reason: String) {
+        #expect {
+            _ = try SocketAddress(parsing: text)
+        } throws: { error in
+            "\(error)".contains(reason)
+        }
+    }
+
+    @Test func listenerReportsPortInUseAsASentence() throws {
+        let (fds, bound) = try Socket.listenOnEachLoop(try SocketAddress(host: "127.0.0.1", port: 0), count: 2, nonBlocking: true)
+        defer { fds.forEach { close($0) } }
+        #expect(fds.count == 2 && bound.port != 0)
+        #expect {
+            _ = try Socket.listen(on: bound, reusePort: false, nonBlocking: true)
+        } throws: { error in
+            "\(error)".contains("already in use")
+        }
+    }
+}
+
+@Suite struct ErrnoTests {
+    @Test func negatedResultsMapToErrno() {
+        #expect(Errno(negatedResult: -ECONNRESET) == .connectionReset)
+        #expect(Errno(negatedResult: -ENOBUFS).name == "ENOBUFS")
+        #expect(Errno.tooManyOpenFiles.isDescriptorExhaustion)
+        #expect(Errno.badFileDescriptor.indicatesBug)
+        #expect(!Errno.connectionReset.indicatesBug)
+        #expect("\(SystemError("recv", .connectionReset))".contains("recv: Connection reset by peer (ECONNRESET)"))
+    }
+
+    @Test func wouldBlockIsAValueAndOtherErrorsThrowNamingTheCall() throws {
+        let counters = ThreadCounters()
+        let sys = SystemCalls(counters: counters)
+        var pair: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
+        defer { close(pair[0]); close(pair[1]) }
+        var byte: UInt8 = 0
+        #expect(try sys.recv(pair[0], into: &byte, count: 1) == .wouldBlock)
+        #expect(try sys.send(pair[1], from: [7], count: 1) == .bytes(1))
+        #expect(try sys.recv(pair[0], into: &byte, count: 1) == .bytes(1) && byte == 7)
+        #expect(counters.value(.recv) == 2 && counters.value(.send) == 1)
+        close(pair[1])
+        shutdown(pair[0], Int32(SHUT_RDWR))
+        #expect(throws: SystemError.self) {
+            _ = try sys.send(pair[0], from: [1], count: 1)
+        }
+    }
+
+    @Test func countersSumAcrossThreadsAndSurviveRetirement() {
+        let registry = CounterRegistry()
+        let a = registry.makeCounters(), b = registry.makeCounters()
+        SystemCalls(counters: a).count(.send, 3)
+        SystemCalls(counters: b).count(.send, 4)
+        b.add(.bytesIn, 10)
+        registry.retire(b)
+        let totals = registry.totals()
+        #expect(totals[.send] == 7 && totals[.bytesIn] == 10)
+    }
+}
+
+@Suite struct UnitsTests {
+    @Test func sizes() throws {
+        #expect(try Units.parseByteCount("64") == 64)
+        #expect(try Units.parseByteCount("4k") == 4096)
+        #expect(try Units.parseByteCount("4KiB") == 4096)
+        #expect(try Units.parseByteCount("1m") == 1 << 20)
+        #expect(try Units.parseByteCount("2G") == 2 << 30)
+        #expect(throws: UsageError.self) { try Units.parseByteCount("lots") }
+        #expect(throws: UsageError.self) { try Units.parseByteCount("-1") }
+    }
+
+    @Test func durations() throws {
+        #expect(try Units.parseDuration("500ms") == 0.5)
+        #expect(try Units.parseDuration("10s") == 10)
+        #expect(try Units.parseDuration("2m") == 120)
+        #expect(try Units.parseDuration("3") == 3)
+        #expect(try Units.parseDuration("250us") == 0.00025)
+        #expect(throws: UsageError.self) { try Units.parseDuration("soon") }
+    }
+
+    @Test func cpuLists() throws {
+        #expect(try Units.parseCPUList("0") == [0])
+        #expect(try Units.parseCPUList("0,1") == [0, 1])
+        #expect(try Units.parseCPUList("2-4") == [2, 3, 4])
+        #expect(throws: UsageError.self) { try Units.parseCPUList("1-") }
+    }
+}
+
+@Suite struct ConnectionTableTests {
+    @Test func slotsAreReusedWithNewGenerations() {
+        var table = ConnectionTable<Int>(initialCapacity: 2)
+        defer { table.deallocate() }
+        let a = table.insert(1)
+        let genA = table.generation(a)
+        #expect(table.isLive(a, generation: genA))
+        table.remove(a)
+        #expect(!table.isLive(a, generation: genA))
+        let b = table.insert(2)
+        #expect(b == a)
+        #expect(table.isLive(b, generation: table.generation(b)))
+        #expect(!table.isLive(b, generation: genA))
+        for i in 0..<100 { _ = table.insert(i) }  // grows past the initial capacity
+        #expect(table.count == 101)
+        #expect(table.liveIndices().count == 101)
+        #expect(table.slots[b] == 2)
+    }
+}
