@@ -18,8 +18,10 @@ build: deps
 test: deps
 	$(SWIFT) test
 
+# The default matrix: 3 backends x 1,16,128,512 connections x 64 B,4 KiB x 3 repetitions, plus
+# 10,000 idle connections per backend. Writes results/runs/<run id>.csv. ARGS adds options.
 bench: deps build
-	./scripts/selfcheck.sh $$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench
+	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench run $(ARGS)
 
 clean:
 	rm -rf .build

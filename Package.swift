@@ -9,6 +9,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", exact: "0.2.0"),
     ],
     targets: [
         // C seams: liburing (only IoUring imports it) and what Glibc's module does not export.
@@ -24,7 +25,10 @@ let package = Package(
         .target(name: "IoUring", dependencies: ["EchoCore", "CLibUring"]),
 
         // The harness: child server processes, load generation, measurement, reports.
-        .target(name: "Bench", dependencies: ["EchoCore"]),
+        .target(name: "Bench", dependencies: [
+            "EchoCore",
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ]),
 
         .executableTarget(name: "iobench", dependencies: [
             "EchoCore", "Blocking", "Epoll", "IoUring", "Bench",
@@ -33,6 +37,7 @@ let package = Package(
 
         .testTarget(name: "EchoCoreTests", dependencies: ["EchoCore"]),
         .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Bench", "iobench"]),
+        .testTarget(name: "BenchTests", dependencies: ["EchoCore", "Bench", "iobench"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -63,6 +63,13 @@ public enum ProcessResources {
         return Int(clamping: limit.rlim_cur)
     }
 
+    /// CPU time the calling thread has used, in nanoseconds.
+    public static func threadCPUNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
     /// Monotonic time in nanoseconds.
     @inline(__always)
     public static func monotonicNanoseconds() -> UInt64 {

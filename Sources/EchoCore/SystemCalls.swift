@@ -106,6 +106,22 @@ public struct SystemCalls {
         throw SystemError("epoll_wait", error)
     }
 
+    /// Waits for events with a nanosecond timeout (nil: wait indefinitely); 0 on timeout or `EINTR`.
+    public func epollWait(_ epfd: Int32, _ events: UnsafeMutablePointer<epoll_event>, capacity: Int32, timeoutNanoseconds: UInt64?) throws(SystemError) -> Int {
+        count(.epollWait)
+        let n: Int32
+        if let timeoutNanoseconds {
+            var ts = timespec(tv_sec: Int(timeoutNanoseconds / 1_000_000_000), tv_nsec: Int(timeoutNanoseconds % 1_000_000_000))
+            n = epoll_pwait2(epfd, events, capacity, &ts, nil)
+        } else {
+            n = epoll_pwait2(epfd, events, capacity, nil, nil)
+        }
+        if n >= 0 { return Int(n) }
+        let error = Errno.current
+        if error == .interrupted { return 0 }
+        throw SystemError("epoll_pwait2", error)
+    }
+
     /// A non-blocking, close-on-exec eventfd used to wake a loop.
     public func makeEventFD() throws(SystemError) -> Int32 {
         count(.eventfd)

@@ -1,0 +1,286 @@
+import EchoCore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How one cell loads the server: closed loop with a depth, or open loop at a rate.
+public enum LoadMode: Sendable, Equatable, CustomStringConvertible {
+    case closed(depth: Int)
+    case open(rate: Double)
+
+    public var description: String {
+        switch self {
+        case .closed(let depth): "depth \(depth)"
+        case .open(let rate): "rate \(Int(rate))/s"
+        }
+    }
+}
+
+/// The matrix `iobench run` measures.
+public struct RunPlan: Sendable {
+    public var backends: [BackendKind] = BackendKind.allCases
+    public var connections = [1, 16, 128, 512]
+    public var sizes = [64, 4096]
+    public var modes: [LoadMode] = [.closed(depth: 1)]
+    public var repetitions = 3
+    public var duration = 1.5
+    public var warmup = 0.5
+    public var serverCPUs = [0]
+    public var clientCPUs = [1]
+    public var serverThreads = 1
+    public var generatorThreads = 1
+    /// Idle connections held open against each backend (0 skips the idle measurement).
+    public var idleConnections = 10_000
+    /// Path of the iobench executable that serves (this binary).
+    public var executable: String
+    /// The command line, recorded in every row.
+    public var commandLine: String
+
+    public init(executable: String, commandLine: String) {
+        self.executable = executable
+        self.commandLine = commandLine
+    }
+
+    public var loadCellCount: Int { backends.count * connections.count * sizes.count * modes.count * repetitions }
+}
+
+/// Runs a plan: every backend as a fresh child server per cell, pinned apart from the generator.
+public final class BenchmarkRunner {
+    public let plan: RunPlan
+    public let machine: MachineInfo
+    public let runID: String
+    /// Told what is happening: a status line that may be redrawn in place.
+    public var status: (String) -> Void = { _ in }
+    private var rows: [ResultRow] = []
+
+    public init(plan: RunPlan, machine: MachineInfo = .current()) {
+        self.plan = plan
+        self.machine = machine
+        let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
+        runID = "\(stamp)-\(machine.host)"
+    }
+
+    /// Runs every cell; returns one row per cell and repetition (plus idle rows).
+    public func run() throws -> [ResultRow] {
+        rows = []
+        var done = 0
+        for repetition in 1...plan.repetitions {
+            // Rotate the backend order each repetition so drift does not favour one backend.
+            let shift = (repetition - 1) % max(plan.backends.count, 1)
+            let order = Array(plan.backends[shift...] + plan.backends[..<shift])
+            for mode in plan.modes {
+                for connections in plan.connections {
+                    for size in plan.sizes {
+                        for backend in order {
+                            done += 1
+                            let label = "[\(done)/\(plan.loadCellCount)] \(backend) \(connections) conns \(size) B \(mode) rep \(repetition)/\(plan.repetitions)"
+                            rows.append(try measure(backend, connections: connections, size: size, mode: mode, repetition: repetition, label: label))
+                        }
+                    }
+                }
+            }
+        }
+        if plan.idleConnections > 0 {
+            for backend in plan.backends {
+                status("idle: \(backend) with \(plan.idleConnections) connections")
+                rows.append(try measureIdle(backend))
+            }
+        }
+        return rows
+    }
+
+    private func startServer(_ backend: BackendKind) throws -> ServerProcess {
+        try ServerProcess(executable: plan.executable, arguments: [
+            "serve", "--backend", backend.rawValue, "--port", "0",
+            "--threads", "\(plan.serverThreads)",
+            "--cpus", plan.serverCPUs.map(String.init).joined(separator: ","),
+        ])
+    }
+
+    private func baseRow(_ backend: BackendKind, workload: String, connections: Int, repetition: Int) -> ResultRow {
+        var row = ResultRow()
+        row["run_id"] = runID
+        row["timestamp"] = ISO8601DateFormatter().string(from: Date())
+        row["host"] = machine.host
+        row["kernel"] = machine.kernel
+        row["cpu_model"] = machine.cpuModel
+        row["cores"] = "\(machine.cores)"
+        row["swift_version"] = machine.swiftVersion
+        row["liburing_version"] = machine.liburingVersion
+        row["git_commit"] = machine.gitCommit
+        row["command"] = plan.commandLine
+        row["workload"] = workload
+        row["backend"] = backend.rawValue
+        row["server_threads"] = "\(plan.serverThreads)"
+        row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: " ")
+        row["client_cpus"] = plan.clientCPUs.map(String.init).joined(separator: " ")
+        row["connections"] = "\(connections)"
+        row["repetition"] = "\(repetition)"
+        return row
+    }
+
+    /// One load cell against a fresh server.
+    func measure(_ backend: BackendKind, connections: Int, size: Int, mode: LoadMode, repetition: Int, label: String) throws -> ResultRow {
+        let server = try startServer(backend)
+        defer { server.stop() }
+        let probe = ProcessProbe(pid: server.pid)
+        var options = LoadOptions(target: server.address)
+        options.connections = connections
+        options.messageSize = size
+        options.duration = plan.duration
+        options.warmup = plan.warmup
+        options.threads = plan.generatorThreads
+        options.cpus = plan.clientCPUs
+        switch mode {
+        case .closed(let depth): options.depth = depth
+        case .open(let rate): options.rate = rate
+        }
+        var before: (ProcessProbe.Sample?, JSONObject?) = (nil, nil)
+        var after: (ProcessProbe.Sample?, JSONObject?) = (nil, nil)
+        var hooks = LoadHooks()
+        hooks.measurementStarted = { before = (probe.sample(), try? server.stats()) }
+        hooks.measurementEnded = { after = (probe.sample(), try? server.stats()) }
+        hooks.progress = { [status, duration = plan.duration] elapsed, messages in
+            status("\(label): \(String(format: "%.1f", elapsed))/\(duration) s, \(formatCount(Double(messages) / max(elapsed, 0.001))) msgs/s")
+        }
+        status("\(label): warming up")
+        let load = try LoadGenerator.run(options, hooks: hooks)
+
+        var row = baseRow(backend, workload: "echo", connections: connections, repetition: repetition)
+        row.fill(load: load)
+        if let s0 = before.0, let s1 = after.0 {
+            let cpu = s1.cpuSeconds - s0.cpuSeconds
+            let perMessage = load.messages > 0 ? 1.0 / Double(load.messages) : 0
+            row["server_cpu_us_per_msg"] = fixed(cpu * 1e6 * perMessage, 3)
+            row["server_cpu_util"] = fixed(cpu / load.seconds, 3)
+            row["ctx_switches_per_msg"] = fixed(Double(ProcessProbe.contextSwitches(from: s0, to: s1)) * perMessage, 4)
+            row["server_rss_peak_kb"] = "\(s1.peakResidentBytes / 1024)"
+            row["server_threads_peak"] = "\(s1.threads)"
+            if let st0 = before.1, let st1 = after.1 {
+                let delta = { (key: String) -> Double in
+                    Double((st1.object("syscalls")?.int(key) ?? 0) - (st0.object("syscalls")?.int(key) ?? 0))
+                }
+                let total = Double((st1.int("syscalls_total") ?? 0) - (st0.int("syscalls_total") ?? 0))
+                row["syscalls_per_msg"] = fixed(total * perMessage, 4)
+                row["io_uring_enter_per_msg"] = fixed(delta("io_uring_enter") * perMessage, 4)
+                row["epoll_wait_per_msg"] = fixed(delta("epoll_wait") * perMessage, 4)
+            }
+            let capacity = Double(backend == .blocking ? plan.serverCPUs.count : min(plan.serverCPUs.count, plan.serverThreads))
+            row["bottleneck"] = Bottleneck.verdict(serverUtilization: cpu / load.seconds / max(capacity, 1),
+                                                   generatorUtilization: load.generatorUtilization)
+        }
+        if load.errors > 0 {
+            reportError("iobench: \(label): \(load.errors) errors: \(load.errorDetails.joined(separator: "; "))")
+        }
+        return row
+    }
+
+    /// Holds `idleConnections` idle connections open and measures the server's memory per connection.
+    func measureIdle(_ backend: BackendKind) throws -> ResultRow {
+        let needed = plan.idleConnections + 64
+        let limit = ProcessResources.raiseDescriptorLimit()
+        guard limit >= needed else {
+            throw UsageError("holding \(plan.idleConnections) idle connections needs \(needed) file descriptors but the limit is \(limit): raise it (ulimit -n) or lower --idle-connections")
+        }
+        let server = try startServer(backend)
+        defer { server.stop() }
+        let probe = ProcessProbe(pid: server.pid)
+        usleep(50_000)
+        let rssBefore = probe.sample()?.residentBytes ?? 0
+        let start = ProcessResources.monotonicNanoseconds()
+        var fds: [Int32] = []
+        fds.reserveCapacity(plan.idleConnections)
+        defer { for fd in fds { close(fd) } }
+        for _ in 0..<plan.idleConnections {
+            switch Result(catching: { () throws(SystemError) -> Int32 in try Socket.connect(to: server.address) }) {
+            case .success(let fd): fds.append(fd)
+            case .failure(let error):
+                throw LoadError.cannotConnect(server.address, error.errno, connected: fds.count)
+            }
+        }
+        let deadline = start + 60_000_000_000
+        var open = 0
+        while ProcessResources.monotonicNanoseconds() < deadline {
+            open = ((try? server.stats())?.int("connections_open")) ?? 0
+            if open >= plan.idleConnections { break }
+            usleep(5_000)
+        }
+        let acceptSeconds = Double(ProcessResources.monotonicNanoseconds() - start) / 1e9
+        usleep(100_000)
+        let sample = probe.sample()
+        var row = baseRow(backend, workload: "idle", connections: plan.idleConnections, repetition: 1)
+        row["errors"] = "\(plan.idleConnections - open)"
+        row["idle_accept_s"] = fixed(acceptSeconds, 3)
+        if let sample {
+            row["idle_rss_bytes_per_conn"] = fixed(Double(sample.residentBytes - rssBefore) / Double(plan.idleConnections), 1)
+            row["server_rss_peak_kb"] = "\(sample.peakResidentBytes / 1024)"
+            row["server_threads_peak"] = "\(sample.threads)"
+        }
+        row["timestamp"] = ISO8601DateFormatter().string(from: Date())
+        return row
+    }
+}
+
+/// Which side limited a cell.
+public enum Bottleneck {
+    /// A side at or above this share of its CPUs is saturated.
+    public static let saturation = 0.85
+
+    public static func verdict(serverUtilization: Double, generatorUtilization: Double) -> String {
+        let serverBusy = serverUtilization >= saturation
+        let generatorBusy = generatorUtilization >= saturation
+        switch (serverBusy, generatorBusy) {
+        case (true, true): return serverUtilization >= generatorUtilization ? "server" : "generator"
+        case (true, false): return "server"
+        case (false, true): return "generator"
+        case (false, false): return "neither"
+        }
+    }
+}
+
+extension ResultRow {
+    /// The load generator's figures.
+    public mutating func fill(load: LoadResult) {
+        self["size_bytes"] = "\(load.options.messageSize)"
+        self["depth"] = load.options.rate == nil ? "\(load.options.depth)" : ""
+        self["rate_msgs_per_s"] = load.options.rate.map { fixed($0, 0) } ?? ""
+        self["duration_s"] = fixed(load.seconds, 3)
+        self["messages"] = "\(load.messages)"
+        self["msgs_per_s"] = fixed(load.messagesPerSecond, 1)
+        self["mb_per_s"] = fixed(load.megabytesPerSecond, 3)
+        let h = load.latency
+        let us = { (ns: UInt64) in fixed(Double(ns) / 1000, 1) }
+        if h.totalCount > 0 {
+            self["p50_us"] = us(h.valueAtPercentile(50))
+            self["p90_us"] = us(h.valueAtPercentile(90))
+            self["p99_us"] = us(h.valueAtPercentile(99))
+            self["p999_us"] = us(h.valueAtPercentile(99.9))
+            self["p9999_us"] = us(h.valueAtPercentile(99.99))
+            self["max_us"] = us(h.max)
+        }
+        if let u = load.uncorrectedLatency, u.totalCount > 0 { self["uncorrected_p99_us"] = us(u.valueAtPercentile(99)) }
+        if let lag = load.sendLag, lag.totalCount > 0 {
+            self["send_lag_p99_us"] = us(lag.valueAtPercentile(99))
+            self["send_lag_max_us"] = us(lag.max)
+        }
+        self["errors"] = "\(load.errors)"
+        self["generator_cpu_us_per_msg"] = fixed(load.generatorCPUMicrosecondsPerMessage, 3)
+        self["generator_cpu_util"] = fixed(load.generatorUtilization, 3)
+    }
+}
+
+/// A number with a fixed count of decimals, as written to CSV.
+public func fixed(_ value: Double, _ decimals: Int) -> String {
+    guard value.isFinite else { return "" }
+    return String(format: "%.\(decimals)f", value)
+}
+
+/// 182345 -> "182.3k".
+public func formatCount(_ value: Double) -> String {
+    switch abs(value) {
+    case 1e6...: String(format: "%.2fM", value / 1e6)
+    case 1e3...: String(format: "%.1fk", value / 1e3)
+    default: String(format: "%.0f", value)
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+
+/// One row of a results CSV: one cell (backend × connections × size × depth or rate) of one
+/// repetition. Values are kept as the text written, so a CSV reads back exactly.
+public struct ResultRow: Sendable, Equatable {
+    public var values: [String: String]
+
+    public init(_ values: [String: String] = [:]) { self.values = values }
+
+    public subscript(column: String) -> String? {
+        get { values[column] }
+        set { values[column] = newValue }
+    }
+
+    public func double(_ column: String) -> Double? { values[column].flatMap { Double($0) } }
+    public func int(_ column: String) -> Int? { values[column].flatMap { Int($0) } }
+
+    /// Every column, in file order, with its meaning (results/README.md is generated from this).
+    public static let columns: [(name: String, meaning: String)] = [
+        ("run_id", "identifies one invocation of the tool; rows of one run share it"),
+        ("timestamp", "when the cell finished, ISO 8601 UTC"),
+        ("host", "machine host name"),
+        ("kernel", "kernel release (uname -r)"),
+        ("cpu_model", "CPU model from /proc/cpuinfo"),
+        ("cores", "online CPUs"),
+        ("swift_version", "Swift compiler that built iobench"),
+        ("liburing_version", "liburing version (pkg-config)"),
+        ("git_commit", "iobench commit the run was built from"),
+        ("command", "the command line that produced the row"),
+        ("workload", "echo (load run) or idle (idle connections held open)"),
+        ("backend", "blocking, epoll, io_uring, or the name of an external server"),
+        ("server_threads", "event loops of the server (--threads); blocking: 1 acceptor plus one thread per connection"),
+        ("server_cpus", "CPUs the server was pinned to"),
+        ("client_cpus", "CPUs the load generator was pinned to"),
+        ("connections", "concurrent connections"),
+        ("size_bytes", "bytes per message"),
+        ("depth", "messages in flight per connection (closed loop); empty for open loop"),
+        ("rate_msgs_per_s", "open loop: scheduled messages per second in total; empty for closed loop"),
+        ("repetition", "repetition number, from 1"),
+        ("duration_s", "length of the measured window in seconds"),
+        ("messages", "messages echoed and verified within the window"),
+        ("msgs_per_s", "messages per second"),
+        ("mb_per_s", "payload megabytes (10^6 B) echoed per second, one direction"),
+        ("p50_us", "latency median, microseconds (open loop: from the scheduled send time)"),
+        ("p90_us", "latency 90th percentile, microseconds"),
+        ("p99_us", "latency 99th percentile, microseconds"),
+        ("p999_us", "latency 99.9th percentile, microseconds"),
+        ("p9999_us", "latency 99.99th percentile, microseconds"),
+        ("max_us", "largest latency, microseconds"),
+        ("uncorrected_p99_us", "open loop: 99th percentile from the actual send time (coordinated omission not corrected)"),
+        ("send_lag_p99_us", "open loop: 99th percentile of how late messages left against their schedule"),
+        ("send_lag_max_us", "open loop: largest send lag"),
+        ("errors", "verification failures and lost connections (a run with errors failed)"),
+        ("server_cpu_us_per_msg", "server CPU time (user + system, /proc/PID/stat) per message, microseconds"),
+        ("server_cpu_util", "server CPU time / wall time (1.0 = one core busy)"),
+        ("generator_cpu_us_per_msg", "load generator CPU time per message, microseconds"),
+        ("generator_cpu_util", "generator CPU time / (wall time × generator threads)"),
+        ("syscalls_per_msg", "server system calls per message (the server's own counters)"),
+        ("io_uring_enter_per_msg", "server io_uring_enter calls per message"),
+        ("epoll_wait_per_msg", "server epoll_wait calls per message"),
+        ("ctx_switches_per_msg", "server context switches (voluntary + involuntary, all threads) per message"),
+        ("server_rss_peak_kb", "server peak resident memory (VmHWM), KiB"),
+        ("server_threads_peak", "server threads at the end of the window"),
+        ("bottleneck", "server, generator or neither: which side was saturated (>= 85% of its CPUs)"),
+        ("idle_rss_bytes_per_conn", "idle workload: server RSS growth per idle connection, bytes"),
+        ("idle_accept_s", "idle workload: seconds until the server had accepted every connection"),
+    ]
+
+    public static var columnNames: [String] { columns.map(\.name) }
+
+    /// The cell this row belongs to, without backend and repetition.
+    public var cellKey: String {
+        [values["workload"], values["connections"], values["size_bytes"], values["depth"], values["rate_msgs_per_s"], values["server_threads"]]
+            .map { $0 ?? "" }.joined(separator: "|")
+    }
+}
+
+/// CSV in RFC 4180 form: a header row, fields quoted when they hold commas, quotes or newlines.
+public enum CSV {
+    public static func write(_ rows: [ResultRow], columns: [String] = ResultRow.columnNames) -> String {
+        var text = columns.map(quote).joined(separator: ",") + "\n"
+        for row in rows {
+            text += columns.map { quote(row[$0] ?? "") }.joined(separator: ",") + "\n"
+        }
+        return text
+    }
+
+    static func quote(_ field: String) -> String {
+        guard field.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return field }
+        return "\"" + field.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
+    public struct ParseError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Reads rows back; columns the file lacks are absent from the rows.
+    public static func read(_ text: String) throws -> [ResultRow] {
+        var records: [[String]] = []
+        var record: [String] = []
+        var field = ""
+        var quoted = false
+        var iterator = Array(text.unicodeScalars).makeIterator()
+        var pending: Unicode.Scalar? = nil
+        func next() -> Unicode.Scalar? {
+            if let p = pending { pending = nil; return p }
+            return iterator.next()
+        }
+        while let c = next() {
+            if quoted {
+                if c == "\"" {
+                    if let following = next() {
+                        if following == "\"" { field.unicodeScalars.append("\"") } else { quoted = false; pending = following }
+                    } else { quoted = false }
+                } else {
+                    field.unicodeScalars.append(c)
+                }
+            } else if c == "\"" && field.isEmpty {
+                quoted = true
+            } else if c == "," {
+                record.append(field); field = ""
+            } else if c == "\n" {
+                record.append(field); field = ""
+                records.append(record); record = []
+            } else if c != "\r" {
+                field.unicodeScalars.append(c)
+            }
+        }
+        if quoted { throw ParseError(description: "the CSV ends inside a quoted field") }
+        if !field.isEmpty || !record.isEmpty { record.append(field); records.append(record) }
+        guard let header = records.first else { throw ParseError(description: "the CSV is empty: no header row") }
+        return try records.dropFirst().enumerated().map { index, fields in
+            guard fields.count == header.count else {
+                throw ParseError(description: "row \(index + 2) has \(fields.count) fields but the header has \(header.count)")
+            }
+            return ResultRow(Dictionary(uniqueKeysWithValues: zip(header, fields)))
+        }
+    }
+}

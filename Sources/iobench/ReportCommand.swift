@@ -1,0 +1,45 @@
+import ArgumentParser
+import Bench
+import EchoCore
+import Foundation
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report",
+        abstract: "Print the results table of a CSV written by 'iobench run', or the CSV schema.",
+        discussion: "Exit codes: 0 success, 1 the file cannot be read, 64 bad usage."
+    )
+
+    @Argument(help: "A CSV written by 'iobench run'.")
+    var csv: String?
+
+    @Option(help: "The backend the others are compared with.")
+    var reference: String = "epoll"
+
+    @Flag(help: "Print the CSV columns and their meaning as a Markdown table instead.")
+    var schema = false
+
+    func validate() throws {
+        if !schema && csv == nil { throw ValidationError("give a CSV file to report on, or --schema") }
+    }
+
+    func run() throws {
+        if schema {
+            print("| column | meaning |\n| --- | --- |")
+            for column in ResultRow.columns { print("| `\(column.name)` | \(column.meaning) |") }
+            return
+        }
+        guard let csv else { return }
+        let rows: [ResultRow]
+        do {
+            rows = try CSV.read(try String(contentsOfFile: csv, encoding: .utf8))
+        } catch {
+            printError("iobench: cannot read \(csv): \(error)")
+            throw ExitCode.failure
+        }
+        if let command = rows.first?["command"], let run = rows.first?["run_id"] {
+            print("run \(run): \(command)")
+        }
+        print(SummaryTable.render(rows, reference: reference), terminator: "")
+    }
+}

@@ -1,0 +1,155 @@
+import ArgumentParser
+import Bench
+import EchoCore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the benchmark matrix: backends × connections × sizes × depths/rates × repetitions.",
+        discussion: """
+        Each cell starts a fresh 'iobench serve' child pinned to --server-cpus and loads it from \
+        --client-cpus; the backend order rotates between repetitions. Prints a table of medians \
+        (with min–max and ratios to --reference) and writes every cell and repetition to a CSV in \
+        results/runs/. Exits 1 when a cell had errors or a server failed, 64 on bad usage.
+        """
+    )
+
+    @Option(help: "Backends to compare (comma-separated).")
+    var backends: ListOf<BackendKind> = ListOf(BackendKind.allCases)
+
+    @Option(help: "Connection counts (default 1,16,128,512; --quick: 16,128).")
+    var connections: ListOf<Int>?
+
+    @Option(help: "Message sizes (default 64,4k; --quick: 64).")
+    var sizes: ListOf<ByteSize>?
+
+    @Option(help: "Closed-loop depths: messages in flight per connection (default 1).")
+    var depths: ListOf<Int>?
+
+    @Option(help: "Open-loop rates in messages per second, in total (adds open-loop cells).")
+    var rates: ListOf<Double>?
+
+    @Option(name: .customLong("repeat"), help: "Repetitions of every cell (default 3; --quick: 2).")
+    var repetitions: Int?
+
+    @Option(help: "Measured time per cell (default 1.5s; --quick: 1s).")
+    var duration: Duration?
+
+    @Option(help: "Warm-up per cell (default 500ms; --quick: 300ms).")
+    var warmup: Duration?
+
+    @Option(help: "CPUs for the server.")
+    var serverCPUs: CPUList = CPUList([0])
+
+    @Option(help: "CPUs for the load generator (default: every CPU not given to the server).")
+    var clientCPUs: CPUList?
+
+    @Option(help: "Server event loops (--threads of iobench serve).")
+    var serverThreads: Int = 1
+
+    @Option(help: "Generator threads (default: one per client CPU).")
+    var generatorThreads: Int?
+
+    @Option(help: "Idle connections held open against each backend to measure memory per connection (default 10000; 0 or --quick skips).")
+    var idleConnections: Int?
+
+    @Option(help: "The backend the others are compared with.")
+    var reference: BackendKind = .epoll
+
+    @Option(help: "Where to write the CSV (a directory or a .csv file).")
+    var out: String = "results/runs"
+
+    @Flag(help: "A small matrix for CI, well under a minute.")
+    var quick = false
+
+    @Flag(help: "No progress line.")
+    var quiet = false
+
+    func validate() throws {
+        if let r = repetitions, r < 1 { throw ValidationError("--repeat must be at least 1") }
+        if let c = connections?.values, c.contains(where: { $0 < 1 }) { throw ValidationError("--connections must be at least 1") }
+        if let d = depths?.values, d.contains(where: { $0 < 1 || $0 > 4096 }) { throw ValidationError("--depths must be from 1 to 4096") }
+        if let r = rates?.values, r.contains(where: { !($0 > 0) }) { throw ValidationError("--rates must be positive") }
+        guard (1...1024).contains(serverThreads) else { throw ValidationError("--server-threads must be from 1 to 1024") }
+    }
+
+    func makePlan() throws -> RunPlan {
+        let commandLine = (["iobench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+        var plan = RunPlan(executable: selfExecutable(), commandLine: commandLine)
+        plan.backends = backends.values
+        plan.connections = connections?.values ?? (quick ? [16, 128] : [1, 16, 128, 512])
+        plan.sizes = sizes?.values.map(\.bytes) ?? (quick ? [64] : [64, 4096])
+        var modes: [LoadMode] = (depths?.values ?? (rates == nil ? [1] : [])).map { .closed(depth: $0) }
+        modes += (rates?.values ?? []).map { .open(rate: $0) }
+        plan.modes = modes
+        plan.repetitions = repetitions ?? (quick ? 2 : 3)
+        plan.duration = duration?.seconds ?? (quick ? 1 : 1.5)
+        plan.warmup = warmup?.seconds ?? (quick ? 0.3 : 0.5)
+        plan.serverCPUs = serverCPUs.cpus
+        let allowed = Array(0..<ProcessInfo.processInfo.activeProcessorCount)
+        let rest = allowed.filter { !serverCPUs.cpus.contains($0) }
+        plan.clientCPUs = clientCPUs?.cpus ?? (rest.isEmpty ? allowed : rest)
+        plan.serverThreads = serverThreads
+        plan.generatorThreads = generatorThreads ?? plan.clientCPUs.count
+        plan.idleConnections = quick ? (idleConnections ?? 0) : (idleConnections ?? 10_000)
+        return plan
+    }
+
+    func run() throws {
+        let plan = try makePlan()
+        if plan.clientCPUs.contains(where: plan.serverCPUs.contains) {
+            printError("iobench: warning: the server and the generator share CPUs \(plan.serverCPUs); figures will mix both sides' work")
+        }
+        let rows = try execute(plan, quiet: quiet)
+        print(SummaryTable.render(rows, reference: reference.rawValue))
+        let path = try writeCSV(rows, to: out, runID: rows.first?["run_id"] ?? "run")
+        print("CSV: \(path)")
+        let errors = rows.compactMap { $0.int("errors") }.reduce(0, +)
+        if errors > 0 {
+            printError("iobench: \(errors) errors across the run (see the errors column)")
+            throw ExitCode.failure
+        }
+    }
+}
+
+/// Runs a plan with a progress line; turns failures into one sentence and exit 1.
+func execute(_ plan: RunPlan, quiet: Bool) throws -> [ResultRow] {
+    let runner = BenchmarkRunner(plan: plan)
+    let progress = ProgressLine(quiet: quiet)
+    runner.status = { progress.show($0) }
+    do {
+        let rows = try runner.run()
+        progress.clear()
+        return rows
+    } catch let error as UsageError {
+        progress.clear()
+        exitForUsage(error)
+    } catch {
+        progress.clear()
+        printError("iobench: the run failed: \(error)")
+        throw ExitCode.failure
+    }
+}
+
+/// Writes rows to `destination` (a directory: a file named by the run id goes in it).
+func writeCSV(_ rows: [ResultRow], to destination: String, runID: String) throws -> String {
+    let path = destination.hasSuffix(".csv") ? destination : destination + "/" + runID + ".csv"
+    let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+    do {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try CSV.write(rows).write(toFile: path, atomically: true, encoding: .utf8)
+    } catch {
+        printError("iobench: cannot write \(path): \(error.localizedDescription)")
+        throw ExitCode.failure
+    }
+    return path
+}
+
+/// This executable's path, so the harness can start it again as 'iobench serve'.
+func selfExecutable() -> String {
+    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+}

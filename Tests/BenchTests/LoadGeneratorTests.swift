@@ -1,0 +1,133 @@
+@testable import Bench
+import EchoCore
+import Foundation
+import Synchronization
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The load generator against real servers: our backends as child processes, and deliberately
+/// broken echo servers run in this process.
+@Suite(.serialized)
+struct LoadGeneratorTests {
+    @Test("closed loop against every backend: verified, counted, timed", arguments: BackendKind.allCases)
+    func closedLoopAgainstEachBackend(kind: BackendKind) throws {
+        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", kind.rawValue, "--port", "0"])
+        defer { server.stop() }
+        var options = LoadOptions(target: server.address)
+        options.connections = 8
+        options.messageSize = 1000
+        options.depth = 4
+        options.duration = 0.5
+        options.warmup = 0.1
+        let result = try LoadGenerator.run(options)
+        #expect(result.errors == 0, "\(kind): \(result.errorDetails)")
+        #expect(result.messages > 100, "\(kind): only \(result.messages) messages")
+        #expect(result.latency.totalCount == result.messages)
+        #expect(result.latency.valueAtPercentile(50) > 0)
+        #expect(result.generatorCPUSeconds > 0)
+        #expect(result.uncorrectedLatency == nil && result.sendLag == nil)
+        let stats = try server.stats()
+        #expect(stats.int("bytes_in") == stats.int("bytes_out"))
+    }
+
+    @Test func openLoopKeepsItsRateAndReportsLag() throws {
+        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "epoll", "--port", "0"])
+        defer { server.stop() }
+        var options = LoadOptions(target: server.address)
+        options.connections = 4
+        options.rate = 2000
+        options.threads = 2
+        options.duration = 1
+        options.warmup = 0.2
+        let result = try LoadGenerator.run(options)
+        #expect(result.errors == 0)
+        // 2000/s for one second; the window edges cost a few messages either way.
+        #expect(abs(Double(result.messages) - 2000) < 200, "open loop sent \(result.messages) in 1 s at 2000/s")
+        let uncorrected = try #require(result.uncorrectedLatency)
+        let lag = try #require(result.sendLag)
+        #expect(uncorrected.totalCount == result.messages)
+        #expect(lag.totalCount > 0)
+        // Latency from the scheduled time can never be shorter than from the actual send.
+        #expect(result.latency.valueAtPercentile(99) >= uncorrected.valueAtPercentile(99))
+    }
+
+    @Test func aCorruptingServerIsCaught() throws {
+        let server = try BrokenEchoServer(mode: .flipByte(at: 5000))
+        defer { server.stop() }
+        var options = LoadOptions(target: server.address)
+        options.connections = 2
+        options.messageSize = 64
+        options.duration = 0.5
+        options.warmup = 0
+        let result = try LoadGenerator.run(options)
+        #expect(result.errors >= 1)
+        #expect(result.errorDetails.contains { $0.contains("byte 5000 of its stream is wrong") }, "\(result.errorDetails)")
+    }
+
+    @Test func aServerThatDropsBytesIsCaught() throws {
+        let server = try BrokenEchoServer(mode: .dropByte(at: 3000))
+        defer { server.stop() }
+        var options = LoadOptions(target: server.address)
+        options.connections = 1
+        options.messageSize = 100
+        options.duration = 0.5
+        options.warmup = 0
+        let result = try LoadGenerator.run(options)
+        #expect(result.errors == 1, "\(result.errorDetails)")
+        #expect(result.errorDetails.first?.contains("byte 3000 of its stream is wrong") == true, "\(result.errorDetails)")
+    }
+
+    @Test func crossedConnectionsAreCaught() throws {
+        // Echoes each connection's bytes to the other connection.
+        let server = try BrokenEchoServer(mode: .crossed)
+        defer { server.stop() }
+        var options = LoadOptions(target: server.address)
+        options.connections = 2
+        options.duration = 0.3
+        options.warmup = 0
+        let result = try LoadGenerator.run(options)
+        #expect(result.errors >= 1)
+    }
+
+    @Test func theLoadCommandExitsNonZeroOnCorruption() throws {
+        let server = try BrokenEchoServer(mode: .flipByte(at: 100))
+        defer { server.stop() }
+        let result = try runCLI(["load", "--target", "\(server.address)", "--connections", "1", "--duration", "300ms", "--warmup", "0s"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("is wrong"), "\(result.stderr)")
+        #expect(result.stdout.contains("errors      1"))
+    }
+
+    @Test func theLoadCommandWritesCSVJSONAndAHistogram() throws {
+        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "io_uring", "--port", "0"])
+        defer { server.stop() }
+        let hgrm = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-\(getpid()).hgrm").path
+        defer { try? FileManager.default.removeItem(atPath: hgrm) }
+        let csv = try runCLI(["load", "--target", "\(server.address)", "--connections", "4", "--size", "4k", "--duration", "300ms",
+                              "--warmup", "100ms", "--format", "csv", "--histogram", hgrm])
+        #expect(csv.status == 0, "\(csv.stderr)")
+        let rows = try CSV.read(csv.stdout)
+        #expect(rows.count == 1)
+        #expect(rows.first?.int("size_bytes") == 4096)
+        #expect((rows.first?.double("msgs_per_s") ?? 0) > 0)
+        let histogram = try String(contentsOfFile: hgrm, encoding: .utf8)
+        #expect(histogram.contains("Percentile") && histogram.contains("Mean"))
+        let json = try runCLI(["load", "--target", "\(server.address)", "--duration", "200ms", "--warmup", "0s", "--format", "json"])
+        #expect(json.status == 0)
+        let object = try #require(JSONObject(line: json.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(object.double("p99_us") != nil)
+    }
+
+    @Test func loadRejectsBadValuesWithUsageErrors() throws {
+        let unreachable = try runCLI(["load", "--target", "127.0.0.1:1", "--duration", "100ms"])
+        #expect(unreachable.status == 1)
+        #expect(unreachable.stderr.contains("cannot connect to 127.0.0.1:1"), "\(unreachable.stderr)")
+        let badSize = try runCLI(["load", "--target", "127.0.0.1:1", "--size", "huge"])
+        #expect(badSize.status == 64)
+        let badTarget = try runCLI(["load", "--target", "localhost"])
+        #expect(badTarget.status == 64)
+        #expect(badTarget.stderr.contains("has no port"))
+    }
+}

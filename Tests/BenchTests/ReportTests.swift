@@ -1,0 +1,121 @@
+@testable import Bench
+import EchoCore
+import Foundation
+import Testing
+
+@Suite struct ReportTests {
+    @Test func csvRoundTripsAwkwardFields() throws {
+        var a = ResultRow()
+        a["backend"] = "epoll"
+        a["command"] = "iobench run --sizes 64,4k --note \"quoted\""
+        a["cpu_model"] = "AMD EPYC, 2 cores\nsecond line"
+        a["msgs_per_s"] = "123456.7"
+        var b = ResultRow()
+        b["backend"] = "io_uring"
+        b["p99_us"] = "88.5"
+        let text = CSV.write([a, b])
+        let back = try CSV.read(text)
+        #expect(back.count == 2)
+        for (original, read) in zip([a, b], back) {
+            for (column, value) in original.values { #expect(read[column] == value, "\(column)") }
+            #expect(Set(read.values.keys) == Set(ResultRow.columnNames))
+        }
+        #expect(back[0].double("msgs_per_s") == 123456.7)
+    }
+
+    @Test func csvReadRejectsRaggedRows() {
+        #expect(throws: CSV.ParseError.self) { try CSV.read("a,b\n1,2,3\n") }
+        #expect(throws: CSV.ParseError.self) { try CSV.read("a\n\"open") }
+    }
+
+    @Test func histogramsMergeAcrossGeneratorThreads() {
+        var first = LatencyHistogram.latency()
+        var second = LatencyHistogram.latency()
+        for v in 1...1000 { first.record(UInt64(v) * 1000) }            // 1 µs … 1 ms
+        for v in 1...1000 { second.record(UInt64(v) * 1000 + 1_000_000) } // 1 ms … 2 ms
+        var merged = LatencyHistogram.latency()
+        merged.add(first)
+        merged.add(second)
+        #expect(merged.totalCount == 2000)
+        #expect(merged.valuesAreEquivalent(merged.valueAtPercentile(50), 1_000_000))
+        #expect(merged.valuesAreEquivalent(merged.max, 2_000_000))
+        #expect(merged.valuesAreEquivalent(merged.min, 1000))
+        // 3 significant digits: a recorded value comes back within 0.1%.
+        let p99 = Double(merged.valueAtPercentile(99))
+        #expect(abs(p99 - 1_980_000) / 1_980_000 < 0.001)
+    }
+
+    @Test func openLoopScheduleKeepsTheRateWithoutDrift() {
+        var schedule = OpenLoopSchedule(totalRate: 3, threads: 1, index: 0, start: 1_000)
+        var due: [UInt64] = []
+        for _ in 0..<4 { due.append(schedule.nextDue); schedule.advance() }
+        // 1/3 s does not divide into whole nanoseconds; it must not accumulate rounding error.
+        #expect(due == [1_000, 333_334_333, 666_667_666, 1_000_001_000])
+        var many = OpenLoopSchedule(totalRate: 100_000, threads: 1, index: 0, start: 0)
+        for _ in 0..<100_000 { many.advance() }
+        #expect(many.nextDue == 1_000_000_000)
+    }
+
+    @Test func openLoopThreadsInterleave() {
+        let threads = (0..<4).map { OpenLoopSchedule(totalRate: 4000, threads: 4, index: $0, start: 0) }
+        // 1000/s each, i.e. every 1 ms, offset by a quarter of that.
+        #expect(threads.map(\.interval) == [1e6, 1e6, 1e6, 1e6])
+        #expect(threads.map(\.nextDue) == [0, 250_000, 500_000, 750_000])
+    }
+
+    @Test func bottleneckVerdicts() {
+        #expect(Bottleneck.verdict(serverUtilization: 0.97, generatorUtilization: 0.5) == "server")
+        #expect(Bottleneck.verdict(serverUtilization: 0.5, generatorUtilization: 0.99) == "generator")
+        #expect(Bottleneck.verdict(serverUtilization: 0.9, generatorUtilization: 0.95) == "generator")
+        #expect(Bottleneck.verdict(serverUtilization: 0.3, generatorUtilization: 0.4) == "neither")
+    }
+
+    @Test func summaryTableShowsMediansRatiosAndSpreadWarnings() {
+        func row(_ backend: String, _ rep: Int, _ rate: Double, _ cpu: Double) -> ResultRow {
+            ResultRow(["workload": "echo", "backend": backend, "connections": "128", "size_bytes": "64", "depth": "1",
+                       "rate_msgs_per_s": "", "server_threads": "1", "repetition": "\(rep)",
+                       "msgs_per_s": "\(rate)", "server_cpu_us_per_msg": "\(cpu)", "errors": "0", "bottleneck": "server"])
+        }
+        let rows = [row("epoll", 1, 100_000, 5), row("epoll", 2, 102_000, 5), row("epoll", 3, 101_000, 5),
+                    row("io_uring", 1, 120_000, 4), row("io_uring", 2, 80_000, 4), row("io_uring", 3, 121_000, 4)]
+        let text = SummaryTable.render(rows, reference: "epoll")
+        #expect(text.contains("128 connections × 64 B, depth 1 (median of 3)"))
+        #expect(text.contains("101.0k"))
+        #expect(text.contains("1.19"))  // msgs/s ratio: io_uring median 120k / epoll median 101k
+        #expect(text.contains("0.80"))  // server CPU ratio 4 / 5
+        #expect(text.contains("io_uring: msgs_per_s spread"))
+        #expect(!text.contains("epoll: msgs_per_s spread"))
+    }
+}
+
+/// `iobench run` end to end: a tiny matrix, its CSV read back by the tool's own reader.
+@Suite struct RunCommandTests {
+    @Test func aTinyRunWritesACSVThatReadsBack() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-run-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try runCLI(["run", "--backends", "epoll,io_uring", "--connections", "4", "--sizes", "64",
+                                 "--repeat", "2", "--duration", "300ms", "--warmup", "100ms",
+                                 "--idle-connections", "200", "--out", out, "--quiet"], timeout: 120)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("4 connections × 64 B, depth 1 (median of 2)"))
+        #expect(result.stdout.contains("idle connections"))
+        let rows = try CSV.read(try String(contentsOfFile: out, encoding: .utf8))
+        let echo = rows.filter { $0["workload"] == "echo" }
+        #expect(echo.count == 4)
+        #expect(Set(echo.compactMap { $0["backend"] }) == ["epoll", "io_uring"])
+        // The backend order rotates between repetitions.
+        #expect(echo.map { $0["backend"]! } == ["epoll", "io_uring", "io_uring", "epoll"])
+        for row in echo {
+            #expect((row.double("msgs_per_s") ?? 0) > 0)
+            #expect((row.double("server_cpu_us_per_msg") ?? 0) > 0)
+            #expect((row.double("syscalls_per_msg") ?? 0) > 0)
+            #expect(row["errors"] == "0")
+            #expect(["server", "generator", "neither"].contains(row["bottleneck"] ?? ""))
+            #expect(row["command"]?.hasPrefix("iobench run --backends epoll,io_uring") == true)
+            #expect(row["kernel"]?.isEmpty == false)
+        }
+        let idle = rows.filter { $0["workload"] == "idle" }
+        #expect(idle.count == 2)
+        #expect(idle.allSatisfy { $0.int("connections") == 200 && $0.double("idle_rss_bytes_per_conn") != nil && $0["errors"] == "0" })
+    }
+}
