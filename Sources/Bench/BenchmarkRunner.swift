@@ -17,9 +17,38 @@ public enum LoadMode: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// An echo server someone else runs, measured in the same matrix as the backends.
+public struct ExternalServer: Sendable, Equatable {
+    public var name: String
+    public var address: SocketAddress
+    /// Its process id, for CPU, context switches and memory; without it only the client side is measured.
+    public var pid: Int32?
+
+    public init(name: String, address: SocketAddress, pid: Int32? = nil) {
+        self.name = name
+        self.address = address
+        self.pid = pid
+    }
+}
+
+/// What a cell measures: one of our backends (started fresh per cell) or an external server.
+public enum Target: Sendable, Equatable, CustomStringConvertible {
+    case backend(BackendKind)
+    case external(ExternalServer)
+
+    public var description: String {
+        switch self {
+        case .backend(let kind): kind.rawValue
+        case .external(let server): server.name
+        }
+    }
+}
+
 /// The matrix `iobench run` measures.
 public struct RunPlan: Sendable {
     public var backends: [BackendKind] = BackendKind.allCases
+    /// Third-party servers measured beside the backends (`--external NAME=HOST:PORT`).
+    public var externals: [ExternalServer] = []
     public var connections = [1, 16, 128, 512]
     public var sizes = [64, 4096]
     public var modes: [LoadMode] = [.closed(depth: 1)]
@@ -42,7 +71,9 @@ public struct RunPlan: Sendable {
         self.commandLine = commandLine
     }
 
-    public var loadCellCount: Int { backends.count * connections.count * sizes.count * modes.count * repetitions }
+    public var targets: [Target] { backends.map(Target.backend) + externals.map(Target.external) }
+
+    public var loadCellCount: Int { targets.count * connections.count * sizes.count * modes.count * repetitions }
 }
 
 /// Runs a plan: every backend as a fresh child server per cell, pinned apart from the generator.
@@ -67,8 +98,9 @@ public final class BenchmarkRunner {
         var done = 0
         for repetition in 1...plan.repetitions {
             // Rotate the backend order each repetition so drift does not favour one backend.
-            let shift = (repetition - 1) % max(plan.backends.count, 1)
-            let order = Array(plan.backends[shift...] + plan.backends[..<shift])
+            let targets = plan.targets
+            let shift = (repetition - 1) % max(targets.count, 1)
+            let order = Array(targets[shift...] + targets[..<shift])
             for mode in plan.modes {
                 for connections in plan.connections {
                     for size in plan.sizes {
@@ -82,7 +114,7 @@ public final class BenchmarkRunner {
             }
         }
         if plan.idleConnections > 0 {
-            for backend in plan.backends {
+            for backend in plan.targets {
                 status("idle: \(backend) with \(plan.idleConnections) connections")
                 rows.append(try measureIdle(backend))
             }
@@ -98,7 +130,7 @@ public final class BenchmarkRunner {
         ])
     }
 
-    private func baseRow(_ backend: BackendKind, workload: String, connections: Int, repetition: Int) -> ResultRow {
+    private func baseRow(_ backend: Target, workload: String, connections: Int, repetition: Int) -> ResultRow {
         var row = ResultRow()
         row["run_id"] = runID
         row["timestamp"] = ISO8601DateFormatter().string(from: Date())
@@ -111,8 +143,8 @@ public final class BenchmarkRunner {
         row["git_commit"] = machine.gitCommit
         row["command"] = plan.commandLine
         row["workload"] = workload
-        row["backend"] = backend.rawValue
-        row["server_threads"] = "\(plan.serverThreads)"
+        row["backend"] = backend.description
+        if case .backend = backend { row["server_threads"] = "\(plan.serverThreads)" }
         row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: " ")
         row["client_cpus"] = plan.clientCPUs.map(String.init).joined(separator: " ")
         row["connections"] = "\(connections)"
@@ -121,11 +153,23 @@ public final class BenchmarkRunner {
     }
 
     /// One load cell against a fresh server.
-    func measure(_ backend: BackendKind, connections: Int, size: Int, mode: LoadMode, repetition: Int, label: String) throws -> ResultRow {
-        let server = try startServer(backend)
-        defer { server.stop() }
-        let probe = ProcessProbe(pid: server.pid)
-        var options = LoadOptions(target: server.address)
+    func measure(_ target: Target, connections: Int, size: Int, mode: LoadMode, repetition: Int, label: String) throws -> ResultRow {
+        let server: ServerProcess?
+        let address: SocketAddress
+        let probe: ProcessProbe?
+        switch target {
+        case .backend(let kind):
+            let started = try startServer(kind)
+            server = started
+            address = started.address
+            probe = ProcessProbe(pid: started.pid)
+        case .external(let external):
+            server = nil
+            address = external.address
+            probe = external.pid.map(ProcessProbe.init)
+        }
+        defer { server?.stop() }
+        var options = LoadOptions(target: address)
         options.connections = connections
         options.messageSize = size
         options.duration = plan.duration
@@ -139,16 +183,17 @@ public final class BenchmarkRunner {
         var before: (ProcessProbe.Sample?, JSONObject?) = (nil, nil)
         var after: (ProcessProbe.Sample?, JSONObject?) = (nil, nil)
         var hooks = LoadHooks()
-        hooks.measurementStarted = { before = (probe.sample(), try? server.stats()) }
-        hooks.measurementEnded = { after = (probe.sample(), try? server.stats()) }
+        hooks.measurementStarted = { before = (probe?.sample(), try? server?.stats()) }
+        hooks.measurementEnded = { after = (probe?.sample(), try? server?.stats()) }
         hooks.progress = { [status, duration = plan.duration] elapsed, messages in
             status("\(label): \(String(format: "%.1f", elapsed))/\(duration) s, \(formatCount(Double(messages) / max(elapsed, 0.001))) msgs/s")
         }
         status("\(label): warming up")
         let load = try LoadGenerator.run(options, hooks: hooks)
 
-        var row = baseRow(backend, workload: "echo", connections: connections, repetition: repetition)
+        var row = baseRow(target, workload: "echo", connections: connections, repetition: repetition)
         row.fill(load: load)
+        row["bottleneck"] = Bottleneck.verdict(serverUtilization: 0, generatorUtilization: load.generatorUtilization)
         if let s0 = before.0, let s1 = after.0 {
             let cpu = s1.cpuSeconds - s0.cpuSeconds
             let perMessage = load.messages > 0 ? 1.0 / Double(load.messages) : 0
@@ -166,7 +211,12 @@ public final class BenchmarkRunner {
                 row["io_uring_enter_per_msg"] = fixed(delta("io_uring_enter") * perMessage, 4)
                 row["epoll_wait_per_msg"] = fixed(delta("epoll_wait") * perMessage, 4)
             }
-            let capacity = Double(backend == .blocking ? plan.serverCPUs.count : min(plan.serverCPUs.count, plan.serverThreads))
+            let capacity: Double
+            switch target {
+            case .backend(.blocking): capacity = Double(plan.serverCPUs.count)
+            case .backend: capacity = Double(min(plan.serverCPUs.count, plan.serverThreads))
+            case .external: capacity = Double(min(plan.serverCPUs.count, max(s1.threads, 1)))
+            }
             row["bottleneck"] = Bottleneck.verdict(serverUtilization: cpu / load.seconds / max(capacity, 1),
                                                    generatorUtilization: load.generatorUtilization)
         }
@@ -177,39 +227,53 @@ public final class BenchmarkRunner {
     }
 
     /// Holds `idleConnections` idle connections open and measures the server's memory per connection.
-    func measureIdle(_ backend: BackendKind) throws -> ResultRow {
+    func measureIdle(_ target: Target) throws -> ResultRow {
         let needed = plan.idleConnections + 64
         let limit = ProcessResources.raiseDescriptorLimit()
         guard limit >= needed else {
             throw UsageError("holding \(plan.idleConnections) idle connections needs \(needed) file descriptors but the limit is \(limit): raise it (ulimit -n) or lower --idle-connections")
         }
-        let server = try startServer(backend)
-        defer { server.stop() }
-        let probe = ProcessProbe(pid: server.pid)
+        let server: ServerProcess?
+        let address: SocketAddress
+        let probe: ProcessProbe?
+        switch target {
+        case .backend(let kind):
+            let started = try startServer(kind)
+            server = started
+            address = started.address
+            probe = ProcessProbe(pid: started.pid)
+        case .external(let external):
+            server = nil
+            address = external.address
+            probe = external.pid.map(ProcessProbe.init)
+        }
+        defer { server?.stop() }
         usleep(50_000)
-        let rssBefore = probe.sample()?.residentBytes ?? 0
+        let rssBefore = probe?.sample()?.residentBytes ?? 0
         let start = ProcessResources.monotonicNanoseconds()
         var fds: [Int32] = []
         fds.reserveCapacity(plan.idleConnections)
         defer { for fd in fds { close(fd) } }
         for _ in 0..<plan.idleConnections {
-            switch Result(catching: { () throws(SystemError) -> Int32 in try Socket.connect(to: server.address) }) {
+            switch Result(catching: { () throws(SystemError) -> Int32 in try Socket.connect(to: address) }) {
             case .success(let fd): fds.append(fd)
             case .failure(let error):
-                throw LoadError.cannotConnect(server.address, error.errno, connected: fds.count)
+                throw LoadError.cannotConnect(address, error.errno, connected: fds.count)
             }
         }
+        // Our servers say when they have accepted everything; for an external one, the
+        // connects completing (the kernel's backlog) is all that can be seen.
         let deadline = start + 60_000_000_000
-        var open = 0
-        while ProcessResources.monotonicNanoseconds() < deadline {
+        var open = server == nil ? plan.idleConnections : 0
+        while let server, ProcessResources.monotonicNanoseconds() < deadline {
             open = ((try? server.stats())?.int("connections_open")) ?? 0
             if open >= plan.idleConnections { break }
             usleep(5_000)
         }
         let acceptSeconds = Double(ProcessResources.monotonicNanoseconds() - start) / 1e9
         usleep(100_000)
-        let sample = probe.sample()
-        var row = baseRow(backend, workload: "idle", connections: plan.idleConnections, repetition: 1)
+        let sample = probe?.sample()
+        var row = baseRow(target, workload: "idle", connections: plan.idleConnections, repetition: 1)
         row["errors"] = "\(plan.idleConnections - open)"
         row["idle_accept_s"] = fixed(acceptSeconds, 3)
         if let sample {

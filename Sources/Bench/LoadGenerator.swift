@@ -159,9 +159,10 @@ public enum LoadGenerator {
             if now >= nextProgress {
                 let received = shared.registry.totals()[.bytesIn]
                 hooks.progress(Double(now - start) / 1e9, received / UInt64(options.messageSize))
-                nextProgress += 500_000_000
+                nextProgress = now + 500_000_000
             }
-            sleep(seconds: min(Double(min(end, nextProgress) - now) / 1e9, 0.1))
+            let wake = min(end, nextProgress)
+            sleep(seconds: wake > now ? min(Double(wake - now) / 1e9, 0.1) : 0)
         }
         // Probe the server while the load is still on, then stop the workers.
         hooks.measurementEnded()

@@ -57,7 +57,8 @@ public struct ProcessProbe: Sendable {
 
     static func field(_ text: String, _ name: String) -> Int {
         for line in text.split(separator: "\n") where line.hasPrefix(name) {
-            return Int(line.dropFirst(name.count).split(separator: " ").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? "") ?? 0
+            // "VmRSS:\t   1234 kB": the value is the first run of non-blank characters.
+            return Int(line.dropFirst(name.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") ?? 0
         }
         return 0
     }

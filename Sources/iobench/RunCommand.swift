@@ -21,6 +21,16 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Backends to compare (comma-separated).")
     var backends: ListOf<BackendKind> = ListOf(BackendKind.allCases)
 
+    @Option(name: .customLong("external"), help: ArgumentHelp(
+        "An already-running third-party echo server to measure beside the backends, NAME=HOST:PORT (repeatable).",
+        valueName: "name=host:port"))
+    var externals: [String] = []
+
+    @Option(name: .customLong("external-pid"), help: ArgumentHelp(
+        "The process id of an external server, NAME=PID (or just PID with one --external), for its CPU, context switches and memory.",
+        valueName: "name=pid"))
+    var externalPIDs: [String] = []
+
     @Option(help: "Connection counts (default 1,16,128,512; --quick: 16,128).")
     var connections: ListOf<Int>?
 
@@ -81,6 +91,7 @@ struct RunCommand: ParsableCommand {
         let commandLine = (["iobench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         var plan = RunPlan(executable: selfExecutable(), commandLine: commandLine)
         plan.backends = backends.values
+        plan.externals = try parseExternals()
         plan.connections = connections?.values ?? (quick ? [16, 128] : [1, 16, 128, 512])
         plan.sizes = sizes?.values.map(\.bytes) ?? (quick ? [64] : [64, 4096])
         var modes: [LoadMode] = (depths?.values ?? (rates == nil ? [1] : [])).map { .closed(depth: $0) }
@@ -99,8 +110,36 @@ struct RunCommand: ParsableCommand {
         return plan
     }
 
+    /// `NAME=HOST:PORT` servers with their `NAME=PID` (or a bare PID for a single one).
+    func parseExternals() throws -> [ExternalServer] {
+        var servers: [ExternalServer] = []
+        for spec in externals {
+            let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty else {
+                throw UsageError("--external '\(spec)' is not NAME=HOST:PORT: name the server, for example --external c-floor=127.0.0.1:7000")
+            }
+            guard BackendKind(rawValue: parts[0]) == nil, !servers.contains(where: { $0.name == parts[0] }) else {
+                throw UsageError("--external name '\(parts[0])' is taken: give each external server its own name, unlike the backends")
+            }
+            servers.append(ExternalServer(name: parts[0], address: try SocketAddress(parsing: parts[1])))
+        }
+        for spec in externalPIDs {
+            let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+            let name = parts.count == 2 ? parts[0] : (servers.count == 1 ? servers[0].name : "")
+            guard let pid = Int32(parts.last ?? ""), pid > 0, kill(pid, 0) == 0 else {
+                throw UsageError("--external-pid '\(spec)' is not the id of a running process: give NAME=PID")
+            }
+            guard let index = servers.firstIndex(where: { $0.name == name }) else {
+                throw UsageError("--external-pid '\(spec)' names no --external server: give NAME=PID with a NAME from --external")
+            }
+            servers[index].pid = pid
+        }
+        return servers
+    }
+
     func run() throws {
-        let plan = try makePlan()
+        let plan: RunPlan
+        do { plan = try makePlan() } catch let error as UsageError { exitForUsage(error) }
         if plan.clientCPUs.contains(where: plan.serverCPUs.contains) {
             printError("iobench: warning: the server and the generator share CPUs \(plan.serverCPUs); figures will mix both sides' work")
         }

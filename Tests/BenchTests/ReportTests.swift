@@ -89,7 +89,34 @@ import Testing
 }
 
 /// `iobench run` end to end: a tiny matrix, its CSV read back by the tool's own reader.
-@Suite struct RunCommandTests {
+@Suite(.serialized) struct RunCommandTests {
+    @Test func anExternalServerIsMeasuredBesideTheBackends() throws {
+        let external = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "blocking", "--port", "0"])
+        defer { external.stop() }
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-ext-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try runCLI(["run", "--backends", "epoll", "--external", "peer=\(external.address)",
+                                 "--external-pid", "peer=\(external.pid)", "--connections", "2", "--sizes", "64",
+                                 "--repeat", "1", "--duration", "300ms", "--warmup", "100ms", "--idle-connections", "0",
+                                 "--out", out, "--quiet"], timeout: 60)
+        #expect(result.status == 0, "\(result.stderr)")
+        let rows = try CSV.read(try String(contentsOfFile: out, encoding: .utf8))
+        let peer = try #require(rows.first { $0["backend"] == "peer" })
+        #expect((peer.double("msgs_per_s") ?? 0) > 0)
+        #expect((peer.double("server_cpu_us_per_msg") ?? 0) > 0, "the external's CPU comes from its pid")
+        #expect(peer["syscalls_per_msg"] == "", "an external server has no counters to read")
+        #expect(result.stdout.contains("peer"))
+    }
+
+    @Test func badExternalsAreUsageErrors() throws {
+        let noName = try runCLI(["run", "--external", "127.0.0.1:7000"])
+        #expect(noName.status == 64 && noName.stderr.contains("is not NAME=HOST:PORT"), "\(noName.stderr)")
+        let taken = try runCLI(["run", "--external", "epoll=127.0.0.1:7000"])
+        #expect(taken.status == 64 && taken.stderr.contains("is taken"), "\(taken.stderr)")
+        let pid = try runCLI(["run", "--external", "x=127.0.0.1:7000", "--external-pid", "x=999999999"])
+        #expect(pid.status == 64 && pid.stderr.contains("not the id of a running process"), "\(pid.stderr)")
+    }
+
     @Test func aTinyRunWritesACSVThatReadsBack() throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-run-\(getpid()).csv").path
         defer { try? FileManager.default.removeItem(atPath: out) }
@@ -117,5 +144,21 @@ import Testing
         let idle = rows.filter { $0["workload"] == "idle" }
         #expect(idle.count == 2)
         #expect(idle.allSatisfy { $0.int("connections") == 200 && $0.double("idle_rss_bytes_per_conn") != nil && $0["errors"] == "0" })
+    }
+}
+
+@Suite struct ProcessProbeTests {
+    @Test func readsThisProcessFromProc() throws {
+        let sample = try #require(ProcessProbe(pid: getpid()).sample())
+        #expect(sample.residentBytes > 1 << 20)
+        #expect(sample.peakResidentBytes >= sample.residentBytes)
+        #expect(sample.threads >= 1)
+        #expect(sample.contextSwitchesByThread[Int(getpid())] != nil)
+        #expect(sample.cpuSeconds > 0)
+    }
+
+    @Test func statusFieldsParseWithTabs() {
+        #expect(ProcessProbe.field("Name:\tx\nVmRSS:\t    1234 kB\nThreads:\t7\n", "VmRSS:") == 1234)
+        #expect(ProcessProbe.field("Threads:\t7\n", "Threads:") == 7)
     }
 }
