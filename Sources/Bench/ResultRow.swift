@@ -68,10 +68,18 @@ public struct ResultRow: Sendable, Equatable {
 
     public static var columnNames: [String] { columns.map(\.name) }
 
-    /// The cell this row belongs to, without backend and repetition.
+    /// The cell this row belongs to, without backend, server threads and repetition.
     public var cellKey: String {
-        [values["workload"], values["connections"], values["size_bytes"], values["depth"], values["rate_msgs_per_s"], values["server_threads"]]
+        [values["workload"], values["connections"], values["size_bytes"], values["depth"], values["rate_msgs_per_s"]]
             .map { $0 ?? "" }.joined(separator: "|")
+    }
+
+    /// The server a row measured: the backend, with its loop count when it is not 1
+    /// (`epoll ×2`), so runs with different `--server-threads` stay apart in one table.
+    public var serverLabel: String {
+        let backend = values["backend"] ?? ""
+        guard let threads = values["server_threads"], !threads.isEmpty, threads != "1" else { return backend }
+        return "\(backend) ×\(threads)"
     }
 }
 

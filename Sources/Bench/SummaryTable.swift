@@ -54,13 +54,12 @@ public enum SummaryTable {
             } else {
                 title += "depth \(first["depth"] ?? "1")"
             }
-            if let threads = first["server_threads"], threads != "1" { title += ", \(threads) server threads" }
             let repetitions = Set(cellRows.compactMap { $0["repetition"] }).count
             title += repetitions > 1 ? " (median of \(repetitions))" : ""
             out += "\n" + title + "\n"
             var backends: [String] = []
-            for row in cellRows where !backends.contains(row["backend"] ?? "") { backends.append(row["backend"] ?? "") }
-            let figures = backends.map { b in BackendFigures(backend: b, rows: cellRows.filter { $0["backend"] == b }) }
+            for row in cellRows where !backends.contains(row.serverLabel) { backends.append(row.serverLabel) }
+            let figures = backends.map { b in BackendFigures(backend: b, rows: cellRows.filter { $0.serverLabel == b }) }
             let ref = figures.first { $0.backend == reference }
             var table: [[String]] = [header]
             for f in figures {
