@@ -3,7 +3,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG ?= release
 
-.PHONY: deps build test bench clean
+.PHONY: deps build test bench baseline check clean
 
 deps:
 	@if ! pkg-config --exists liburing 2>/dev/null && [ ! -f /usr/include/liburing.h ]; then \
@@ -15,13 +15,22 @@ deps:
 build: deps
 	$(SWIFT) build -c $(CONFIG)
 
+# Serial: several tests measure server CPU and memory, and one loads every core on purpose.
 test: deps
-	$(SWIFT) test
+	$(SWIFT) test --no-parallel
 
 # The default matrix: 3 backends x 1,16,128,512 connections x 64 B,4 KiB x 3 repetitions, plus
 # 10,000 idle connections per backend. Writes results/runs/<run id>.csv. ARGS adds options.
 bench: deps build
 	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench run $(ARGS)
+
+# The regression check against the committed baseline (exit 2 on a regression). ARGS adds options.
+check: deps build
+	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench check --baseline results/baseline.csv $(ARGS)
+
+# Re-record the committed baseline (the --quick matrix) on this machine.
+baseline: deps build
+	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench baseline update --out results/baseline.csv
 
 clean:
 	rm -rf .build

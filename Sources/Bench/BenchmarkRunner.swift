@@ -61,6 +61,8 @@ public struct RunPlan: Sendable {
     public var generatorThreads = 1
     /// Idle connections held open against each backend (0 skips the idle measurement).
     public var idleConnections = 10_000
+    /// Extra `iobench serve` arguments for every backend (hidden; tests of the regression check).
+    public var extraServerArguments: [String] = []
     /// Path of the iobench executable that serves (this binary).
     public var executable: String
     /// The command line, recorded in every row.
@@ -124,10 +126,10 @@ public final class BenchmarkRunner {
 
     private func startServer(_ backend: BackendKind) throws -> ServerProcess {
         try ServerProcess(executable: plan.executable, arguments: [
-            "serve", "--backend", backend.rawValue, "--port", "0",
+            "serve", "--backend", backend.rawValue, "--port", "0", "--quit-on-eof",
             "--threads", "\(plan.serverThreads)",
             "--cpus", plan.serverCPUs.map(String.init).joined(separator: ","),
-        ])
+        ] + plan.extraServerArguments)
     }
 
     private func baseRow(_ backend: Target, workload: String, connections: Int, repetition: Int) -> ResultRow {
@@ -149,6 +151,7 @@ public final class BenchmarkRunner {
         row["client_cpus"] = plan.clientCPUs.map(String.init).joined(separator: " ")
         row["connections"] = "\(connections)"
         row["repetition"] = "\(repetition)"
+        row["warmup_s"] = fixed(plan.warmup, 3)
         return row
     }
 

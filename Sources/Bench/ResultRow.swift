@@ -38,6 +38,7 @@ public struct ResultRow: Sendable, Equatable {
         ("rate_msgs_per_s", "open loop: scheduled messages per second in total; empty for closed loop"),
         ("repetition", "repetition number, from 1"),
         ("duration_s", "length of the measured window in seconds"),
+        ("warmup_s", "warm-up before the window, seconds"),
         ("messages", "messages echoed and verified within the window"),
         ("msgs_per_s", "messages per second"),
         ("mb_per_s", "payload megabytes (10^6 B) echoed per second, one direction"),

@@ -103,6 +103,7 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
                 break
             }
             sys.count(.bytesIn, UInt64(n))
+            if configuration.injection.isActive { sys.inject(configuration.injection) }
             _ = session.received(n)
             var offset = 0
             while offset < n {

@@ -32,8 +32,23 @@ public struct ServerConfiguration: Sendable {
     public var ringBufferSize: Int = 16 * 1024
     /// io_uring: submission queue entries per ring.
     public var ringEntries: Int = 4096
+    /// Deliberate extra cost per received chunk, for proving that the regression check catches
+    /// a slower server (hidden `serve` options). Zero in every real measurement.
+    public var injection = CostInjection()
 
     public init(address: SocketAddress) { self.address = address }
+}
+
+/// Extra work a server does per received chunk when asked to (tests of the regression check).
+public struct CostInjection: Sendable, Equatable {
+    /// Extra system calls (`getppid`, counted as "other").
+    public var syscalls = 0
+    /// Busy-waiting, in nanoseconds.
+    public var delayNanoseconds: UInt64 = 0
+
+    public init() {}
+
+    public var isActive: Bool { syscalls > 0 || delayNanoseconds > 0 }
 }
 
 /// A snapshot of a server's counters.

@@ -122,6 +122,18 @@ public struct SystemCalls {
         throw SystemError("epoll_pwait2", error)
     }
 
+    /// Performs a ``CostInjection``: extra counted system calls and a busy wait.
+    public func inject(_ cost: CostInjection) {
+        for _ in 0..<cost.syscalls {
+            count(.other)
+            _ = getppid()
+        }
+        if cost.delayNanoseconds > 0 {
+            let until = ProcessResources.monotonicNanoseconds() + cost.delayNanoseconds
+            while ProcessResources.monotonicNanoseconds() < until {}
+        }
+    }
+
     /// A non-blocking, close-on-exec eventfd used to wake a loop.
     public func makeEventFD() throws(SystemError) -> Int32 {
         count(.eventfd)

@@ -37,6 +37,7 @@ struct EpollEventLoop {
         let counters: ThreadCounters
         let limit: ConnectionLimit
         let maxOwed: Int
+        let injection: CostInjection
     }
 
     private let setup: Setup
@@ -180,6 +181,7 @@ struct EpollEventLoop {
             return true
         }
         sys.count(.bytesIn, UInt64(n))
+        if setup.injection.isActive { sys.inject(setup.injection) }
         let hadPending = conn.pointee.session.owed > 0
         _ = conn.pointee.session.received(n)  // .send, maybe .pauseInput (read via wantsInput)
         if hadPending {

@@ -49,7 +49,7 @@ public final class EpollServer: EchoServer, @unchecked Sendable {
         for r in resources {
             let setup = EpollEventLoop.Setup(
                 listener: r.listener, epoll: r.epoll, wake: r.wake, counters: r.counters,
-                limit: limit, maxOwed: configuration.maxOwedPerConnection)
+                limit: limit, maxOwed: configuration.maxOwedPerConnection, injection: configuration.injection)
             wakeFDs.append(r.wake)
             threads.append(try OSThread(name: "iob-epoll-\(threads.count)") { [self] in
                 var loop = EpollEventLoop(setup)

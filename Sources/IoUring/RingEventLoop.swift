@@ -278,6 +278,7 @@ struct RingEventLoop {
             } else {
                 enqueue(conn, id, UInt32(res))
                 sys.count(.bytesIn, UInt64(res))
+                if setup.configuration.injection.isActive { sys.inject(setup.configuration.injection) }
                 let actions = conn.pointee.session.received(Int(res))
                 if !conn.pointee.sendInFlight { submitSend(conn, index) }
                 if more && (actions.contains(.pauseInput) || conn.pointee.heldBuffers >= maxHeldBuffers) {

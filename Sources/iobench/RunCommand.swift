@@ -1,4 +1,7 @@
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
 import Bench
 import EchoCore
 import Foundation
@@ -6,18 +9,8 @@ import Foundation
 import Glibc
 #endif
 
-struct RunCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "run",
-        abstract: "Run the benchmark matrix: backends × connections × sizes × depths/rates × repetitions.",
-        discussion: """
-        Each cell starts a fresh 'iobench serve' child pinned to --server-cpus and loads it from \
-        --client-cpus; the backend order rotates between repetitions. Prints a table of medians \
-        (with min–max and ratios to --reference) and writes every cell and repetition to a CSV in \
-        results/runs/. Exits 1 when a cell had errors or a server failed, 64 on bad usage.
-        """
-    )
-
+/// The benchmark matrix options shared by `run` and `baseline update`.
+struct MatrixOptions: ParsableArguments {
     @Option(help: "Backends to compare (comma-separated).")
     var backends: ListOf<BackendKind> = ListOf(BackendKind.allCases)
 
@@ -43,7 +36,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Open-loop rates in messages per second, in total (adds open-loop cells).")
     var rates: ListOf<Double>?
 
-    @Option(name: .customLong("repeat"), help: "Repetitions of every cell (default 3; --quick: 2).")
+    @Option(name: .customLong("repeat"), help: "Repetitions of every cell (default 3).")
     var repetitions: Int?
 
     @Option(help: "Measured time per cell (default 1.5s; --quick: 1s).")
@@ -67,17 +60,11 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Idle connections held open against each backend to measure memory per connection (default 10000; 0 or --quick skips).")
     var idleConnections: Int?
 
-    @Option(help: "The backend the others are compared with.")
-    var reference: BackendKind = .epoll
-
-    @Option(help: "Where to write the CSV (a directory or a .csv file).")
-    var out: String = "results/runs"
-
-    @Flag(help: "A small matrix for CI, well under a minute.")
+    @Flag(help: "A small matrix for CI (16 and 128 connections, 64 B, 3 repetitions of 1 s), well under a minute.")
     var quick = false
 
-    @Flag(help: "No progress line.")
-    var quiet = false
+    @Option(name: .customLong("server-arg"), help: .hidden)
+    var serverArguments: [String] = []
 
     func validate() throws {
         if let r = repetitions, r < 1 { throw ValidationError("--repeat must be at least 1") }
@@ -87,7 +74,9 @@ struct RunCommand: ParsableCommand {
         guard (1...1024).contains(serverThreads) else { throw ValidationError("--server-threads must be from 1 to 1024") }
     }
 
-    func makePlan() throws -> RunPlan {
+    /// The plan these options describe; `quick` forces the small matrix's defaults.
+    func makePlan(quick forceQuick: Bool = false) throws -> RunPlan {
+        let quick = self.quick || forceQuick
         let commandLine = (["iobench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         var plan = RunPlan(executable: selfExecutable(), commandLine: commandLine)
         plan.backends = backends.values
@@ -97,7 +86,7 @@ struct RunCommand: ParsableCommand {
         var modes: [LoadMode] = (depths?.values ?? (rates == nil ? [1] : [])).map { .closed(depth: $0) }
         modes += (rates?.values ?? []).map { .open(rate: $0) }
         plan.modes = modes
-        plan.repetitions = repetitions ?? (quick ? 2 : 3)
+        plan.repetitions = repetitions ?? 3
         plan.duration = duration?.seconds ?? (quick ? 1 : 1.5)
         plan.warmup = warmup?.seconds ?? (quick ? 0.3 : 0.5)
         plan.serverCPUs = serverCPUs.cpus
@@ -107,6 +96,7 @@ struct RunCommand: ParsableCommand {
         plan.serverThreads = serverThreads
         plan.generatorThreads = generatorThreads ?? plan.clientCPUs.count
         plan.idleConnections = quick ? (idleConnections ?? 0) : (idleConnections ?? 10_000)
+        plan.extraServerArguments = serverArguments
         return plan
     }
 
@@ -136,13 +126,35 @@ struct RunCommand: ParsableCommand {
         }
         return servers
     }
+}
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the benchmark matrix: backends × connections × sizes × depths/rates × repetitions.",
+        discussion: """
+        Each cell starts a fresh 'iobench serve' child pinned to --server-cpus and loads it from \
+        --client-cpus; the backend order rotates between repetitions. Prints a table of medians \
+        (with min–max and ratios to --reference) and writes every cell and repetition to a CSV in \
+        results/runs/. Exits 1 when a cell had errors or a server failed, 64 on bad usage.
+        """
+    )
+
+    @OptionGroup var matrix: MatrixOptions
+
+    @Option(help: "The backend the others are compared with.")
+    var reference: BackendKind = .epoll
+
+    @Option(help: "Where to write the CSV (a directory or a .csv file).")
+    var out: String = "results/runs"
+
+    @Flag(help: "No progress line.")
+    var quiet = false
 
     func run() throws {
         let plan: RunPlan
-        do { plan = try makePlan() } catch let error as UsageError { exitForUsage(error) }
-        if plan.clientCPUs.contains(where: plan.serverCPUs.contains) {
-            printError("iobench: warning: the server and the generator share CPUs \(plan.serverCPUs); figures will mix both sides' work")
-        }
+        do { plan = try matrix.makePlan() } catch let error as UsageError { exitForUsage(error) }
+        warnIfShared(plan)
         let rows = try execute(plan, quiet: quiet)
         print(SummaryTable.render(rows, reference: reference.rawValue))
         let path = try writeCSV(rows, to: out, runID: rows.first?["run_id"] ?? "run")
@@ -152,6 +164,12 @@ struct RunCommand: ParsableCommand {
             printError("iobench: \(errors) errors across the run (see the errors column)")
             throw ExitCode.failure
         }
+    }
+}
+
+func warnIfShared(_ plan: RunPlan) {
+    if plan.clientCPUs.contains(where: plan.serverCPUs.contains) {
+        printError("iobench: warning: the server and the generator share CPUs \(plan.serverCPUs); figures will mix both sides' work")
     }
 }
 

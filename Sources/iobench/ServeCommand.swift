@@ -50,6 +50,15 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "io_uring: size of each provided buffer (at most 32k).")
     var ringBufferSize: String = "16k"
 
+    @Flag(help: "Stop when stdin reaches its end (the harness uses this so a server never outlives it).")
+    var quitOnEOF = false
+
+    @Option(help: .hidden)
+    var injectSyscalls: Int = 0
+
+    @Option(help: .hidden)
+    var injectDelayUs: Int = 0
+
     func validate() throws {
         guard (0...65535).contains(port) else {
             throw ValidationError("port \(port) is out of range: use 0 to 65535 (0 picks a free port)")
@@ -76,6 +85,8 @@ struct ServeCommand: ParsableCommand {
             configuration.maxOwedPerConnection = try Units.parseByteCount(maxOwed)
             configuration.ringBufferCount = ringBuffers
             configuration.ringBufferSize = try Units.parseByteCount(ringBufferSize)
+            configuration.injection.syscalls = max(0, injectSyscalls)
+            configuration.injection.delayNanoseconds = UInt64(max(0, injectDelayUs)) * 1000
             guard (16 * 1024...64 * 1024 * 1024).contains(configuration.threadStackSize) else {
                 throw UsageError("--stack-size \(stackSize) is out of range: use 16k to 64m")
             }
@@ -99,7 +110,7 @@ struct ServeCommand: ParsableCommand {
         case .epoll: EpollServer(configuration: configuration)
         case .ioUring: IoUringServer(configuration: configuration)
         }
-        control.startStdinReader(server)
+        control.startStdinReader(server, quitOnEOF: quitOnEOF)
         let baselineFDs = ProcessResources.openDescriptorCount()
         do {
             try server.start()
@@ -172,7 +183,7 @@ final class ServeControl: Sendable {
         watcher?.detach()
     }
 
-    func startStdinReader(_ server: EchoServer) {
+    func startStdinReader(_ server: EchoServer, quitOnEOF: Bool) {
         let reader = try? OSThread(name: "control", stackSize: 256 * 1024) { [self] in
             while let line = readLine() {
                 switch line.trimmingCharacters() {
@@ -182,7 +193,9 @@ final class ServeControl: Sendable {
                 case let other: emit("{\"error\":\"unknown command '\(other)': use stats or quit\"}")
                 }
             }
-            // End of input (for example stdin is /dev/null): keep serving until a signal.
+            // End of input. Under a harness its parent has gone: stop. Otherwise (for example
+            // stdin is /dev/null) keep serving until a signal.
+            if quitOnEOF { requestStop() }
         }
         reader?.detach()
     }

@@ -14,7 +14,7 @@ let iobenchPath: String = {
 
 /// Starts `iobench serve --backend kind --port 0 extra…`, optionally under a lower fd limit.
 func startServer(_ kind: BackendKind, _ extra: [String] = [], fdLimit: Int? = nil) throws -> ServerProcess {
-    let serve = ["serve", "--backend", kind.rawValue, "--port", "0"] + extra
+    let serve = ["serve", "--backend", kind.rawValue, "--port", "0", "--quit-on-eof"] + extra
     if let fdLimit {
         return try ServerProcess(executable: "/bin/sh",
                                  arguments: ["-c", "ulimit -n \(fdLimit) && exec \"$0\" \"$@\"", iobenchPath] + serve)

@@ -13,7 +13,7 @@ import Glibc
 struct LoadGeneratorTests {
     @Test("closed loop against every backend: verified, counted, timed", arguments: BackendKind.allCases)
     func closedLoopAgainstEachBackend(kind: BackendKind) throws {
-        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", kind.rawValue, "--port", "0"])
+        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", kind.rawValue, "--port", "0", "--quit-on-eof"])
         defer { server.stop() }
         var options = LoadOptions(target: server.address)
         options.connections = 8
@@ -33,7 +33,7 @@ struct LoadGeneratorTests {
     }
 
     @Test func openLoopKeepsItsRateAndReportsLag() throws {
-        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "epoll", "--port", "0"])
+        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "epoll", "--port", "0", "--quit-on-eof"])
         defer { server.stop() }
         var options = LoadOptions(target: server.address)
         options.connections = 4
@@ -101,7 +101,7 @@ struct LoadGeneratorTests {
     }
 
     @Test func theLoadCommandWritesCSVJSONAndAHistogram() throws {
-        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "io_uring", "--port", "0"])
+        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "io_uring", "--port", "0", "--quit-on-eof"])
         defer { server.stop() }
         let hgrm = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-\(getpid()).hgrm").path
         defer { try? FileManager.default.removeItem(atPath: hgrm) }

@@ -91,7 +91,7 @@ import Testing
 /// `iobench run` end to end: a tiny matrix, its CSV read back by the tool's own reader.
 @Suite(.serialized) struct RunCommandTests {
     @Test func anExternalServerIsMeasuredBesideTheBackends() throws {
-        let external = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "blocking", "--port", "0"])
+        let external = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "blocking", "--port", "0", "--quit-on-eof"])
         defer { external.stop() }
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-ext-\(getpid()).csv").path
         defer { try? FileManager.default.removeItem(atPath: out) }
