@@ -10,6 +10,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", exact: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.2"),
     ],
     targets: [
         // C seams: liburing (only IoUring imports it) and what Glibc's module does not export.
@@ -24,6 +25,13 @@ let package = Package(
         .target(name: "Epoll", dependencies: ["EchoCore"]),
         .target(name: "IoUring", dependencies: ["EchoCore", "CLibUring"]),
 
+        // A reference peer, not a model: SwiftNIO's echo, measured beside the three.
+        .target(name: "NIOPeer", dependencies: [
+            "EchoCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+
         // The harness: child server processes, load generation, measurement, reports.
         .target(name: "Bench", dependencies: [
             "EchoCore",
@@ -31,7 +39,7 @@ let package = Package(
         ]),
 
         .executableTarget(name: "iobench", dependencies: [
-            "EchoCore", "Blocking", "Epoll", "IoUring", "Bench",
+            "EchoCore", "Blocking", "Epoll", "IoUring", "NIOPeer", "Bench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -216,7 +216,7 @@ public final class BenchmarkRunner {
             }
             let capacity: Double
             switch target {
-            case .backend(.blocking): capacity = Double(plan.serverCPUs.count)
+            case .backend(.blocking), .backend(.nio): capacity = Double(plan.serverCPUs.count)
             case .backend: capacity = Double(min(plan.serverCPUs.count, plan.serverThreads))
             case .external: capacity = Double(min(plan.serverCPUs.count, max(s1.threads, 1)))
             }

@@ -22,10 +22,15 @@ public struct CheckedMetric: Sendable, Equatable {
 
     /// The best of several repetitions: interference from other work only ever makes a run
     /// slower (fewer messages per second, more CPU, syscalls and wake-ups per message), so the
-    /// best repetition is the closest to what the code itself costs.
+    /// best repetition is the closest to what the code itself costs. Used for the fresh run.
     public func best(_ values: [Double]) -> Double? {
         direction == .higherIsBetter ? values.max() : values.min()
     }
+
+    /// The typical figure of the baseline: its median. A baseline's luckiest repetition is not
+    /// what the code costs either (seen here: one repetition at half the CPU of the others),
+    /// and held as the bar it would fail every later run.
+    public func typical(_ values: [Double]) -> Double? { SummaryTable.median(values) }
 
     /// How much worse `now` is than `baseline`, as a fraction (positive: worse).
     public func worsening(baseline: Double, now: Double) -> Double {
@@ -67,10 +72,10 @@ public struct Thresholds: Sendable, Equatable {
     public var backends: [String: [String: Threshold]]
 
     public static let defaults = Thresholds(metrics: [
-        "msgs_per_s": Threshold(relative: 0.30),
+        "msgs_per_s": Threshold(relative: 0.40),
         "p50_us": Threshold(relative: 0.50, absolute: 50),
         "p99_us": Threshold(relative: 1.00, absolute: 200),
-        "server_cpu_us_per_msg": Threshold(relative: 0.30, absolute: 1.0),
+        "server_cpu_us_per_msg": Threshold(relative: 0.40, absolute: 1.5),
         "syscalls_per_msg": Threshold(relative: 0.25, absolute: 0.4),
         "ctx_switches_per_msg": Threshold(relative: 0.50, absolute: 0.2),
         "idle_rss_bytes_per_conn": Threshold(relative: 0.25, absolute: 64),
@@ -177,7 +182,7 @@ public struct RegressionCheck: Sendable {
                     let baseValues = b.compactMap { $0.double(metric.column) }
                     guard !baseValues.isEmpty else { continue }  // not measured for this cell or server
                     let threshold = thresholds.threshold(metric.column, backend: server)
-                    var baseValue = metric.best(baseValues)
+                    var baseValue = metric.typical(baseValues)
                     var nowValue = metric.best(n.compactMap { $0.double(metric.column) })
                     var basis = ""
                     if let reference = relativeTo, metric.nature == .time {
@@ -186,11 +191,11 @@ public struct RegressionCheck: Sendable {
                                                           baseline: baseValue, now: nowValue, threshold: nil, verdict: .reference))
                             continue
                         }
-                        let refBase = metric.best(baseRows.filter { $0.serverLabel == reference }.compactMap { $0.double(metric.column) })
-                        let refNow = metric.best(nowRows.filter { $0.serverLabel == reference }.compactMap { $0.double(metric.column) })
+                        // Pair each repetition with the reference's measured beside it (same run, same
+                        // repetition number), so drift between repetitions cancels out.
                         basis = "ratio to \(reference)"
-                        baseValue = ratio(baseValue, refBase)
-                        nowValue = ratio(nowValue, refNow)
+                        baseValue = metric.typical(pairedRatios(b, baseRows.filter { $0.serverLabel == reference }, metric.column))
+                        nowValue = metric.best(pairedRatios(n, nowRows.filter { $0.serverLabel == reference }, metric.column))
                     }
                     comparisons.append(judge(cell: title, server: server, metric: metric, basis: basis,
                                              baseline: baseValue, now: nowValue, threshold: threshold))
@@ -200,9 +205,14 @@ public struct RegressionCheck: Sendable {
         return comparisons
     }
 
-    private func ratio(_ value: Double?, _ reference: Double?) -> Double? {
-        guard let value, let reference, reference > 0 else { return nil }
-        return value / reference
+    /// value / reference for each repetition both measured in the same run.
+    private func pairedRatios(_ rows: [ResultRow], _ referenceRows: [ResultRow], _ column: String) -> [Double] {
+        rows.compactMap { row in
+            guard let value = row.double(column),
+                  let partner = referenceRows.first(where: { $0["run_id"] == row["run_id"] && $0["repetition"] == row["repetition"] }),
+                  let reference = partner.double(column), reference > 0 else { return nil }
+            return value / reference
+        }
     }
 
     private func judge(cell: String, server: String, metric: CheckedMetric, basis: String,

@@ -1,3 +1,4 @@
+import EchoCore
 import Foundation
 
 /// Renders result rows (fresh from a run or read back from a CSV) as the table people read:
@@ -63,11 +64,12 @@ public enum SummaryTable {
             let ref = figures.first { $0.backend == reference }
             var table: [[String]] = [header]
             for f in figures {
+                let name = BackendKind(rawValue: f.backend)?.isReferencePeer == true ? f.backend + " (peer)" : f.backend
                 let rate = f.median("msgs_per_s")
                 let values = f.values("msgs_per_s")
                 let cpu = f.median("server_cpu_us_per_msg")
                 table.append([
-                    f.backend,
+                    name,
                     rate.map(formatCount) ?? "-",
                     values.count > 1 ? "(\(formatCount(values.min()!))–\(formatCount(values.max()!)))" : "",
                     ratio(rate, ref?.median("msgs_per_s")),

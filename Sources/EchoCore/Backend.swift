@@ -10,8 +10,17 @@ public enum BackendKind: String, CaseIterable, Sendable, CustomStringConvertible
     case epoll
     /// Completion: io_uring with multishot accept/recv and a provided buffer ring.
     case ioUring = "io_uring"
+    /// Not an I/O model of ours: SwiftNIO, the Swift ecosystem's standard runtime, measured
+    /// beside the three as a reference peer.
+    case nio
 
     public var description: String { rawValue }
+
+    /// The three I/O models this project compares (everything but the reference peer).
+    public static let models: [BackendKind] = [.blocking, .epoll, .ioUring]
+
+    /// Whether this is a reference peer rather than one of the three models.
+    public var isReferencePeer: Bool { self == .nio }
 }
 
 /// Everything a backend needs to serve.
@@ -58,6 +67,9 @@ public struct ServerStats: Sendable {
     public var counters: CounterTotals
     /// io_uring only: the setup flags in use, for example `SINGLE_ISSUER|DEFER_TASKRUN`.
     public var ioUringSetup: String?
+    /// Counters this backend cannot provide (reported as null), for example `syscalls` for a
+    /// runtime that makes its own system calls.
+    public var unavailable: [String] = []
 
     public init(backend: BackendKind, threads: Int, counters: CounterTotals, ioUringSetup: String? = nil) {
         self.backend = backend
@@ -82,10 +94,16 @@ public struct ServerStats: Sendable {
             ("bytes_in", "\(counters[.bytesIn])"),
             ("bytes_out", "\(counters[.bytesOut])"),
         ]
-        let syscalls = SyscallKind.allCases.map { "\(quoted($0.name)):\(counters[$0])" }.joined(separator: ",")
-        fields.append(("syscalls", "{\(syscalls)}"))
-        fields.append(("syscalls_total", "\(counters.totalSyscalls)"))
+        if unavailable.contains("syscalls") {
+            fields.append(("syscalls", "null"))
+            fields.append(("syscalls_total", "null"))
+        } else {
+            let syscalls = SyscallKind.allCases.map { "\(quoted($0.name)):\(counters[$0])" }.joined(separator: ",")
+            fields.append(("syscalls", "{\(syscalls)}"))
+            fields.append(("syscalls_total", "\(counters.totalSyscalls)"))
+        }
         fields.append(("io_uring_setup", ioUringSetup.map(quoted) ?? "null"))
+        fields.append(("unavailable", "[" + unavailable.map(quoted).joined(separator: ",") + "]"))
         fields += extra
         return "{" + fields.map { "\(quoted($0.0)):\($0.1)" }.joined(separator: ",") + "}"
     }

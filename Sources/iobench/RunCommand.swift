@@ -11,7 +11,7 @@ import Glibc
 
 /// The benchmark matrix options shared by `run` and `baseline update`.
 struct MatrixOptions: ParsableArguments {
-    @Option(help: "Backends to compare (comma-separated).")
+    @Option(help: "Backends to compare (comma-separated): blocking, epoll, io_uring, and nio (SwiftNIO, a reference peer).")
     var backends: ListOf<BackendKind> = ListOf(BackendKind.allCases)
 
     @Option(name: .customLong("external"), help: ArgumentHelp(
@@ -42,7 +42,7 @@ struct MatrixOptions: ParsableArguments {
     @Option(help: "Measured time per cell (default 1.5s; --quick: 1s).")
     var duration: Duration?
 
-    @Option(help: "Warm-up per cell (default 500ms; --quick: 300ms).")
+    @Option(help: "Warm-up per cell (default 400ms; --quick: 300ms).")
     var warmup: Duration?
 
     @Option(help: "CPUs for the server.")
@@ -88,7 +88,7 @@ struct MatrixOptions: ParsableArguments {
         plan.modes = modes
         plan.repetitions = repetitions ?? 3
         plan.duration = duration?.seconds ?? (quick ? 1 : 1.5)
-        plan.warmup = warmup?.seconds ?? (quick ? 0.3 : 0.5)
+        plan.warmup = warmup?.seconds ?? (quick ? 0.3 : 0.4)
         plan.serverCPUs = serverCPUs.cpus
         let allowed = Array(0..<ProcessInfo.processInfo.activeProcessorCount)
         let rest = allowed.filter { !serverCPUs.cpus.contains($0) }

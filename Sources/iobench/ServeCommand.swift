@@ -4,6 +4,7 @@ import Dispatch
 import EchoCore
 import Epoll
 import IoUring
+import NIOPeer
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -20,7 +21,7 @@ struct ServeCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "I/O model: blocking (a thread per connection), epoll (readiness) or io_uring (completion).")
+    @Option(help: "I/O model: blocking (a thread per connection), epoll (readiness) or io_uring (completion); or nio, SwiftNIO as a reference peer.")
     var backend: BackendKind
 
     @Option(help: "Address to bind. Defaults to loopback: an open echo server is a gift to attackers.")
@@ -109,6 +110,7 @@ struct ServeCommand: ParsableCommand {
         case .blocking: BlockingServer(configuration: configuration)
         case .epoll: EpollServer(configuration: configuration)
         case .ioUring: IoUringServer(configuration: configuration)
+        case .nio: NIOEchoServer(configuration: configuration)
         }
         control.startStdinReader(server, quitOnEOF: quitOnEOF)
         let baselineFDs = ProcessResources.openDescriptorCount()

@@ -28,8 +28,8 @@ struct LoadGeneratorTests {
         #expect(result.latency.valueAtPercentile(50) > 0)
         #expect(result.generatorCPUSeconds > 0)
         #expect(result.uncorrectedLatency == nil && result.sendLag == nil)
-        let stats = try server.stats()
-        #expect(stats.int("bytes_in") == stats.int("bytes_out"))
+        // Echoes still in flight when the generator stopped may take a moment to be counted.
+        #expect(try eventually { let s = try server.stats(); return s.int("bytes_in") == s.int("bytes_out") })
     }
 
     @Test func openLoopKeepsItsRateAndReportsLag() throws {

@@ -125,3 +125,13 @@ final class BrokenEchoServer: @unchecked Sendable {
         for fd in sockets.withLock({ $0 }) { close(fd) }
     }
 }
+
+/// Polls `condition` until it holds or `timeout` passes.
+func eventually(timeout: Double = 10, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return true }
+        usleep(10_000)
+    }
+    return try condition()
+}

@@ -1,0 +1,139 @@
+import EchoCore
+import NIOCore
+import NIOPosix
+
+/// SwiftNIO, the Swift ecosystem's standard runtime, as a reference peer: a plain echo handler on
+/// a `MultiThreadedEventLoopGroup` with `threads` loops. It is measured beside the three models,
+/// not one of them. NIO makes its own system calls, so its stats cannot count them.
+public final class NIOEchoServer: EchoServer, @unchecked Sendable {
+    public let kind = BackendKind.nio
+    private let configuration: ServerConfiguration
+    private let registry = CounterRegistry()
+    private let limit: ConnectionLimit
+    // Written by start()/stop() on the controlling thread only.
+    private var group: MultiThreadedEventLoopGroup?
+    private var listener: Channel?
+    private var bound: EchoCore.SocketAddress
+
+    public init(configuration: ServerConfiguration) {
+        self.configuration = configuration
+        self.limit = ConnectionLimit(maximum: configuration.maxConnections)
+        self.bound = configuration.address
+    }
+
+    public var boundAddress: EchoCore.SocketAddress { bound }
+
+    public func start() throws {
+        let threads = max(configuration.threads, 1)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        self.group = group
+        // One counter block per event loop: a handler only ever runs on its channel's loop.
+        var byLoop: [ObjectIdentifier: ThreadCounters] = [:]
+        for loop in group.makeIterator() { byLoop[ObjectIdentifier(loop)] = registry.makeCounters() }
+        let countersByLoop = byLoop
+        let acceptCounters = registry.makeCounters()
+        let limit = self.limit
+        let maxOwed = configuration.maxOwedPerConnection
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: maxOwed / 2, high: maxOwed))
+            .childChannelInitializer { channel in
+                let counters = countersByLoop[ObjectIdentifier(channel.eventLoop)] ?? acceptCounters
+                guard limit.acquire() else {
+                    counters.add(.refused)
+                    return channel.close()
+                }
+                counters.add(.accepted)
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOEchoHandler(counters: counters, limit: limit))
+                }
+            }
+        do {
+            let channel = try bootstrap.bind(host: configuration.address.hostText, port: Int(configuration.address.port)).wait()
+            listener = channel
+            if let local = channel.localAddress, let port = local.port {
+                bound = try EchoCore.SocketAddress(host: configuration.address.hostText, port: port)
+            }
+        } catch let error as IOError {
+            try? group.syncShutdownGracefully()
+            self.group = nil
+            let errno = Errno(rawValue: error.errnoCode)
+            if errno == .addressInUse {
+                throw UsageError("port \(configuration.address.port) on \(configuration.address.hostText) is already in use: pick another port, or 0 for a free one")
+            }
+            throw UsageError("cannot listen on \(configuration.address): \(errno)")
+        }
+    }
+
+    public func stats() -> ServerStats {
+        var stats = ServerStats(backend: kind, threads: max(configuration.threads, 1), counters: registry.totals())
+        stats.unavailable = ["syscalls"]
+        return stats
+    }
+
+    public func stop() {
+        try? listener?.close().wait()
+        listener = nil
+        try? group?.syncShutdownGracefully()
+        group = nil
+    }
+}
+
+/// Echoes every buffer back on the loop that read it. Back-pressure: reading stops while the
+/// channel is not writable (its outbound buffer passed the high watermark, `--max-owed`).
+final class NIOEchoHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let counters: ThreadCounters
+    private let limit: ConnectionLimit
+
+    init(counters: ThreadCounters, limit: ConnectionLimit) {
+        self.counters = counters
+        self.limit = limit
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data).readableBytes
+        counters.add(.bytesIn, UInt64(bytes))
+        counters.add(.bytesOut, UInt64(bytes))  // handed to NIO to write
+        context.write(data, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        context.channel.setOption(.autoRead, value: context.channel.isWritable).whenFailure { _ in }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event {
+            // Half-close: writes complete in order, so once an empty write is done every echo
+            // before it has been written; then close.
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+                channel.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        counters.add(.closed)
+        limit.release()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        counters.add(.resets)
+        context.close(promise: nil)
+    }
+}
