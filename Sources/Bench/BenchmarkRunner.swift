@@ -186,8 +186,17 @@ public final class BenchmarkRunner {
         var before: (ProcessProbe.Sample?, JSONObject?) = (nil, nil)
         var after: (ProcessProbe.Sample?, JSONObject?) = (nil, nil)
         var hooks = LoadHooks()
-        hooks.measurementStarted = { before = (probe?.sample(), try? server?.stats()) }
-        hooks.measurementEnded = { after = (probe?.sample(), try? server?.stats()) }
+        // The server's stats travel through its control thread, which can answer late when the
+        // server is saturated; /proc is read at once. So the slow probe goes first at the start
+        // and last at the end, keeping the /proc readings closest to the window's edges.
+        hooks.measurementStarted = {
+            let stats = try? server?.stats()
+            before = (probe?.sample(), stats)
+        }
+        hooks.measurementEnded = {
+            let sample = probe?.sample()
+            after = (sample, try? server?.stats())
+        }
         hooks.progress = { [status, duration = plan.duration] elapsed, messages in
             status("\(label): \(String(format: "%.1f", elapsed))/\(duration) s, \(formatCount(Double(messages) / max(elapsed, 0.001))) msgs/s")
         }

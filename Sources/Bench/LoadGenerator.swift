@@ -148,9 +148,11 @@ public enum LoadGenerator {
         }
 
         sleep(seconds: options.warmup)
+        // Probe the server just before the window opens and just before it closes, so both
+        // windows have the same length even when a probe is slow to answer.
+        hooks.measurementStarted()
         shared.phase.store(SharedRun.measuring, ordering: .sequentiallyConsistent)
         let start = ProcessResources.monotonicNanoseconds()
-        hooks.measurementStarted()
         let end = start + UInt64(options.duration * 1e9)
         var nextProgress = start + 500_000_000
         while true {
@@ -164,7 +166,6 @@ public enum LoadGenerator {
             let wake = min(end, nextProgress)
             sleep(seconds: wake > now ? min(Double(wake - now) / 1e9, 0.1) : 0)
         }
-        // Probe the server while the load is still on, then stop the workers.
         hooks.measurementEnded()
         shared.phase.store(SharedRun.stopping, ordering: .sequentiallyConsistent)
         let stop = ProcessResources.monotonicNanoseconds()
