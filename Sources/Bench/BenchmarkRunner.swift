@@ -214,7 +214,8 @@ public final class BenchmarkRunner {
             row["ctx_switches_per_msg"] = fixed(Double(ProcessProbe.contextSwitches(from: s0, to: s1)) * perMessage, 4)
             row["server_rss_peak_kb"] = "\(s1.peakResidentBytes / 1024)"
             row["server_threads_peak"] = "\(s1.threads)"
-            if let st0 = before.1, let st1 = after.1 {
+            // A peer that cannot count its system calls reports them as null: leave the columns empty.
+            if let st0 = before.1, let st1 = after.1, st0.int("syscalls_total") != nil, st1.int("syscalls_total") != nil {
                 let delta = { (key: String) -> Double in
                     Double((st1.object("syscalls")?.int(key) ?? 0) - (st0.object("syscalls")?.int(key) ?? 0))
                 }

@@ -61,7 +61,7 @@ public enum SummaryTable {
             var backends: [String] = []
             for row in cellRows where !backends.contains(row.serverLabel) { backends.append(row.serverLabel) }
             let figures = backends.map { b in BackendFigures(backend: b, rows: cellRows.filter { $0.serverLabel == b }) }
-            let ref = figures.first { $0.backend == reference }
+            let ref = figures.first { $0.backend == reference } ?? figures.first { $0.rows.first?["backend"] == reference }
             var table: [[String]] = [header]
             for f in figures {
                 let name = BackendKind(rawValue: f.backend)?.isReferencePeer == true ? f.backend + " (peer)" : f.backend

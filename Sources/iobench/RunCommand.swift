@@ -45,10 +45,10 @@ struct MatrixOptions: ParsableArguments {
     @Option(help: "Warm-up per cell (default 400ms; --quick: 300ms).")
     var warmup: Duration?
 
-    @Option(help: "CPUs for the server.")
+    @Option(name: .customLong("server-cpus"), help: "CPUs for the server.")
     var serverCPUs: CPUList = CPUList([0])
 
-    @Option(help: "CPUs for the load generator (default: every CPU not given to the server).")
+    @Option(name: .customLong("client-cpus"), help: "CPUs for the load generator (default: every CPU not given to the server).")
     var clientCPUs: CPUList?
 
     @Option(help: "Server event loops (--threads of iobench serve).")

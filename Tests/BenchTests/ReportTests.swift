@@ -121,7 +121,7 @@ import Testing
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-run-\(getpid()).csv").path
         defer { try? FileManager.default.removeItem(atPath: out) }
         let result = try runCLI(["run", "--backends", "epoll,io_uring", "--connections", "4", "--sizes", "64",
-                                 "--repeat", "2", "--duration", "300ms", "--warmup", "100ms",
+                                 "--repeat", "2", "--duration", "300ms", "--warmup", "100ms", "--server-cpus", "0", "--client-cpus", "1",
                                  "--idle-connections", "200", "--out", out, "--quiet"], timeout: 120)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("4 connections × 64 B, depth 1 (median of 2)"))
@@ -140,6 +140,7 @@ import Testing
             #expect(["server", "generator", "neither"].contains(row["bottleneck"] ?? ""))
             #expect(row["command"]?.hasPrefix("iobench run --backends epoll,io_uring") == true)
             #expect(row["kernel"]?.isEmpty == false)
+            #expect(row["server_cpus"] == "0" && row["client_cpus"] == "1")
         }
         let idle = rows.filter { $0["workload"] == "idle" }
         #expect(idle.count == 2)
