@@ -34,7 +34,9 @@ public enum SummaryTable {
         }
     }
 
-    public static func render(_ rows: [ResultRow], reference: String = "epoll") -> String {
+    /// - Parameter markdown: Markdown tables (for a README or a CI job summary) instead of aligned text.
+    public static func render(_ rows: [ResultRow], reference: String = "epoll", markdown: Bool = false) -> String {
+        func table(_ lines: [[String]]) -> String { markdown ? markdownTable(lines) : align(lines) }
         var out = ""
         var warnings: [String] = []
         let echo = rows.filter { $0["workload"] == "echo" }
@@ -57,18 +59,18 @@ public enum SummaryTable {
             }
             let repetitions = Set(cellRows.compactMap { $0["repetition"] }).count
             title += repetitions > 1 ? " (median of \(repetitions))" : ""
-            out += "\n" + title + "\n"
+            out += markdown ? "\n**\(title)**\n\n" : "\n" + title + "\n"
             var backends: [String] = []
             for row in cellRows where !backends.contains(row.serverLabel) { backends.append(row.serverLabel) }
             let figures = backends.map { b in BackendFigures(backend: b, rows: cellRows.filter { $0.serverLabel == b }) }
             let ref = figures.first { $0.backend == reference } ?? figures.first { $0.rows.first?["backend"] == reference }
-            var table: [[String]] = [header]
+            var lines: [[String]] = [header]
             for f in figures {
                 let name = BackendKind(rawValue: f.backend)?.isReferencePeer == true ? f.backend + " (peer)" : f.backend
                 let rate = f.median("msgs_per_s")
                 let values = f.values("msgs_per_s")
                 let cpu = f.median("server_cpu_us_per_msg")
-                table.append([
+                lines.append([
                     name,
                     rate.map(formatCount) ?? "-",
                     values.count > 1 ? "(\(formatCount(values.min()!))–\(formatCount(values.max()!)))" : "",
@@ -91,18 +93,18 @@ public enum SummaryTable {
                     }
                 }
             }
-            out += align(table)
+            out += table(lines)
         }
         let idle = rows.filter { $0["workload"] == "idle" }
         if !idle.isEmpty {
-            out += "\nidle connections\n"
-            var table = [["backend", "connections", "RSS/conn", "accept all (s)", "not accepted"]]
+            out += markdown ? "\n**idle connections**\n\n" : "\nidle connections\n"
+            var lines = [["backend", "connections", "RSS/conn", "accept all (s)", "not accepted"]]
             for row in idle {
-                table.append([row["backend"] ?? "", row["connections"] ?? "",
+                lines.append([row["backend"] ?? "", row["connections"] ?? "",
                               row.double("idle_rss_bytes_per_conn").map { formatBytes($0) } ?? "-",
                               row["idle_accept_s"] ?? "-", row["errors"] ?? "-"])
             }
-            out += align(table)
+            out += table(lines)
         }
         if !warnings.isEmpty {
             out += "\nwarnings:\n" + warnings.map { "  - " + $0 }.joined(separator: "\n") + "\n"
@@ -117,6 +119,14 @@ public enum SummaryTable {
 
     static func formatBytes(_ bytes: Double) -> String {
         bytes >= 1024 ? String(format: "%.1f KiB", bytes / 1024) : String(format: "%.0f B", bytes)
+    }
+
+    static func markdownTable(_ table: [[String]]) -> String {
+        guard let header = table.first else { return "" }
+        var lines = ["| " + header.joined(separator: " | ") + " |",
+                     "| --- |" + String(repeating: " ---: |", count: header.count - 1)]
+        lines += table.dropFirst().map { "| " + $0.joined(separator: " | ") + " |" }
+        return lines.joined(separator: "\n") + "\n"
     }
 
     /// Left-aligns the first column, right-aligns the rest.

@@ -19,6 +19,9 @@ struct ReportCommand: ParsableCommand {
     @Flag(help: "Print the CSV columns and their meaning as a Markdown table instead.")
     var schema = false
 
+    @Flag(help: "Print the results as Markdown (the README's 'Results on this machine' section comes from this).")
+    var markdown = false
+
     func validate() throws {
         if !schema && csv == nil { throw ValidationError("give a CSV file to report on, or --schema") }
     }
@@ -38,8 +41,8 @@ struct ReportCommand: ParsableCommand {
             throw ExitCode.failure
         }
         if let command = rows.first?["command"], let run = rows.first?["run_id"] {
-            print("run \(run): \(command)")
+            print(markdown ? "Run `\(run)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?"): `\(command)`" : "run \(run): \(command)")
         }
-        print(SummaryTable.render(rows, reference: reference), terminator: "")
+        print(SummaryTable.render(rows, reference: reference, markdown: markdown), terminator: "")
     }
 }
