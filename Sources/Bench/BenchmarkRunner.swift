@@ -132,6 +132,18 @@ public final class BenchmarkRunner {
         ] + plan.extraServerArguments)
     }
 
+    /// A fresh pinned server for one of our backends; for an external one, its address and
+    /// (when its pid is known) a probe.
+    private func attach(_ target: Target) throws -> (ServerProcess?, SocketAddress, ProcessProbe?) {
+        switch target {
+        case .backend(let kind):
+            let server = try startServer(kind)
+            return (server, server.address, ProcessProbe(pid: server.pid))
+        case .external(let external):
+            return (nil, external.address, external.pid.map(ProcessProbe.init))
+        }
+    }
+
     private func baseRow(_ backend: Target, workload: String, connections: Int, repetition: Int) -> ResultRow {
         var row = ResultRow()
         row["run_id"] = runID
@@ -157,20 +169,7 @@ public final class BenchmarkRunner {
 
     /// One load cell against a fresh server.
     func measure(_ target: Target, connections: Int, size: Int, mode: LoadMode, repetition: Int, label: String) throws -> ResultRow {
-        let server: ServerProcess?
-        let address: SocketAddress
-        let probe: ProcessProbe?
-        switch target {
-        case .backend(let kind):
-            let started = try startServer(kind)
-            server = started
-            address = started.address
-            probe = ProcessProbe(pid: started.pid)
-        case .external(let external):
-            server = nil
-            address = external.address
-            probe = external.pid.map(ProcessProbe.init)
-        }
+        let (server, address, probe) = try attach(target)
         defer { server?.stop() }
         var options = LoadOptions(target: address)
         options.connections = connections
@@ -246,20 +245,7 @@ public final class BenchmarkRunner {
         guard limit >= needed else {
             throw UsageError("holding \(plan.idleConnections) idle connections needs \(needed) file descriptors but the limit is \(limit): raise it (ulimit -n) or lower --idle-connections")
         }
-        let server: ServerProcess?
-        let address: SocketAddress
-        let probe: ProcessProbe?
-        switch target {
-        case .backend(let kind):
-            let started = try startServer(kind)
-            server = started
-            address = started.address
-            probe = ProcessProbe(pid: started.pid)
-        case .external(let external):
-            server = nil
-            address = external.address
-            probe = external.pid.map(ProcessProbe.init)
-        }
+        let (server, address, probe) = try attach(target)
         defer { server?.stop() }
         usleep(50_000)
         let rssBefore = probe?.sample()?.residentBytes ?? 0

@@ -63,6 +63,9 @@ public enum ProcessResources {
         return Int(clamping: limit.rlim_cur)
     }
 
+    /// The kernel's id of the calling thread.
+    public static func threadID() -> Int32 { iobench_gettid() }
+
     /// CPU time the calling thread has used, in nanoseconds.
     public static func threadCPUNanoseconds() -> UInt64 {
         var ts = timespec()
