@@ -44,8 +44,9 @@ let package = Package(
         ]),
 
         .testTarget(name: "EchoCoreTests", dependencies: ["EchoCore"]),
-        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Bench", "iobench"]),
-        .testTarget(name: "BenchTests", dependencies: ["EchoCore", "Bench", "iobench"]),
+        .target(name: "TestSupport", dependencies: ["EchoCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Bench", "TestSupport", "iobench"]),
+        .testTarget(name: "BenchTests", dependencies: ["EchoCore", "Bench", "TestSupport", "iobench"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -88,7 +88,6 @@ struct GeneratorWorker {
             if epfd >= 0 { close(epfd) }
             connections.deallocate(); sentAt.deallocate(); scheduledAt.deallocate()
             buffer.deallocate(); events.deallocate()
-            setup.counters.add(.closed)  // counted as a finished worker in the registry
             shared.workersDone.wrappingAdd(1, ordering: .relaxed)
         }
         do {

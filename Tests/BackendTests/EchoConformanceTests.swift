@@ -2,6 +2,7 @@ import Bench
 import EchoCore
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc

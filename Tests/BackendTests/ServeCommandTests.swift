@@ -1,5 +1,6 @@
 import Bench
 import EchoCore
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc

@@ -1,16 +1,11 @@
 import Bench
 import EchoCore
 import Foundation
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// The `iobench` executable built next to this test bundle.
-let iobenchPath: String = {
-    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("iobench").path
-}()
 
 /// Starts `iobench serve --backend kind --port 0 extra…`, optionally under a lower fd limit.
 func startServer(_ kind: BackendKind, _ extra: [String] = [], fdLimit: Int? = nil) throws -> ServerProcess {
@@ -20,25 +15,6 @@ func startServer(_ kind: BackendKind, _ extra: [String] = [], fdLimit: Int? = ni
                                  arguments: ["-c", "ulimit -n \(fdLimit) && exec \"$0\" \"$@\"", iobenchPath] + serve)
     }
     return try ServerProcess(executable: iobenchPath, arguments: serve)
-}
-
-/// Runs the CLI to completion (bounded) and returns its exit status and output.
-func runCLI(_ arguments: [String], timeout: Double = 10) throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: iobenchPath)
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let deadline = Date().addingTimeInterval(timeout)
-    while process.isRunning && Date() < deadline { usleep(2000) }
-    if process.isRunning { process.terminate() }
-    process.waitUntilExit()
-    return (process.terminationStatus,
-            String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
-            String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
 }
 
 /// A deterministic byte stream per connection, so lost, duplicated, reordered or crossed bytes
@@ -150,12 +126,3 @@ func residentBytes(pid: Int32) -> Int {
     return -1
 }
 
-/// Polls `condition` until it holds or `timeout` passes.
-func eventually(timeout: Double = 10, _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(timeout)
-    while Date() < deadline {
-        if try condition() { return true }
-        usleep(10_000)
-    }
-    return try condition()
-}

@@ -1,6 +1,7 @@
 @testable import Bench
 import EchoCore
 import Foundation
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc

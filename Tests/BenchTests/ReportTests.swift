@@ -1,6 +1,7 @@
 @testable import Bench
 import EchoCore
 import Foundation
+import TestSupport
 import Testing
 
 @Suite struct ReportTests {
