@@ -31,15 +31,41 @@ public struct ExternalServer: Sendable, Equatable {
     }
 }
 
-/// What a cell measures: one of our backends (started fresh per cell) or an external server.
+/// One of our backends started with extra `iobench serve` options, measured as a server of its
+/// own (`--variant NAME=BACKEND OPTIONS`), for example io_uring with `--batch-wait 100us`.
+public struct ServerVariant: Sendable, Equatable {
+    public var name: String
+    public var backend: BackendKind
+    public var arguments: [String]
+
+    public init(name: String, backend: BackendKind, arguments: [String]) {
+        self.name = name
+        self.backend = backend
+        self.arguments = arguments
+    }
+}
+
+/// What a cell measures: one of our backends (started fresh per cell), a variant of one, or an
+/// external server.
 public enum Target: Sendable, Equatable, CustomStringConvertible {
     case backend(BackendKind)
+    case variant(ServerVariant)
     case external(ExternalServer)
 
     public var description: String {
         switch self {
         case .backend(let kind): kind.rawValue
+        case .variant(let variant): variant.name
         case .external(let server): server.name
+        }
+    }
+
+    /// The backend serving, when it is one of ours.
+    var kind: BackendKind? {
+        switch self {
+        case .backend(let kind): kind
+        case .variant(let variant): variant.backend
+        case .external: nil
         }
     }
 }
@@ -49,6 +75,8 @@ public struct RunPlan: Sendable {
     public var backends: [BackendKind] = BackendKind.allCases
     /// Third-party servers measured beside the backends (`--external NAME=HOST:PORT`).
     public var externals: [ExternalServer] = []
+    /// Backends with extra serve options, measured as servers of their own (`--variant`).
+    public var variants: [ServerVariant] = []
     public var connections = [1, 16, 128, 512]
     public var sizes = [64, 4096]
     public var modes: [LoadMode] = [.closed(depth: 1)]
@@ -73,7 +101,9 @@ public struct RunPlan: Sendable {
         self.commandLine = commandLine
     }
 
-    public var targets: [Target] { backends.map(Target.backend) + externals.map(Target.external) }
+    public var targets: [Target] {
+        backends.map(Target.backend) + variants.map(Target.variant) + externals.map(Target.external)
+    }
 
     public var loadCellCount: Int { targets.count * connections.count * sizes.count * modes.count * repetitions }
 }
@@ -124,12 +154,12 @@ public final class BenchmarkRunner {
         return rows
     }
 
-    private func startServer(_ backend: BackendKind) throws -> ServerProcess {
+    private func startServer(_ backend: BackendKind, options: [String] = []) throws -> ServerProcess {
         try ServerProcess(executable: plan.executable, arguments: [
             "serve", "--backend", backend.rawValue, "--port", "0", "--quit-on-eof",
             "--threads", "\(plan.serverThreads)",
             "--cpus", plan.serverCPUs.map(String.init).joined(separator: ","),
-        ] + plan.extraServerArguments)
+        ] + options + plan.extraServerArguments)
     }
 
     /// A fresh pinned server for one of our backends; for an external one, its address and
@@ -138,6 +168,9 @@ public final class BenchmarkRunner {
         switch target {
         case .backend(let kind):
             let server = try startServer(kind)
+            return (server, server.address, ProcessProbe(pid: server.pid))
+        case .variant(let variant):
+            let server = try startServer(variant.backend, options: variant.arguments)
             return (server, server.address, ProcessProbe(pid: server.pid))
         case .external(let external):
             return (nil, external.address, external.pid.map(ProcessProbe.init))
@@ -158,7 +191,7 @@ public final class BenchmarkRunner {
         row["command"] = plan.commandLine
         row["workload"] = workload
         row["backend"] = backend.description
-        if case .backend = backend { row["server_threads"] = "\(plan.serverThreads)" }
+        if backend.kind != nil { row["server_threads"] = "\(plan.serverThreads)" }
         row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: " ")
         row["client_cpus"] = plan.clientCPUs.map(String.init).joined(separator: " ")
         row["connections"] = "\(connections)"
@@ -224,10 +257,10 @@ public final class BenchmarkRunner {
                 row["epoll_wait_per_msg"] = fixed(delta("epoll_wait") * perMessage, 4)
             }
             let capacity: Double
-            switch target {
-            case .backend(.blocking), .backend(.nio): capacity = Double(plan.serverCPUs.count)
-            case .backend: capacity = Double(min(plan.serverCPUs.count, plan.serverThreads))
-            case .external: capacity = Double(min(plan.serverCPUs.count, max(s1.threads, 1)))
+            switch target.kind {
+            case .blocking?, .nio?: capacity = Double(plan.serverCPUs.count)
+            case .epoll?, .ioUring?: capacity = Double(min(plan.serverCPUs.count, plan.serverThreads))
+            case nil: capacity = Double(min(plan.serverCPUs.count, max(s1.threads, 1)))
             }
             row["bottleneck"] = Bottleneck.verdict(serverUtilization: cpu / load.seconds / max(capacity, 1),
                                                    generatorUtilization: load.generatorUtilization)

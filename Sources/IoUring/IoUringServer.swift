@@ -69,7 +69,9 @@ public final class IoUringServer: EchoServer, @unchecked Sendable {
         for _ in threads { ready.wait() }
         for result in outcome.withLock({ $0 }) {
             switch result {
-            case .success(let flags): setupFlags.withLock { $0 = flags }
+            case .success(let flags):
+                let wait = configuration.batchWaitMicroseconds
+                setupFlags.withLock { $0 = wait > 0 ? "\(flags)|MIN_TIMEOUT=\(wait)us" : flags }
             case .failure(let error): failure = error
             }
         }

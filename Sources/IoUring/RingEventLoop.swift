@@ -40,6 +40,8 @@ struct RingEventLoop {
 
     static let completionBatch = 256
     static let acceptBackoffNanoseconds = 50_000_000
+    /// The fewest completions a batch wait waits for (so it applies from 32 connections).
+    static let smallestBatch = 8
 
     private let setup: Setup
     private let sys: SystemCalls
@@ -57,6 +59,8 @@ struct RingEventLoop {
     private let maxHeldBuffers: UInt16
     private var acceptArmed = false
     private var acceptExhausted = false
+    /// Microseconds a wait may hold out for a batch (0: wake on the first completion).
+    private let batchWait: UInt32
     /// The setup flags the kernel accepted, for stats.
     let setupFlagNames: String
 
@@ -74,11 +78,12 @@ struct RingEventLoop {
         ]
         var chosen: String?
         var lastError: Int32 = 0
+        var features: UInt32 = 0
         for (flags, name) in attempts {
             var params = io_uring_params()
             params.flags = flags | IORING_SETUP_SUBMIT_ALL
             let rc = io_uring_queue_init_params(UInt32(configuration.ringEntries), ring, &params)
-            if rc == 0 { chosen = name; break }
+            if rc == 0 { chosen = name; features = params.features; break }
             lastError = rc
             if rc != -EINVAL { break }
         }
@@ -87,6 +92,12 @@ struct RingEventLoop {
             throw SystemError("io_uring_queue_init_params", Errno(negatedResult: lastError))
         }
         setupFlagNames = chosen
+        if configuration.batchWaitMicroseconds > 0 && features & IORING_FEAT_MIN_TIMEOUT == 0 {
+            io_uring_queue_exit(ring)
+            ring.deallocate()
+            throw SystemError("io_uring batch wait (--batch-wait needs Linux 6.12 or later)", Errno(rawValue: EINVAL))
+        }
+        batchWait = configuration.batchWaitMicroseconds
         do {
             buffers = try BufferRing(ring: ring, groupID: 1, count: configuration.ringBufferCount, bufferSize: configuration.ringBufferSize)
         } catch {
@@ -111,7 +122,16 @@ struct RingEventLoop {
             buffers.publish()
             if !waiting.isEmpty && buffers.available > 0 { rearmWaiting() }
             sys.count(.ioUringEnter)
-            let rc = io_uring_submit_and_wait(ring, 1)
+            let rc: Int32
+            let batch = connections.count / 4
+            if batchWait > 0 && batch >= Self.smallestBatch {
+                // A batch of a completion per four connections (at depth 1 a message brings a
+                // recv and a send completion). Smaller batches save too few wake-ups to pay for
+                // the timer the kernel arms for the wait.
+                rc = iobench_submit_and_wait_batch(ring, UInt32(batch), batchWait)
+            } else {
+                rc = io_uring_submit_and_wait(ring, 1)
+            }
             if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME {
                 reportError("iobench: io_uring loop stopped: \(SystemError("io_uring_submit_and_wait", Errno(negatedResult: rc)))")
                 break

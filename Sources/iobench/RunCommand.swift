@@ -24,6 +24,11 @@ struct MatrixOptions: ParsableArguments {
         valueName: "name=pid"))
     var externalPIDs: [String] = []
 
+    @Option(name: .customLong("variant"), help: ArgumentHelp(
+        "A backend with extra 'iobench serve' options, measured as a server of its own: NAME=BACKEND OPTIONS (repeatable), for example 'io_uring+wait=io_uring --batch-wait 100us'.",
+        valueName: "name=backend options"))
+    var variants: [String] = []
+
     @Option(help: "Connection counts (default 1,16,128,512; --quick: 16,128).")
     var connections: ListOf<Int>?
 
@@ -81,6 +86,11 @@ struct MatrixOptions: ParsableArguments {
         var plan = RunPlan(executable: selfExecutable(), commandLine: commandLine)
         plan.backends = backends.values
         plan.externals = try parseExternals()
+        plan.variants = try parseVariants()
+        let names = plan.variants.map(\.name) + plan.externals.map(\.name)
+        if let clash = names.first(where: { name in names.filter { $0 == name }.count > 1 }) {
+            throw UsageError("the name '\(clash)' is given twice: name each --variant and --external server differently")
+        }
         plan.connections = connections?.values ?? (quick ? [16, 128] : [1, 16, 128, 512])
         plan.sizes = sizes?.values.map(\.bytes) ?? (quick ? [64] : [64, 4096])
         var modes: [LoadMode] = (depths?.values ?? (rates == nil ? [1] : [])).map { .closed(depth: $0) }
@@ -98,6 +108,24 @@ struct MatrixOptions: ParsableArguments {
         plan.idleConnections = quick ? (idleConnections ?? 0) : (idleConnections ?? 10_000)
         plan.extraServerArguments = serverArguments
         return plan
+    }
+
+    /// `NAME=BACKEND OPTIONS` variants of our backends.
+    func parseVariants() throws -> [ServerVariant] {
+        try variants.map { spec in
+            let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+            let words = parts.count == 2 ? parts[1].split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init) : []
+            guard parts.count == 2, !parts[0].isEmpty, let first = words.first else {
+                throw UsageError("--variant '\(spec)' is not NAME=BACKEND OPTIONS: for example --variant 'io_uring+wait=io_uring --batch-wait 100us'")
+            }
+            guard let backend = BackendKind(rawValue: first) else {
+                throw UsageError("--variant '\(spec)': '\(first)' is not a backend; use blocking, epoll, io_uring or nio")
+            }
+            guard BackendKind(rawValue: parts[0]) == nil else {
+                throw UsageError("--variant name '\(parts[0])' is a backend's name: give the variant a name of its own")
+            }
+            return ServerVariant(name: parts[0], backend: backend, arguments: Array(words.dropFirst()))
+        }
     }
 
     /// `NAME=HOST:PORT` servers with their `NAME=PID` (or a bare PID for a single one).

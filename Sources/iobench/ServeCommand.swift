@@ -51,6 +51,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "io_uring: size of each provided buffer (at most 32k).")
     var ringBufferSize: String = "16k"
 
+    @Option(help: "io_uring: wait up to this long (for example 50us) for a batch of completions, one per four connections (from 32 connections), before a single completion ends the wait; 0 wakes on the first. Fewer io_uring_enter calls and wake-ups for up to this much added latency. Linux 6.12 or later.")
+    var batchWait: String = "0"
+
     @Flag(help: "Stop when stdin reaches its end (the harness uses this so a server never outlives it).")
     var quitOnEOF = false
 
@@ -88,6 +91,14 @@ struct ServeCommand: ParsableCommand {
             configuration.ringBufferSize = try Units.parseByteCount(ringBufferSize)
             configuration.injection.syscalls = max(0, injectSyscalls)
             configuration.injection.delayNanoseconds = UInt64(max(0, injectDelayUs)) * 1000
+            let batchWaitSeconds = try Units.parseDuration(batchWait)
+            guard (0...0.1).contains(batchWaitSeconds) else {
+                throw UsageError("--batch-wait \(batchWait) is out of range: use 0 to 100ms")
+            }
+            guard batchWaitSeconds == 0 || backend == .ioUring else {
+                throw UsageError("--batch-wait applies to the io_uring backend only (epoll has no batching wait)")
+            }
+            configuration.batchWaitMicroseconds = UInt32((batchWaitSeconds * 1e6).rounded())
             guard (16 * 1024...64 * 1024 * 1024).contains(configuration.threadStackSize) else {
                 throw UsageError("--stack-size \(stackSize) is out of range: use 16k to 64m")
             }

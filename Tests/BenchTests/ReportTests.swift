@@ -118,6 +118,33 @@ import Testing
         #expect(pid.status == 64 && pid.stderr.contains("not the id of a running process"), "\(pid.stderr)")
     }
 
+    @Test func aVariantIsMeasuredAsAServerOfItsOwn() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-variant-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try runCLI(["run", "--backends", "io_uring", "--variant", "io_uring+wait=io_uring --batch-wait 200us",
+                                 "--connections", "64", "--sizes", "64", "--repeat", "1", "--duration", "300ms",
+                                 "--warmup", "100ms", "--idle-connections", "0", "--out", out, "--quiet"], timeout: 60)
+        #expect(result.status == 0, "\(result.stderr)")
+        let rows = try CSV.read(try String(contentsOfFile: out, encoding: .utf8))
+        #expect(rows.map { $0["backend"] ?? "" }.sorted() == ["io_uring", "io_uring+wait"])
+        let variant = try #require(rows.first { $0["backend"] == "io_uring+wait" })
+        #expect((variant.double("msgs_per_s") ?? 0) > 0 && variant["errors"] == "0")
+        #expect(variant.double("io_uring_enter_per_msg") != nil, "a variant is our server: its counters are read")
+        #expect(variant["server_threads"] == "1")
+        #expect(result.stdout.contains("io_uring+wait"))
+    }
+
+    @Test func badVariantsAreUsageErrors() throws {
+        let noBackend = try runCLI(["run", "--variant", "x=kqueue --fast"])
+        #expect(noBackend.status == 64 && noBackend.stderr.contains("'kqueue' is not a backend"), "\(noBackend.stderr)")
+        let noName = try runCLI(["run", "--variant", "io_uring --batch-wait 50us"])
+        #expect(noName.status == 64 && noName.stderr.contains("is not NAME=BACKEND OPTIONS"), "\(noName.stderr)")
+        let taken = try runCLI(["run", "--variant", "epoll=io_uring"])
+        #expect(taken.status == 64 && taken.stderr.contains("is a backend's name"), "\(taken.stderr)")
+        let twice = try runCLI(["run", "--variant", "a=epoll", "--external", "a=127.0.0.1:7000"])
+        #expect(twice.status == 64 && twice.stderr.contains("is given twice"), "\(twice.stderr)")
+    }
+
     @Test func aTinyRunWritesACSVThatReadsBack() throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-run-\(getpid()).csv").path
         defer { try? FileManager.default.removeItem(atPath: out) }
