@@ -3,6 +3,7 @@
 # with a uprobe on glibc's malloc (needs linux-perf and root). Starts the server pinned to CPU 0,
 # warms it up, then counts malloc calls during a load run and divides by the messages echoed.
 # Usage: scripts/count-allocations.sh BACKEND [CONNECTIONS] [SIZE]
+# Extra serve options go in SERVE_ARGS, for example SERVE_ARGS="--batch-wait 50us".
 set -euo pipefail
 backend=${1:?usage: count-allocations.sh BACKEND [CONNECTIONS] [SIZE]}
 connections=${2:-128}
@@ -10,7 +11,8 @@ size=${3:-64}
 bin=$(swift build -c release --show-bin-path)/iobench
 libc=$(ldd "$bin" | awk '/libc.so.6/ {print $3}')
 perf probe -q -x "$libc" -a malloc 2>/dev/null || true
-coproc server { "$bin" serve --backend "$backend" --port 0 --cpus 0 --quit-on-eof; }
+# shellcheck disable=SC2086 # SERVE_ARGS is a list of words
+coproc server { "$bin" serve --backend "$backend" --port 0 --cpus 0 --quit-on-eof ${SERVE_ARGS:-}; }
 read -r -t 10 line <&"${server[0]}"
 pid=${line##*pid=}; pid=${pid%% *}
 addr=${line#listening on }; addr=${addr%% *}

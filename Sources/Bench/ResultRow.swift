@@ -28,7 +28,7 @@ public struct ResultRow: Sendable, Equatable {
         ("git_commit", "iobench commit the run was built from"),
         ("command", "the command line that produced the row"),
         ("workload", "echo (load run) or idle (idle connections held open)"),
-        ("backend", "blocking, epoll, io_uring, or the name of an external server"),
+        ("backend", "blocking, epoll, io_uring, nio, or the name of a --variant or an --external server"),
         ("server_threads", "event loops of the server (--threads); blocking: 1 acceptor plus one thread per connection"),
         ("server_cpus", "CPUs the server was pinned to"),
         ("client_cpus", "CPUs the load generator was pinned to"),

@@ -65,6 +65,20 @@ public enum SummaryTable {
             let figures = backends.map { b in BackendFigures(backend: b, rows: cellRows.filter { $0.serverLabel == b }) }
             let ref = figures.first { $0.backend == reference } ?? figures.first { $0.rows.first?["backend"] == reference }
             var lines: [[String]] = [header]
+            /// The median of per-repetition ratios: each repetition measures every server back to
+            /// back, so pairing them cancels the machine's drift between repetitions. With fewer
+            /// than two pairs, the ratio of the medians.
+            func relative(_ f: BackendFigures, _ column: String) -> String {
+                guard let ref else { return "-" }
+                var base: [String: Double] = [:]
+                for row in ref.rows { if let rep = row["repetition"], let v = row.double(column), v > 0 { base[rep] = v } }
+                let ratios = f.rows.compactMap { row -> Double? in
+                    guard let rep = row["repetition"], let v = row.double(column), let b = base[rep] else { return nil }
+                    return v / b
+                }
+                if ratios.count >= 2, let m = median(ratios) { return String(format: "%.2f", m) }
+                return ratio(f.median(column), ref.median(column))
+            }
             for f in figures {
                 let name = BackendKind(rawValue: f.backend)?.isReferencePeer == true ? f.backend + " (peer)" : f.backend
                 let rate = f.median("msgs_per_s")
@@ -74,13 +88,13 @@ public enum SummaryTable {
                     name,
                     rate.map(formatCount) ?? "-",
                     values.count > 1 ? "(\(formatCount(values.min()!))–\(formatCount(values.max()!)))" : "",
-                    ratio(rate, ref?.median("msgs_per_s")),
+                    relative(f, "msgs_per_s"),
                     f.median("mb_per_s").map { fixed($0, 1) } ?? "-",
                     f.median("p50_us").map { fixed($0, 1) } ?? "-",
                     f.median("p99_us").map { fixed($0, 1) } ?? "-",
                     f.median("p999_us").map { fixed($0, 1) } ?? "-",
                     cpu.map { fixed($0, 2) } ?? "-",
-                    ratio(cpu, ref?.median("server_cpu_us_per_msg")),
+                    relative(f, "server_cpu_us_per_msg"),
                     f.median("syscalls_per_msg").map { fixed($0, 2) } ?? "-",
                     f.median("ctx_switches_per_msg").map { fixed($0, 3) } ?? "-",
                     f.median("generator_cpu_us_per_msg").map { fixed($0, 2) } ?? "-",
@@ -95,6 +109,9 @@ public enum SummaryTable {
             }
             out += table(lines)
         }
+        if !cellOrder.isEmpty {
+            out += "\n×\(reference): the median of per-repetition ratios to \(reference) (every repetition measures each server back to back).\n"
+        }
         let idle = rows.filter { $0["workload"] == "idle" }
         if !idle.isEmpty {
             out += markdown ? "\n**idle connections**\n\n" : "\nidle connections\n"
@@ -106,7 +123,10 @@ public enum SummaryTable {
             }
             out += table(lines)
         }
-        if !warnings.isEmpty {
+        if !warnings.isEmpty && markdown {
+            // A README wants the gist; the text table lists every one.
+            out += "\n\(warnings.count) figures (messages/s or server CPU per message of one server in one cell) spread more than \(Int(spreadWarning * 100))% across repetitions: the machine was noisy; `iobench report` without `--markdown` lists them.\n"
+        } else if !warnings.isEmpty {
             out += "\nwarnings:\n" + warnings.map { "  - " + $0 }.joined(separator: "\n") + "\n"
         }
         return out

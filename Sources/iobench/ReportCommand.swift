@@ -10,10 +10,10 @@ struct ReportCommand: ParsableCommand {
         discussion: "Exit codes: 0 success, 1 the file cannot be read, 64 bad usage."
     )
 
-    @Argument(help: "A CSV written by 'iobench run'.")
-    var csv: String?
+    @Argument(help: "CSVs written by 'iobench run' (each printed as its own run).")
+    var csvs: [String] = []
 
-    @Option(help: "The backend the others are compared with.")
+    @Option(help: "The server the others are compared with: a backend, variant or external name.")
     var reference: String = "epoll"
 
     @Flag(help: "Print the CSV columns and their meaning as a Markdown table instead.")
@@ -23,7 +23,7 @@ struct ReportCommand: ParsableCommand {
     var markdown = false
 
     func validate() throws {
-        if !schema && csv == nil { throw ValidationError("give a CSV file to report on, or --schema") }
+        if !schema && csvs.isEmpty { throw ValidationError("give a CSV file to report on, or --schema") }
     }
 
     func run() throws {
@@ -32,17 +32,19 @@ struct ReportCommand: ParsableCommand {
             for column in ResultRow.columns { print("| `\(column.name)` | \(column.meaning) |") }
             return
         }
-        guard let csv else { return }
-        let rows: [ResultRow]
-        do {
-            rows = try CSV.read(try String(contentsOfFile: csv, encoding: .utf8))
-        } catch {
-            printError("iobench: cannot read \(csv): \(error)")
-            throw ExitCode.failure
+        for (i, csv) in csvs.enumerated() {
+            let rows: [ResultRow]
+            do {
+                rows = try CSV.read(try String(contentsOfFile: csv, encoding: .utf8))
+            } catch {
+                printError("iobench: cannot read \(csv): \(error)")
+                throw ExitCode.failure
+            }
+            if i > 0 { print("") }
+            if let command = rows.first?["command"], let run = rows.first?["run_id"] {
+                print(markdown ? "Run `\(run)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?"): `\(command)`" : "run \(run): \(command)")
+            }
+            print(SummaryTable.render(rows, reference: reference, markdown: markdown), terminator: "")
         }
-        if let command = rows.first?["command"], let run = rows.first?["run_id"] {
-            print(markdown ? "Run `\(run)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?"): `\(command)`" : "run \(run): \(command)")
-        }
-        print(SummaryTable.render(rows, reference: reference, markdown: markdown), terminator: "")
     }
 }

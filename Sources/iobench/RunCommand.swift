@@ -170,8 +170,8 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var matrix: MatrixOptions
 
-    @Option(help: "The backend the others are compared with.")
-    var reference: BackendKind = .epoll
+    @Option(help: "The server the others are compared with: a backend, a --variant or an --external name (default: epoll, or the first server measured).")
+    var reference: String?
 
     @Option(help: "Where to write the CSV (a directory or a .csv file).")
     var out: String = "results/runs"
@@ -182,9 +182,13 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         let plan: RunPlan
         do { plan = try matrix.makePlan() } catch let error as UsageError { exitForUsage(error) }
+        let names = plan.targets.map(\.description)
+        if let reference, !names.contains(reference) {
+            exitForUsage(UsageError("--reference \(reference) is not measured in this run: use one of \(names.joined(separator: ", "))"))
+        }
         warnIfShared(plan)
         let rows = try execute(plan, quiet: quiet)
-        print(SummaryTable.render(rows, reference: reference.rawValue))
+        print(SummaryTable.render(rows, reference: reference ?? (names.contains("epoll") ? "epoll" : names.first ?? "epoll")))
         let path = try writeCSV(rows, to: out, runID: rows.first?["run_id"] ?? "run")
         print("CSV: \(path)")
         let errors = rows.compactMap { $0.int("errors") }.reduce(0, +)
