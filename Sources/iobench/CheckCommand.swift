@@ -181,13 +181,7 @@ struct BaselineCommand: ParsableCommand {
         var baseline: String = "results/baseline.csv"
 
         func run() throws {
-            let rows: [ResultRow]
-            do {
-                rows = try CSV.read(try String(contentsOfFile: baseline, encoding: .utf8))
-            } catch {
-                printError("iobench baseline: cannot read \(baseline): \(error)")
-                throw ExitCode.failure
-            }
+            let rows = try readResults(baseline, command: "iobench baseline")
             guard let first = rows.first else {
                 printError("iobench baseline: \(baseline) has no rows")
                 throw ExitCode.failure

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bench
 import EchoCore
 #if canImport(Glibc)
 import Glibc
@@ -26,3 +27,13 @@ func exitForUsage(_ error: Error) -> Never {
 }
 
 func printError(_ message: String) { reportError(message) }
+
+/// The rows of a results CSV, or exit 1 with one sentence naming the file (`command` prefixes it).
+func readResults(_ path: String, command: String = "iobench") throws -> [ResultRow] {
+    do {
+        return try CSV.read(try String(contentsOfFile: path, encoding: .utf8))
+    } catch {
+        printError("\(command): cannot read \(path): \(error)")
+        throw ExitCode.failure
+    }
+}

@@ -33,13 +33,7 @@ struct ReportCommand: ParsableCommand {
             return
         }
         for (i, csv) in csvs.enumerated() {
-            let rows: [ResultRow]
-            do {
-                rows = try CSV.read(try String(contentsOfFile: csv, encoding: .utf8))
-            } catch {
-                printError("iobench: cannot read \(csv): \(error)")
-                throw ExitCode.failure
-            }
+            let rows = try readResults(csv)
             if i > 0 { print("") }
             if let command = rows.first?["command"], let run = rows.first?["run_id"] {
                 print(markdown ? "Run `\(run)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?"): `\(command)`" : "run \(run): \(command)")
