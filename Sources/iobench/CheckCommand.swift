@@ -77,7 +77,7 @@ struct CheckCommand: ParsableCommand {
         for difference in RegressionCheck.machineDifferences(baseline: first, now: machine) {
             printError("iobench check: warning: this machine differs from the baseline's: \(difference)")
         }
-        let commandLine = (["iobench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+        let commandLine = reproducibleCommandLine()
         let (cells, skipped) = try BaselinePlans.plans(from: baseRows, executable: selfExecutable(), commandLine: commandLine)
         if !skipped.isEmpty {
             printError("iobench check: note: external servers are not re-measured: \(skipped.joined(separator: ", "))")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Bench
 import EchoCore
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,6 +28,18 @@ func exitForUsage(_ error: Error) -> Never {
 }
 
 func printError(_ message: String) { reportError(message) }
+
+/// This invocation as a command a shell can run again: arguments with spaces or shell
+/// metacharacters are single-quoted (`--variant 'x=io_uring --batch-wait 50us'`).
+func reproducibleCommandLine(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> String {
+    let plain = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-")
+    let quoted = arguments.map { argument in
+        !argument.isEmpty && argument.allSatisfy(plain.contains)
+            ? argument
+            : "'" + argument.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+    return (["iobench"] + quoted).joined(separator: " ")
+}
 
 /// The rows of a results CSV, or exit 1 with one sentence naming the file (`command` prefixes it).
 func readResults(_ path: String, command: String = "iobench") throws -> [ResultRow] {

@@ -82,7 +82,7 @@ struct MatrixOptions: ParsableArguments {
     /// The plan these options describe; `quick` forces the small matrix's defaults.
     func makePlan(quick forceQuick: Bool = false) throws -> RunPlan {
         let quick = self.quick || forceQuick
-        let commandLine = (["iobench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+        let commandLine = reproducibleCommandLine()
         var plan = RunPlan(executable: selfExecutable(), commandLine: commandLine)
         plan.backends = backends.values
         plan.externals = try parseExternals()

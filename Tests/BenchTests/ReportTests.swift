@@ -135,6 +135,8 @@ import Testing
         #expect((variant.double("msgs_per_s") ?? 0) > 0 && variant["errors"] == "0")
         #expect(variant.double("io_uring_enter_per_msg") != nil, "a variant is our server: its counters are read")
         #expect(variant["server_threads"] == "1")
+        // The recorded command runs again as it stands: the variant's spec stays one word.
+        #expect(variant["command"]?.contains("--variant 'io_uring+wait=io_uring --batch-wait 200us' --connections 64") == true, "\(variant["command"] ?? "")")
         #expect(result.stdout.contains("io_uring+wait"))
         // The report compares against any server of the run and prints each CSV given.
         let report = try runCLI(["report", "--reference", "io_uring+wait", out, out])
