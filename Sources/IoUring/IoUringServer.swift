@@ -77,6 +77,9 @@ public final class IoUringServer: EchoServer, @unchecked Sendable {
         }
         if let failure {
             stop()
+            if let error = failure as? SystemError, error.call == RingEventLoop.minTimeoutCall {
+                throw UsageError("--batch-wait needs Linux 6.12 or later (IORING_FEAT_MIN_TIMEOUT), which this kernel's io_uring lacks: leave --batch-wait out")
+            }
             throw UsageError("cannot start io_uring: \(failure); the kernel refused the ring (is io_uring enabled? see /proc/sys/kernel/io_uring_disabled)")
         }
     }

@@ -40,6 +40,8 @@ struct RingEventLoop {
 
     static let completionBatch = 256
     static let acceptBackoffNanoseconds = 50_000_000
+    /// Names the missing kernel feature in the error a ring without it reports.
+    static let minTimeoutCall = "io_uring min-timeout wait"
     /// The fewest completions a batch wait waits for (so it applies from 32 connections).
     static let smallestBatch = 8
 
@@ -95,7 +97,7 @@ struct RingEventLoop {
         if configuration.batchWaitMicroseconds > 0 && features & IORING_FEAT_MIN_TIMEOUT == 0 {
             io_uring_queue_exit(ring)
             ring.deallocate()
-            throw SystemError("io_uring batch wait (--batch-wait needs Linux 6.12 or later)", Errno(rawValue: EINVAL))
+            throw SystemError(RingEventLoop.minTimeoutCall, Errno(rawValue: ENOSYS))
         }
         batchWait = configuration.batchWaitMicroseconds
         do {
