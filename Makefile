@@ -1,4 +1,4 @@
-# iobench — see README.md. Every target installs liburing-dev first when it is missing.
+# iobench — see README.md. Every target installs what it needs first (liburing-dev, valgrind) when missing.
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG ?= release
@@ -11,6 +11,11 @@ deps:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq liburing-dev pkg-config; \
 	fi
 	@command -v pkg-config >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq pkg-config; }
+	@# Counted measurements (iobench run --method counted, iobench check): callgrind and strip.
+	@if ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null || ! command -v strip >/dev/null; then \
+		echo "installing valgrind and binutils (counted measurements)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq valgrind binutils; \
+	fi
 
 build: deps
 	$(SWIFT) build -c $(CONFIG)

@@ -34,6 +34,7 @@ public enum BaselinePlans {
             }
             guard !backends.isEmpty else { continue }
             plan.backends = backends
+            plan.method = MeasurementMethod(rawValue: first["method"] ?? "") ?? .timed
             plan.repetitions = max(1, group.compactMap { $0.int("repetition") }.max() ?? 1)
             plan.serverThreads = first.int("server_threads") ?? 1
             plan.serverCPUs = cpus(first["server_cpus"]) ?? [0]
@@ -54,7 +55,7 @@ public enum BaselinePlans {
                     plan.modes = [.closed(depth: first.int("depth") ?? 1)]
                 }
                 let durations = group.compactMap { $0.double("duration_s") }
-                plan.duration = ((SummaryTable.median(durations) ?? 1) * 10).rounded() / 10
+                plan.duration = ((Statistics.median(durations) ?? 1) * 10).rounded() / 10
                 plan.warmup = first.double("warmup_s") ?? 0.3
                 plan.idleConnections = 0
             }

@@ -37,11 +37,14 @@ public struct ServerVariant: Sendable, Equatable {
     public var name: String
     public var backend: BackendKind
     public var arguments: [String]
+    /// Another iobench binary to serve (for example one built from an older commit); nil: the plan's.
+    public var executable: String?
 
-    public init(name: String, backend: BackendKind, arguments: [String]) {
+    public init(name: String, backend: BackendKind, arguments: [String], executable: String? = nil) {
         self.name = name
         self.backend = backend
         self.arguments = arguments
+        self.executable = executable
     }
 }
 
@@ -70,8 +73,19 @@ public enum Target: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// How a cell is measured.
+public enum MeasurementMethod: String, Sendable, CaseIterable {
+    /// Wall-clock and CPU time under full load: what the machine does today.
+    case timed
+    /// The server runs under callgrind; its instructions, allocator calls and system calls are
+    /// counted over a window that opens and closes with nothing in flight. Independent of the
+    /// machine's speed.
+    case counted
+}
+
 /// The matrix `iobench run` measures.
 public struct RunPlan: Sendable {
+    public var method = MeasurementMethod.timed
     public var backends: [BackendKind] = BackendKind.allCases
     /// Third-party servers measured beside the backends (`--external NAME=HOST:PORT`).
     public var externals: [ExternalServer] = []
@@ -124,6 +138,12 @@ public final class BenchmarkRunner {
         runID = "\(stamp)-\(machine.host)"
     }
 
+    /// A cell is measured again, up to this many times, when its window is impossible (the
+    /// server used more CPU than it was pinned to) or overran its plan.
+    public static let windowRetries = 2
+    /// Slack for the window checks: 2% on CPU utilisation, 5% on the window's length.
+    public static let cpuSlack = 1.02, overrunSlack = 1.05
+
     /// Runs every cell; returns one row per cell and repetition (plus idle rows).
     public func run() throws -> [ResultRow] {
         rows = []
@@ -139,7 +159,7 @@ public final class BenchmarkRunner {
                         for backend in order {
                             done += 1
                             let label = "[\(done)/\(plan.loadCellCount)] \(backend) \(connections) conns \(size) B \(mode) rep \(repetition)/\(plan.repetitions)"
-                            rows.append(try measure(backend, connections: connections, size: size, mode: mode, repetition: repetition, label: label))
+                            rows.append(try measureChecked(backend, connections: connections, size: size, mode: mode, repetition: repetition, label: label))
                         }
                     }
                 }
@@ -154,12 +174,26 @@ public final class BenchmarkRunner {
         return rows
     }
 
-    private func startServer(_ backend: BackendKind, options: [String] = []) throws -> ServerProcess {
-        try ServerProcess(executable: plan.executable, arguments: [
-            "serve", "--backend", backend.rawValue, "--port", "0", "--quit-on-eof",
-            "--threads", "\(plan.serverThreads)",
-            "--cpus", plan.serverCPUs.map(String.init).joined(separator: ","),
-        ] + options + plan.extraServerArguments)
+    private func serveArguments(_ backend: BackendKind, options: [String]) -> [String] {
+        ["serve", "--backend", backend.rawValue, "--port", "0", "--quit-on-eof",
+         "--threads", "\(plan.serverThreads)",
+         "--cpus", plan.serverCPUs.map(String.init).joined(separator: ","),
+        ] + options + plan.extraServerArguments
+    }
+
+    private func startServer(_ backend: BackendKind, options: [String] = [], executable: String? = nil) throws -> ServerProcess {
+        try ServerProcess(executable: executable ?? plan.executable, arguments: serveArguments(backend, options: options))
+    }
+
+    /// The build (commit, dirty flag) of every binary that serves in this run.
+    private var builds: [String: MachineInfo] = [:]
+
+    private func build(of target: Target) -> MachineInfo {
+        guard case .variant(let variant) = target, let executable = variant.executable else { return machine }
+        if let known = builds[executable] { return known }
+        let info = MachineInfo.current(executable: executable)
+        builds[executable] = info
+        return info
     }
 
     /// A fresh pinned server for one of our backends; for an external one, its address and
@@ -170,7 +204,7 @@ public final class BenchmarkRunner {
             let server = try startServer(kind)
             return (server, server.address, ProcessProbe(pid: server.pid))
         case .variant(let variant):
-            let server = try startServer(variant.backend, options: variant.arguments)
+            let server = try startServer(variant.backend, options: variant.arguments, executable: variant.executable)
             return (server, server.address, ProcessProbe(pid: server.pid))
         case .external(let external):
             return (nil, external.address, external.pid.map(ProcessProbe.init))
@@ -187,9 +221,13 @@ public final class BenchmarkRunner {
         row["cores"] = "\(machine.cores)"
         row["swift_version"] = machine.swiftVersion
         row["liburing_version"] = machine.liburingVersion
-        row["git_commit"] = machine.gitCommit
+        let build = build(of: backend)
+        row["git_commit"] = build.gitCommit
+        row["git_dirty"] = build.gitDirty ? "yes" : "no"
+        row["build_config"] = build.buildConfiguration
         row["command"] = plan.commandLine
         row["workload"] = workload
+        row["method"] = workload == "idle" ? "timed" : plan.method.rawValue
         row["backend"] = backend.description
         if backend.kind != nil { row["server_threads"] = "\(plan.serverThreads)" }
         row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: " ")
@@ -200,62 +238,97 @@ public final class BenchmarkRunner {
         return row
     }
 
-    /// One load cell against a fresh server.
+    /// One load cell, measured again while its window is impossible; a row still impossible
+    /// after the retries says why in `valid` and counts for nothing.
+    func measureChecked(_ target: Target, connections: Int, size: Int, mode: LoadMode, repetition: Int, label: String) throws -> ResultRow {
+        var attempt = 0
+        while true {
+            var row = plan.method == .counted
+                ? try measureCounted(target, connections: connections, size: size, repetition: repetition, label: label)
+                : try measure(target, connections: connections, size: size, mode: mode, repetition: repetition, label: label)
+            let problem = windowProblem(row)
+            row["valid"] = problem ?? "yes"
+            guard let problem, attempt < Self.windowRetries else { return row }
+            attempt += 1
+            reportError("iobench: \(label): \(problem); measuring it again (\(attempt)/\(Self.windowRetries))")
+        }
+    }
+
+    /// Why a row's window cannot be trusted: the server used more CPU than its pinned CPUs
+    /// allow, or the window ran longer than planned. Nil when it can.
+    func windowProblem(_ row: ResultRow) -> String? {
+        if let util = row.double("server_cpu_util"), util > Double(plan.serverCPUs.count) * Self.cpuSlack {
+            return "the server used \(fixed(util, 3)) CPUs but was pinned to \(plan.serverCPUs.count)"
+        }
+        if plan.method == .timed, let seconds = row.double("duration_s"), seconds > plan.duration * Self.overrunSlack {
+            return "the window lasted \(fixed(seconds, 3)) s for a plan of \(plan.duration) s"
+        }
+        return nil
+    }
+
+    /// What a server's probes saw at one edge of a window: its stats (system calls), its
+    /// threads' context switches and memory, and the messages the generator had back then.
+    private struct ProbeReading {
+        var stats: JSONObject?
+        var sample: ProcessProbe.Sample?
+        var messages: Double
+    }
+
+    /// Reads the slow probes outside the window: the stats round trip and the task scan,
+    /// bracketed by the generator's message count (their midpoint stands for the reading).
+    private func readProbes(_ server: ServerProcess?, _ probe: ProcessProbe?, _ progress: LoadProgress) throws -> ProbeReading {
+        let first = progress.messagesReceived()
+        let stats = try server?.stats()
+        let sample = probe?.sample()
+        return ProbeReading(stats: stats, sample: sample, messages: (first + progress.messagesReceived()) / 2)
+    }
+
+    /// One timed load cell against a fresh server.
     func measure(_ target: Target, connections: Int, size: Int, mode: LoadMode, repetition: Int, label: String) throws -> ResultRow {
         let (server, address, probe) = try attach(target)
         defer { server?.stop() }
-        var options = LoadOptions(target: address)
-        options.connections = connections
-        options.messageSize = size
-        options.duration = plan.duration
-        options.warmup = plan.warmup
-        options.threads = plan.generatorThreads
-        options.cpus = plan.clientCPUs
+        var options = loadOptions(address, connections: connections, size: size)
         switch mode {
         case .closed(let depth): options.depth = depth
         case .open(let rate): options.rate = rate
         }
-        var before: (ProcessProbe.Sample?, JSONObject?) = (nil, nil)
-        var after: (ProcessProbe.Sample?, JSONObject?) = (nil, nil)
+        var before: ProbeReading?, after: ProbeReading?
+        var cpuStart: UInt64?, cpuEnd: UInt64?
+        var probeError: (any Error)?
         var hooks = LoadHooks()
-        // The server's stats travel through its control thread, which can answer late when the
-        // server is saturated; /proc is read at once. So the slow probe goes first at the start
-        // and last at the end, keeping the /proc readings closest to the window's edges.
-        hooks.measurementStarted = {
-            let stats = try? server?.stats()
-            before = (probe?.sample(), stats)
+        hooks.beforeWindow = { progress in
+            do { before = try self.readProbes(server, probe, progress) } catch { probeError = error }
         }
-        hooks.measurementEnded = {
-            let sample = probe?.sample()
-            after = (sample, try? server?.stats())
+        hooks.windowOpened = { cpuStart = probe?.cpuNanoseconds() }
+        hooks.windowClosed = { cpuEnd = probe?.cpuNanoseconds() }
+        hooks.afterWindow = { progress in
+            do { after = try self.readProbes(server, probe, progress) } catch { probeError = probeError ?? error }
         }
         hooks.progress = { [status, duration = plan.duration] elapsed, messages in
             status("\(label): \(String(format: "%.1f", elapsed))/\(duration) s, \(formatCount(Double(messages) / max(elapsed, 0.001))) msgs/s")
         }
         status("\(label): warming up")
         let load = try LoadGenerator.run(options, hooks: hooks)
+        if let probeError { throw BenchError.probeFailed("\(label): \(probeError)") }
 
         var row = baseRow(target, workload: "echo", connections: connections, repetition: repetition)
         row.fill(load: load)
         row["bottleneck"] = Bottleneck.verdict(serverUtilization: 0, generatorUtilization: load.generatorUtilization)
-        if let s0 = before.0, let s1 = after.0 {
-            let cpu = s1.cpuSeconds - s0.cpuSeconds
+        if probe != nil {
+            guard let cpuStart, let cpuEnd, let s0 = before?.sample, let s1 = after?.sample, let before, let after else {
+                throw BenchError.probeFailed("\(label): the server (\(target)) could not be probed at the window's edges; it may have exited")
+            }
+            let cpu = Double(cpuEnd - cpuStart) / 1e9
             let perMessage = load.messages > 0 ? 1.0 / Double(load.messages) : 0
             row["server_cpu_us_per_msg"] = fixed(cpu * 1e6 * perMessage, 3)
             row["server_cpu_util"] = fixed(cpu / load.seconds, 3)
-            row["ctx_switches_per_msg"] = fixed(Double(ProcessProbe.contextSwitches(from: s0, to: s1)) * perMessage, 4)
+            // The slow probes cover their own window, a little wider than the timed one.
+            let probeMessages = after.messages - before.messages
+            let perProbeMessage = probeMessages > 0 ? 1.0 / probeMessages : 0
+            row["ctx_switches_per_msg"] = fixed(Double(ProcessProbe.contextSwitches(from: s0, to: s1)) * perProbeMessage, 4)
             row["server_rss_peak_kb"] = "\(s1.peakResidentBytes / 1024)"
             row["server_threads_peak"] = "\(s1.threads)"
-            // A peer that cannot count its system calls reports them as null: leave the columns empty.
-            if let st0 = before.1, let st1 = after.1, st0.int("syscalls_total") != nil, st1.int("syscalls_total") != nil {
-                let delta = { (key: String) -> Double in
-                    Double((st1.object("syscalls")?.int(key) ?? 0) - (st0.object("syscalls")?.int(key) ?? 0))
-                }
-                let total = Double((st1.int("syscalls_total") ?? 0) - (st0.int("syscalls_total") ?? 0))
-                row["syscalls_per_msg"] = fixed(total * perMessage, 4)
-                row["io_uring_enter_per_msg"] = fixed(delta("io_uring_enter") * perMessage, 4)
-                row["epoll_wait_per_msg"] = fixed(delta("epoll_wait") * perMessage, 4)
-            }
+            row.fill(syscallsFrom: before.stats, to: after.stats, perMessage: perProbeMessage)
             let capacity: Double
             switch target.kind {
             case .blocking?, .nio?: capacity = Double(plan.serverCPUs.count)
@@ -269,6 +342,84 @@ public final class BenchmarkRunner {
             reportError("iobench: \(label): \(load.errors) errors: \(load.errorDetails.joined(separator: "; "))")
         }
         return row
+    }
+
+    /// One counted cell: a fresh server under callgrind, closed loop, a window opened and
+    /// closed with nothing in flight, so every instruction, allocator call and system call
+    /// the server made in it belongs to the window's messages.
+    func measureCounted(_ target: Target, connections: Int, size: Int, repetition: Int, label: String) throws -> ResultRow {
+        guard let kind = target.kind else {
+            throw UsageError("\(target) is an external server: counted measurements run our own servers under valgrind")
+        }
+        var extra: [String] = []
+        if case .variant(let variant) = target { extra = variant.arguments }
+        // valgrind cannot run the server's other threads while one waits in io_uring_enter.
+        if kind == .ioUring {
+            guard !extra.contains(where: { $0.hasPrefix("--batch-wait") }) else {
+                throw UsageError("\(target) waits with --batch-wait inside io_uring_enter, which valgrind cannot run beside the server's other threads: it cannot be counted")
+            }
+            extra.append("--ring-wait-by-poll")
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-callgrind-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        status("\(label): starting under callgrind")
+        var executable = plan.executable
+        if case .variant(let variant) = target, let other = variant.executable { executable = other }
+        let server = try Callgrind.startServer(executable: executable, arguments: serveArguments(kind, options: extra), outputDirectory: directory)
+        defer { server.stopUnderValgrind() }
+        var options = loadOptions(server.address, connections: connections, size: size)
+        options.quietEdges = true
+        var before: JSONObject?, after: JSONObject?, counts: Callgrind.Counts?
+        var probeError: (any Error)?
+        var hooks = LoadHooks()
+        // Quiet edges: nothing is in flight, so the stats and the zero/dump see the same messages.
+        hooks.beforeWindow = { _ in
+            do {
+                before = try server.stats(timeout: 30)
+                try Callgrind.zero(pid: server.pid)
+            } catch { probeError = error }
+        }
+        hooks.afterWindow = { _ in
+            do {
+                counts = try Callgrind.dump(pid: server.pid, outputDirectory: directory)
+                after = try server.stats(timeout: 30)
+            } catch { probeError = probeError ?? error }
+        }
+        hooks.progress = { [status, duration = plan.duration] elapsed, messages in
+            status("\(label): counting, \(String(format: "%.1f", elapsed))/\(duration) s, \(messages) messages")
+        }
+        let load = try LoadGenerator.run(options, hooks: hooks)
+        if let probeError { throw BenchError.probeFailed("\(label): \(probeError)") }
+        guard let counts, load.messages > 0 else {
+            throw BenchError.probeFailed("\(label): no message was echoed in the counted window")
+        }
+        var row = baseRow(target, workload: "echo", connections: connections, repetition: repetition)
+        row.fill(load: load)
+        let perMessage = 1.0 / Double(load.messages)
+        row["user_instructions_per_msg"] = fixed(Double(counts.instructions) * perMessage, 2)
+        row["allocations_per_msg"] = fixed(Double(counts.allocations) * perMessage, 4)
+        row.fill(syscallsFrom: before, to: after, perMessage: perMessage)
+        // Timing under valgrind says nothing about the server: leave the timed columns out.
+        for column in ["msgs_per_s", "mb_per_s", "p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "max_us",
+                       "generator_cpu_us_per_msg", "generator_cpu_util"] {
+            row[column] = ""
+        }
+        if load.errors > 0 {
+            reportError("iobench: \(label): \(load.errors) errors: \(load.errorDetails.joined(separator: "; "))")
+        }
+        return row
+    }
+
+    private func loadOptions(_ address: SocketAddress, connections: Int, size: Int) -> LoadOptions {
+        var options = LoadOptions(target: address)
+        options.connections = connections
+        options.messageSize = size
+        options.duration = plan.duration
+        options.warmup = plan.warmup
+        options.threads = plan.generatorThreads
+        options.cpus = plan.clientCPUs
+        return options
     }
 
     /// Holds `idleConnections` idle connections open and measures the server's memory per connection.
@@ -335,7 +486,27 @@ public enum Bottleneck {
     }
 }
 
+/// A measurement that could not be made as planned (exit 1).
+public enum BenchError: Error, CustomStringConvertible {
+    case probeFailed(String)
+    public var description: String {
+        switch self { case .probeFailed(let why): why }
+    }
+}
+
 extension ResultRow {
+    /// System calls per message from two stats readings; a peer that cannot count its system
+    /// calls reports them as null, and the columns stay empty.
+    mutating func fill(syscallsFrom before: JSONObject?, to after: JSONObject?, perMessage: Double) {
+        guard let st0 = before, let st1 = after, let total0 = st0.int("syscalls_total"), let total1 = st1.int("syscalls_total") else { return }
+        let delta = { (key: String) -> Double in
+            Double((st1.object("syscalls")?.int(key) ?? 0) - (st0.object("syscalls")?.int(key) ?? 0))
+        }
+        self["syscalls_per_msg"] = fixed(Double(total1 - total0) * perMessage, 4)
+        self["io_uring_enter_per_msg"] = fixed(delta("io_uring_enter") * perMessage, 4)
+        self["epoll_wait_per_msg"] = fixed(delta("epoll_wait") * perMessage, 4)
+    }
+
     /// The load generator's figures.
     public mutating func fill(load: LoadResult) {
         self["size_bytes"] = "\(load.options.messageSize)"
@@ -343,6 +514,7 @@ extension ResultRow {
         self["rate_msgs_per_s"] = load.options.rate.map { fixed($0, 0) } ?? ""
         self["duration_s"] = fixed(load.seconds, 3)
         self["messages"] = "\(load.messages)"
+        self["incomplete"] = load.options.rate == nil ? "" : "\(load.incomplete)"
         self["msgs_per_s"] = fixed(load.messagesPerSecond, 1)
         self["mb_per_s"] = fixed(load.megabytesPerSecond, 3)
         let h = load.latency

@@ -8,8 +8,8 @@ import Glibc
 /// One load connection: its place in its own byte stream and its messages in flight.
 struct LoadConnection {
     var fd: Int32
-    /// Where this connection's stream starts in the pattern table.
-    var patternStart: Int
+    /// Where this connection's stream starts in the two pattern tables.
+    var streamStarts: (Int, Int)
     /// Stream bytes queued to send, sent, and received back (verified).
     var queuedBytes: UInt64 = 0
     var sentBytes: UInt64 = 0
@@ -31,8 +31,9 @@ struct GeneratorWorker {
         let firstIndex: Int
         let options: LoadOptions
         let threadCount: Int
-        let pattern: PatternTable
+        let stream: StreamPattern
         let counters: ThreadCounters
+        let shared: SharedRun
     }
 
     /// Open loop: messages one connection may have in flight before the schedule has to wait.
@@ -40,7 +41,8 @@ struct GeneratorWorker {
 
     private let setup: Setup
     private let sys: SystemCalls
-    private let pattern: PatternTable
+    private let stream: StreamPattern
+    private let shared: SharedRun
     private let size: UInt64
     private let slots: Int
     private let openLoop: Bool
@@ -50,10 +52,18 @@ struct GeneratorWorker {
     private let sentAt: UnsafeMutablePointer<UInt64>
     private let scheduledAt: UnsafeMutablePointer<UInt64>
     private let buffer: UnsafeMutableRawPointer
+    /// The stream bytes about to be sent, or expected back (scratch, `receiveBuffer` bytes).
+    private let expected: UnsafeMutableRawPointer
     private let events: UnsafeMutablePointer<EpollEvent>
     private var epfd: Int32 = -1
     private var outcome = WorkerOutcome()
     private var measuring = false
+    /// Draining: queue nothing new; tell the controller once nothing is in flight.
+    private var draining = false
+    private var reportedQuiet = false
+    private var drainGeneration = 0
+    /// Messages queued and not yet completed, over this worker's live connections.
+    private var inFlight: UInt64 = 0
     private var alive: Int
     private var schedule: OpenLoopSchedule?
     private var nextConnection = 0
@@ -61,7 +71,8 @@ struct GeneratorWorker {
     init(_ setup: Setup) {
         self.setup = setup
         sys = SystemCalls(counters: setup.counters)
-        pattern = setup.pattern
+        stream = setup.stream
+        shared = setup.shared
         size = UInt64(setup.options.messageSize)
         openLoop = setup.options.isOpenLoop
         slots = openLoop ? Self.openLoopSlots : setup.options.depth
@@ -70,11 +81,12 @@ struct GeneratorWorker {
         connections = .allocate(capacity: count)
         for (i, fd) in setup.fds.enumerated() {
             let globalIndex = setup.firstIndex + i * setup.threadCount
-            (connections + i).initialize(to: LoadConnection(fd: fd, patternStart: (globalIndex &* 7919 &+ 17) % setup.pattern.period))
+            (connections + i).initialize(to: LoadConnection(fd: fd, streamStarts: StreamPattern.starts(forConnection: globalIndex)))
         }
         sentAt = .allocate(capacity: count * slots)
         scheduledAt = .allocate(capacity: openLoop ? count * slots : 1)
         buffer = .allocate(byteCount: LoadGenerator.receiveBuffer, alignment: 64)
+        expected = .allocate(byteCount: LoadGenerator.receiveBuffer, alignment: 64)
         events = .allocate(capacity: 256)
         if openLoop {
             outcome.uncorrected = .latency()
@@ -82,13 +94,12 @@ struct GeneratorWorker {
         }
     }
 
-    mutating func run(_ shared: SharedRun) -> WorkerOutcome {
+    mutating func run() -> WorkerOutcome {
         defer {
             for i in 0..<count where connections[i].alive { close(connections[i].fd) }
             if epfd >= 0 { close(epfd) }
             connections.deallocate(); sentAt.deallocate(); scheduledAt.deallocate()
-            buffer.deallocate(); events.deallocate()
-            shared.workersDone.wrappingAdd(1, ordering: .relaxed)
+            buffer.deallocate(); expected.deallocate(); events.deallocate()
         }
         do {
             epfd = try sys.epollCreate()
@@ -103,21 +114,43 @@ struct GeneratorWorker {
         if openLoop {
             schedule = OpenLoopSchedule(totalRate: setup.options.rate!, threads: setup.threadCount, index: setup.firstIndex, start: now)
         } else {
-            for i in 0..<count {
-                for _ in 0..<slots { queue(i, scheduled: now, now: now) }
-                flush(i)
-            }
+            refill(now)
         }
         var cpuStart: UInt64 = 0
-        while alive > 0 {
+        while true {
             let phase = shared.phase.load(ordering: .relaxed)
             if phase == SharedRun.stopping { break }
-            if phase == SharedRun.measuring && !measuring {
-                measuring = true
-                cpuStart = ProcessResources.threadCPUNanoseconds()
+            if phase == SharedRun.measuring && (!measuring || draining) {
+                if draining {
+                    // A quiet window edge is over: fill every connection again.
+                    draining = false
+                    refill(ProcessResources.monotonicNanoseconds())
+                }
+                if !measuring {
+                    measuring = true
+                    cpuStart = ProcessResources.threadCPUNanoseconds()
+                }
             }
-            var timeout: UInt64 = 50_000_000
-            if openLoop {
+            if phase == SharedRun.draining {
+                let generation = shared.drainGeneration.load(ordering: .relaxed)
+                if !draining || generation != drainGeneration {
+                    draining = true
+                    reportedQuiet = false
+                    drainGeneration = generation
+                    if measuring && !setup.options.quietEdges {
+                        // The timed window closed: what was due in it and is not back is incomplete.
+                        closeWindow(at: shared.windowEnd.load(ordering: .relaxed))
+                        measuring = false
+                        outcome.cpuNanoseconds = ProcessResources.threadCPUNanoseconds() - cpuStart
+                    }
+                }
+                if !reportedQuiet && inFlight == 0 {
+                    reportedQuiet = true
+                    shared.quiet.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                }
+            }
+            var timeout: UInt64 = draining ? 1_000_000 : 50_000_000
+            if openLoop && !draining {
                 let now = ProcessResources.monotonicNanoseconds()
                 dispatchDue(now)
                 let due = schedule!.nextDue
@@ -142,7 +175,43 @@ struct GeneratorWorker {
             }
         }
         if measuring { outcome.cpuNanoseconds = ProcessResources.threadCPUNanoseconds() - cpuStart }
+        // Every byte sent must have come back by now (the controller waited for the drain).
+        for i in 0..<count where connections[i].alive && (connections[i].receivedBytes < connections[i].sentBytes || connections[i].sentBytes < connections[i].queuedBytes) {
+            let c = connections[i]
+            fail(i, "connection \(setup.firstIndex + i * setup.threadCount): \(c.queuedBytes - c.receivedBytes) of the \(c.queuedBytes) bytes it sent never came back within \(setup.options.drainTimeout) s")
+        }
         return outcome
+    }
+
+    /// Closed loop: `slots` messages in flight on every live connection.
+    private mutating func refill(_ now: UInt64) {
+        for i in 0..<count where connections[i].alive {
+            while connections[i].queued - connections[i].completed < UInt64(slots) { queue(i, scheduled: now, now: now) }
+            if !connections[i].writeArmed { flush(i) }
+        }
+    }
+
+    /// Open loop, at the timed window's end: every message due by `end` whose echo is not back
+    /// (in flight, or not yet sent because the generator fell behind) is incomplete, recorded
+    /// at `end` − its scheduled time.
+    private mutating func closeWindow(at end: UInt64) {
+        guard openLoop else { return }
+        for i in 0..<count where connections[i].alive {
+            var k = connections[i].completed
+            while k < connections[i].queued {
+                let scheduled = scheduledAt[i * slots + Int(k % UInt64(slots))]
+                if scheduled <= end {
+                    outcome.latency.record(end &- scheduled)
+                    outcome.incomplete += 1
+                }
+                k += 1
+            }
+        }
+        while schedule!.nextDue <= end {
+            outcome.latency.record(end &- schedule!.nextDue)
+            outcome.incomplete += 1
+            schedule!.advance()
+        }
     }
 
     // MARK: Sending
@@ -159,6 +228,7 @@ struct GeneratorWorker {
         }
         c.pointee.queued += 1
         c.pointee.queuedBytes += size
+        inFlight += 1
     }
 
     /// Open loop: queues every message whose time has come, round-robin over connections.
@@ -184,10 +254,11 @@ struct GeneratorWorker {
         let c = connections + i
         while c.pointee.sentBytes < c.pointee.queuedBytes {
             let length = Int(min(c.pointee.queuedBytes - c.pointee.sentBytes, UInt64(LoadGenerator.receiveBuffer)))
-            let window = pattern.window(start: c.pointee.patternStart, offset: c.pointee.sentBytes)
+            // The stream is made afresh for each send: a partial send resumes at its offset.
+            stream.fill(expected, count: length, starts: c.pointee.streamStarts, offset: c.pointee.sentBytes)
             let result: IOResult
             do {
-                result = try sys.send(c.pointee.fd, from: window, count: length)
+                result = try sys.send(c.pointee.fd, from: expected, count: length)
             } catch {
                 fail(i, "connection \(setup.firstIndex + i * setup.threadCount): \(error)")
                 return
@@ -229,11 +300,12 @@ struct GeneratorWorker {
             fail(i, "connection \(setup.firstIndex + i * setup.threadCount): received \(c.pointee.receivedBytes + UInt64(n)) bytes but sent only \(c.pointee.sentBytes)")
             return
         }
-        let expected = pattern.window(start: c.pointee.patternStart, offset: c.pointee.receivedBytes)
+        stream.fill(expected, count: n, starts: c.pointee.streamStarts, offset: c.pointee.receivedBytes)
         if memcmp(buffer, expected, n) != 0 {
             var at = 0
             let got = buffer.assumingMemoryBound(to: UInt8.self)
-            while at < n && got[at] == expected[at] { at += 1 }
+            let want = expected.assumingMemoryBound(to: UInt8.self)
+            while at < n && got[at] == want[at] { at += 1 }
             fail(i, "connection \(setup.firstIndex + i * setup.threadCount): byte \(c.pointee.receivedBytes + UInt64(at)) of its stream is wrong (lost, duplicated, reordered or another connection's bytes)")
             return
         }
@@ -252,20 +324,24 @@ struct GeneratorWorker {
                 outcome.messages += 1
             }
             c.pointee.completed += 1
+            inFlight -= 1
             finished += 1
         }
-        if !openLoop && finished > 0 {
+        if !openLoop && !draining && finished > 0 {
             for _ in 0..<finished { queue(i, scheduled: now, now: now) }
             if !c.pointee.writeArmed { flush(i) }
         }
     }
 
+    /// Counts an error; a connection it names is closed and no longer owes or is owed anything.
     private mutating func fail(_ i: Int, _ why: String) {
         outcome.errors += 1
         if outcome.errorDetails.count < 5 { outcome.errorDetails.append(why) }
         guard i < count, connections[i].alive else { return }
         connections[i].alive = false
+        inFlight -= connections[i].queued - connections[i].completed
         close(connections[i].fd)
         alive -= 1
+        shared.connectionsAlive.wrappingSubtract(1, ordering: .relaxed)
     }
 }

@@ -12,14 +12,23 @@ public struct MachineInfo: Sendable, Equatable {
     public var swiftVersion: String
     public var liburingVersion: String
     public var gitCommit: String
+    /// Whether the iobench sources (Sources/, Package.swift, Package.resolved) differed from
+    /// the commit: counts from a dirty tree belong to no commit.
+    public var gitDirty: Bool
+    /// How the running binary was built: release or debug.
+    public var buildConfiguration: String
 
-    public static func current() -> MachineInfo {
+    /// The machine, and the build of the binary at `executable` (default: this one): its commit
+    /// is read from the package the binary was built in, so a binary built from another ref (in
+    /// a worktree) reports that ref.
+    public static func current(executable: String? = nil) -> MachineInfo {
         var names = utsname()
         uname(&names)
         func text<T>(_ field: T) -> String {
             withUnsafeBytes(of: field) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         }
         let cpuinfo = ProcessProbe.read("/proc/cpuinfo") ?? ""
+        let package = packageDirectory(of: executable ?? selfExecutablePath())
         let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { $0.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" } ?? "unknown"
         return MachineInfo(
@@ -29,13 +38,40 @@ public struct MachineInfo: Sendable, Equatable {
             cores: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
             swiftVersion: compilerVersion,
             liburingVersion: run("/usr/bin/pkg-config", ["--modversion", "liburing"]) ?? "unknown",
-            gitCommit: run("/usr/bin/git", ["rev-parse", "--short=12", "HEAD"]) ?? "unknown")
+            gitCommit: run("/usr/bin/git", ["-C", package, "rev-parse", "--short=12", "HEAD"]) ?? "unknown",
+            gitDirty: !(output("/usr/bin/git", ["-C", package, "status", "--porcelain", "--", "Sources", "Package.swift", "Package.resolved"]) ?? "").isEmpty,
+            buildConfiguration: buildConfiguration)
     }
 
-    /// The Swift compiler that built this binary.
+    #if DEBUG
+    public static let buildConfiguration = "debug"
+    #else
+    public static let buildConfiguration = "release"
+    #endif
+
+    static func selfExecutablePath() -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
+    /// The folder holding Package.swift above a binary in its .build folder (or the current folder).
+    public static func packageDirectory(of executable: String) -> String {
+        var url = URL(fileURLWithPath: executable).deletingLastPathComponent()
+        while url.path != "/" {
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
+            url.deleteLastPathComponent()
+        }
+        return FileManager.default.currentDirectoryPath
+    }
+
+    /// The Swift compiler that built this binary (counted costs compare only between binaries
+    /// of the same compiler).
     static var compilerVersion: String {
         #if compiler(>=6.4)
         return "6.4+"
+        #elseif compiler(>=6.3.2)
+        return "6.3.2+"
+        #elseif compiler(>=6.3.1)
+        return "6.3.1"
         #elseif compiler(>=6.3)
         return "6.3"
         #elseif compiler(>=6.2)
@@ -49,6 +85,11 @@ public struct MachineInfo: Sendable, Equatable {
 
     /// The first line a command prints, or nil when it fails.
     static func run(_ executable: String, _ arguments: [String]) -> String? {
+        output(executable, arguments)?.split(separator: "\n").first.map(String.init)
+    }
+
+    /// What a command prints, or nil when it fails.
+    static func output(_ executable: String, _ arguments: [String]) -> String? {
         guard FileManager.default.isExecutableFile(atPath: executable) else { return nil }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -60,6 +101,6 @@ public struct MachineInfo: Sendable, Equatable {
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else { return nil }
-        return String(decoding: data, as: UTF8.self).split(separator: "\n").first.map(String.init)
+        return String(decoding: data, as: UTF8.self)
     }
 }

@@ -29,6 +29,18 @@ public struct ProcessProbe: Sendable {
         }
     }
 
+    /// The process's CPU time (user + system, every thread, ended ones included) in
+    /// nanoseconds, from its CPU-time clock: one system call, exact, no clock-tick rounding, so
+    /// it can be read at the very instants a measured window opens and closes. Nil when the
+    /// process is gone.
+    public func cpuNanoseconds() -> UInt64? {
+        var clock = clockid_t()
+        guard clock_getcpuclockid(pid, &clock) == 0 else { return nil }
+        var now = timespec()
+        guard clock_gettime(clock, &now) == 0 else { return nil }
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
     public func sample() -> Sample? {
         guard let stat = Self.read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")

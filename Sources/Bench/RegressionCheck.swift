@@ -1,40 +1,57 @@
 import Foundation
 
-/// A figure the regression check compares, and which way is better.
+/// A figure the regression check compares, from which kind of row, and which way is better.
 public struct CheckedMetric: Sendable, Equatable {
     public enum Direction: Sendable { case higherIsBetter, lowerIsBetter }
-    /// Time-based figures move with machine load; counts per message barely do.
+    /// Counts (instructions, allocations, system calls under the counted method, memory per idle
+    /// connection) do not depend on the machine's speed and are compared across machines;
+    /// times (and everything measured under timed load) are judged only against a baseline
+    /// from this machine, or paired within one run (`check --against`).
     public enum Nature: Sendable { case time, count }
+    /// Which rows carry it.
+    public enum Source: Sendable { case counted, timed, idle }
 
     public let column: String
     public let direction: Direction
     public let nature: Nature
+    public let source: Source
+
+    /// Its name in reports and thresholds files: counted figures carry a `counted.` prefix,
+    /// since `syscalls_per_msg` under timed load and counted are different figures.
+    public var id: String { source == .counted ? "counted." + column : column }
 
     public static let all: [CheckedMetric] = [
-        CheckedMetric(column: "msgs_per_s", direction: .higherIsBetter, nature: .time),
-        CheckedMetric(column: "p50_us", direction: .lowerIsBetter, nature: .time),
-        CheckedMetric(column: "p99_us", direction: .lowerIsBetter, nature: .time),
-        CheckedMetric(column: "server_cpu_us_per_msg", direction: .lowerIsBetter, nature: .time),
-        CheckedMetric(column: "syscalls_per_msg", direction: .lowerIsBetter, nature: .count),
-        CheckedMetric(column: "ctx_switches_per_msg", direction: .lowerIsBetter, nature: .count),
-        CheckedMetric(column: "idle_rss_bytes_per_conn", direction: .lowerIsBetter, nature: .count),
+        CheckedMetric(column: "user_instructions_per_msg", direction: .lowerIsBetter, nature: .count, source: .counted),
+        CheckedMetric(column: "allocations_per_msg", direction: .lowerIsBetter, nature: .count, source: .counted),
+        CheckedMetric(column: "syscalls_per_msg", direction: .lowerIsBetter, nature: .count, source: .counted),
+        CheckedMetric(column: "msgs_per_s", direction: .higherIsBetter, nature: .time, source: .timed),
+        CheckedMetric(column: "p50_us", direction: .lowerIsBetter, nature: .time, source: .timed),
+        CheckedMetric(column: "p99_us", direction: .lowerIsBetter, nature: .time, source: .timed),
+        CheckedMetric(column: "server_cpu_us_per_msg", direction: .lowerIsBetter, nature: .time, source: .timed),
+        // Under load these depend on how far the server falls behind (batching): timed figures.
+        CheckedMetric(column: "syscalls_per_msg", direction: .lowerIsBetter, nature: .time, source: .timed),
+        CheckedMetric(column: "ctx_switches_per_msg", direction: .lowerIsBetter, nature: .time, source: .timed),
+        CheckedMetric(column: "idle_rss_bytes_per_conn", direction: .lowerIsBetter, nature: .count, source: .idle),
     ]
 
-    /// The best of several repetitions: interference from other work only ever makes a run
-    /// slower (fewer messages per second, more CPU, syscalls and wake-ups per message), so the
-    /// best repetition is the closest to what the code itself costs. Used for the fresh run.
-    public func best(_ values: [Double]) -> Double? {
-        direction == .higherIsBetter ? values.max() : values.min()
+    public static func source(of row: ResultRow) -> Source {
+        if row["workload"] == "idle" { return .idle }
+        return row["method"] == MeasurementMethod.counted.rawValue ? .counted : .timed
     }
 
-    /// The typical figure of the baseline: its median. A baseline's luckiest repetition is not
-    /// what the code costs either (seen here: one repetition at half the CPU of the others),
-    /// and held as the bar it would fail every later run.
-    public func typical(_ values: [Double]) -> Double? { SummaryTable.median(values) }
+    /// The fresh figure of several repetitions. Counts repeat: their median. Times: the best,
+    /// since interference only ever makes a run slower (fewer messages per second, more CPU).
+    public func fresh(_ values: [Double]) -> Double? {
+        if nature == .count { return Statistics.median(values) }
+        return direction == .higherIsBetter ? values.max() : values.min()
+    }
+
+    /// The baseline's figure: its median (its luckiest repetition is no fair bar either).
+    public func typical(_ values: [Double]) -> Double? { Statistics.median(values) }
 
     /// How much worse `now` is than `baseline`, as a fraction (positive: worse).
     public func worsening(baseline: Double, now: Double) -> Double {
-        guard baseline != 0 else { return now == 0 ? 0 : .infinity }
+        guard baseline != 0 else { return now == 0 ? 0 : (direction == .lowerIsBetter) == (now > 0) ? .infinity : -.infinity }
         let change = (now - baseline) / abs(baseline)
         return direction == .higherIsBetter ? -change : change
     }
@@ -61,17 +78,37 @@ public struct Threshold: Sendable, Equatable, Codable {
     }
 
     public var description: String {
-        absolute > 0 ? "\(Int((relative * 100).rounded()))% & \(fixed(absolute, absolute < 1 ? 2 : 0))" : "\(Int((relative * 100).rounded()))%"
+        let percent = relative * 100 < 10 && relative > 0 ? String(format: "%.1f%%", relative * 100) : "\(Int((relative * 100).rounded()))%"
+        guard absolute > 0 else { return percent }
+        let amount = fixed(absolute, absolute < 1 ? 2 : 0)
+        return relative > 0 ? "\(percent) & \(amount)" : "+\(amount)"
+    }
+
+    /// Why this threshold would disable its check, or nil when it is usable.
+    func problem(for metric: CheckedMetric) -> String? {
+        guard relative.isFinite, absolute.isFinite, relative >= 0, absolute >= 0 else {
+            return "thresholds must be finite and not negative"
+        }
+        if metric.nature == .count && relative > 1.0 {
+            return "a relative threshold above 1.0 lets a count double unseen"
+        }
+        if metric.direction == .higherIsBetter && relative >= 1.0 {
+            return "a relative threshold of 1.0 or more can never be crossed by a figure that falls"
+        }
+        return nil
     }
 }
 
-/// Thresholds per metric, optionally per backend, with defaults chosen for a shared 2-core
-/// machine: counts per message are compared tightly, times loosely.
+/// Thresholds per metric, optionally per backend. Counts are held tightly (they repeat to well
+/// under 1%); times loosely, since a baseline recorded on another day measured another machine.
 public struct Thresholds: Sendable, Equatable {
     public var metrics: [String: Threshold]
     public var backends: [String: [String: Threshold]]
 
     public static let defaults = Thresholds(metrics: [
+        "counted.user_instructions_per_msg": Threshold(relative: 0.02),
+        "counted.allocations_per_msg": Threshold(relative: 0, absolute: 0.01),
+        "counted.syscalls_per_msg": Threshold(relative: 0, absolute: 0.05),
         "msgs_per_s": Threshold(relative: 0.40),
         "p50_us": Threshold(relative: 0.50, absolute: 50),
         "p99_us": Threshold(relative: 1.00, absolute: 200),
@@ -86,8 +123,9 @@ public struct Thresholds: Sendable, Equatable {
     }
 
     /// Reads overrides from JSON: `{"metrics": {"p99_us": {"relative": 1.5, "absolute": 300}},
-    /// "backends": {"blocking": {"msgs_per_s": {"relative": 0.5, "absolute": 0}}}}`.
-    /// Metrics the file leaves out keep their defaults.
+    /// "backends": {"blocking": {"counted.syscalls_per_msg": {"relative": 0, "absolute": 0.1}}}}`.
+    /// Metrics the file leaves out keep their defaults. A value that would disable a check
+    /// (negative, or a relative threshold above 1.0 on a count) is refused.
     public static func load(_ path: String) throws -> Thresholds {
         struct File: Decodable {
             var metrics: [String: Threshold]?
@@ -102,15 +140,21 @@ public struct Thresholds: Sendable, Equatable {
             throw CheckError.unusable("the thresholds file \(path) is not valid: \(error); see README.md for its form")
         }
         var result = Thresholds.defaults
-        let known = Set(CheckedMetric.all.map(\.column))
+        let known = Dictionary(CheckedMetric.all.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        func validate(_ name: String, _ threshold: Threshold, _ scope: String) throws {
+            guard let metric = known[name] else {
+                throw CheckError.unusable("the thresholds file \(path) names an unknown metric '\(name)'\(scope): use one of \(known.keys.sorted().joined(separator: ", "))")
+            }
+            if let problem = threshold.problem(for: metric) {
+                throw CheckError.unusable("the thresholds file \(path) sets \(name)\(scope) to \(threshold.relative)/\(threshold.absolute), which would disable the check: \(problem)")
+            }
+        }
         for (name, threshold) in file.metrics ?? [:] {
-            guard known.contains(name) else { throw CheckError.unusable("the thresholds file \(path) names an unknown metric '\(name)': use one of \(known.sorted().joined(separator: ", "))") }
+            try validate(name, threshold, "")
             result.metrics[name] = threshold
         }
         for (backend, metrics) in file.backends ?? [:] {
-            for name in metrics.keys where !known.contains(name) {
-                throw CheckError.unusable("the thresholds file \(path) names an unknown metric '\(name)' for \(backend)")
-            }
+            for (name, threshold) in metrics { try validate(name, threshold, " for \(backend)") }
             result.backends[backend] = metrics
         }
         return result
@@ -127,7 +171,11 @@ public enum CheckError: Error, CustomStringConvertible {
 
 /// One comparison: a metric of one backend in one cell.
 public struct Comparison: Sendable {
-    public enum Verdict: String, Sendable { case ok, regressed, improved, reference, missing }
+    public enum Verdict: String, Sendable {
+        case ok, regressed, improved, reference, missing
+        /// A time against a baseline from another machine: shown, not judged.
+        case notJudged = "not judged"
+    }
 
     public let cell: String
     public let backend: String
@@ -151,51 +199,73 @@ public struct RegressionCheck: Sendable {
     public var thresholds: Thresholds
     /// Compare time-based metrics as ratios to this backend measured in the same run.
     public var relativeTo: String?
+    /// Whether timed figures are judged: only against a baseline from this machine.
+    public var judgeTimes: Bool
 
-    public init(thresholds: Thresholds = .defaults, relativeTo: String? = nil) {
+    public init(thresholds: Thresholds = .defaults, relativeTo: String? = nil, judgeTimes: Bool = true) {
         self.thresholds = thresholds
         self.relativeTo = relativeTo
+        self.judgeTimes = judgeTimes
     }
 
-    /// A human title for a cell key (workload|connections|size|depth|rate).
+    /// A human title for a cell key (method|workload|connections|size|depth|rate).
     public static func title(of row: ResultRow) -> String {
         if row["workload"] == "idle" { return "idle, \(row["connections"] ?? "?") connections" }
         var title = "\(row["connections"] ?? "?") conns × \(row["size_bytes"] ?? "?") B"
         if let rate = row["rate_msgs_per_s"], !rate.isEmpty { title += ", \(rate)/s" } else { title += ", depth \(row["depth"] ?? "1")" }
-        return title
+        return row["method"] == MeasurementMethod.counted.rawValue ? "counted: " + title : title
+    }
+
+    /// Rows whose window can be trusted (`valid` empty in files written before it existed).
+    static func trusted(_ rows: [ResultRow]) -> [ResultRow] {
+        rows.filter { ($0["valid"] ?? "").isEmpty || $0["valid"] == "yes" }
     }
 
     public func compare(baseline: [ResultRow], now: [ResultRow]) -> [Comparison] {
         var comparisons: [Comparison] = []
         var cellOrder: [String] = []
+        let baseline = Self.trusted(baseline)
+        let trustedNow = Self.trusted(now)
         for row in baseline where !cellOrder.contains(row.cellKey) { cellOrder.append(row.cellKey) }
         for cell in cellOrder {
             let baseRows = baseline.filter { $0.cellKey == cell }
-            let nowRows = now.filter { $0.cellKey == cell }
+            let nowRows = trustedNow.filter { $0.cellKey == cell }
             let title = Self.title(of: baseRows[0])
+            let source = CheckedMetric.source(of: baseRows[0])
             var servers: [String] = []
             for row in baseRows where !servers.contains(row.serverLabel) { servers.append(row.serverLabel) }
             for server in servers {
                 let b = baseRows.filter { $0.serverLabel == server }
                 let n = nowRows.filter { $0.serverLabel == server }
-                for metric in CheckedMetric.all {
+                // Errors in a fresh run fail the check, whatever else it measured.
+                let errors = now.filter { $0.cellKey == cell && $0.serverLabel == server }.compactMap { $0.int("errors") }.reduce(0, +)
+                if errors > 0 {
+                    comparisons.append(Comparison(cell: title, backend: server, metric: "errors", basis: "", baseline: 0, now: Double(errors),
+                                                  threshold: Threshold(relative: 0, absolute: 0), verdict: .regressed))
+                }
+                for metric in CheckedMetric.all where metric.source == source {
                     let baseValues = b.compactMap { $0.double(metric.column) }
                     guard !baseValues.isEmpty else { continue }  // not measured for this cell or server
-                    let threshold = thresholds.threshold(metric.column, backend: server)
+                    let threshold = thresholds.threshold(metric.id, backend: server)
                     var baseValue = metric.typical(baseValues)
-                    var nowValue = metric.best(n.compactMap { $0.double(metric.column) })
+                    var nowValue = metric.fresh(n.compactMap { $0.double(metric.column) })
                     var basis = ""
+                    if metric.nature == .time && !judgeTimes {
+                        comparisons.append(Comparison(cell: title, backend: server, metric: metric.id, basis: "", baseline: baseValue,
+                                                      now: nowValue, threshold: threshold, verdict: nowValue == nil ? .missing : .notJudged))
+                        continue
+                    }
                     if let reference = relativeTo, metric.nature == .time {
                         if server == reference {
-                            comparisons.append(Comparison(cell: title, backend: server, metric: metric.column, basis: "reference",
-                                                          baseline: baseValue, now: nowValue, threshold: nil, verdict: .reference))
+                            comparisons.append(Comparison(cell: title, backend: server, metric: metric.id, basis: "reference",
+                                                          baseline: baseValue, now: nowValue, threshold: nil, verdict: nowValue == nil ? .missing : .reference))
                             continue
                         }
                         // Pair each repetition with the reference's measured beside it (same run, same
                         // repetition number), so drift between repetitions cancels out.
                         basis = "ratio to \(reference)"
                         baseValue = metric.typical(pairedRatios(b, baseRows.filter { $0.serverLabel == reference }, metric.column))
-                        nowValue = metric.best(pairedRatios(n, nowRows.filter { $0.serverLabel == reference }, metric.column))
+                        nowValue = metric.fresh(pairedRatios(n, nowRows.filter { $0.serverLabel == reference }, metric.column))
                     }
                     comparisons.append(judge(cell: title, server: server, metric: metric, basis: basis,
                                              baseline: baseValue, now: nowValue, threshold: threshold))
@@ -218,21 +288,21 @@ public struct RegressionCheck: Sendable {
     private func judge(cell: String, server: String, metric: CheckedMetric, basis: String,
                        baseline: Double?, now: Double?, threshold: Threshold?) -> Comparison {
         guard let baseline, let now, let threshold else {
-            return Comparison(cell: cell, backend: server, metric: metric.column, basis: basis, baseline: baseline, now: now,
+            return Comparison(cell: cell, backend: server, metric: metric.id, basis: basis, baseline: baseline, now: now,
                               threshold: threshold, verdict: .missing)
         }
         let worse = metric.worsening(baseline: baseline, now: now)
         // In ratio form the absolute threshold (in the metric's unit) does not apply.
         let absoluteWorse = basis.isEmpty ? abs(now - baseline) : .infinity
         let verdict: Comparison.Verdict
-        if worse > threshold.relative && absoluteWorse > threshold.absolute {
+        if worse > threshold.relative && absoluteWorse > threshold.absolute && worse > 0 {
             verdict = .regressed
-        } else if -worse > threshold.relative && absoluteWorse > threshold.absolute {
+        } else if -worse > threshold.relative && absoluteWorse > threshold.absolute && worse < 0 {
             verdict = .improved
         } else {
             verdict = .ok
         }
-        return Comparison(cell: cell, backend: server, metric: metric.column, basis: basis, baseline: baseline, now: now,
+        return Comparison(cell: cell, backend: server, metric: metric.id, basis: basis, baseline: baseline, now: now,
                           threshold: threshold, verdict: verdict)
     }
 
@@ -257,7 +327,7 @@ public struct RegressionCheck: Sendable {
                 c.baseline.map(format) ?? "-", c.now.map(format) ?? "-",
                 c.change.map { String(format: "%+.1f%%", $0 * 100) } ?? "-",
                 c.threshold?.description ?? "-",
-                c.verdict == .regressed ? "REGRESSED" : c.verdict.rawValue,
+                c.verdict == .regressed ? "REGRESSED" : c.verdict == .missing ? "MISSING" : c.verdict.rawValue,
             ])
         }
         if markdown {

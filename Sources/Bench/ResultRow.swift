@@ -25,9 +25,12 @@ public struct ResultRow: Sendable, Equatable {
         ("cores", "online CPUs"),
         ("swift_version", "Swift compiler that built iobench"),
         ("liburing_version", "liburing version (pkg-config)"),
-        ("git_commit", "iobench commit the run was built from"),
+        ("git_commit", "iobench commit the measured server binary was built from"),
+        ("git_dirty", "yes when the binary's sources (Sources/, Package.swift, Package.resolved) differed from that commit"),
+        ("build_config", "release or debug: how the binary was built"),
         ("command", "the command line that produced the row"),
         ("workload", "echo (load run) or idle (idle connections held open)"),
+        ("method", "timed (wall clock and CPU time under load) or counted (the server under callgrind; instructions, allocations and system calls over a window with nothing in flight at its edges)"),
         ("backend", "blocking, epoll, io_uring, nio, or the name of a --variant or an --external server"),
         ("server_threads", "event loops of the server (--threads); blocking: 1 acceptor plus one thread per connection"),
         ("server_cpus", "CPUs the server was pinned to"),
@@ -40,6 +43,7 @@ public struct ResultRow: Sendable, Equatable {
         ("duration_s", "length of the measured window in seconds"),
         ("warmup_s", "warm-up before the window, seconds"),
         ("messages", "messages echoed and verified within the window"),
+        ("incomplete", "open loop: messages due within the window whose echo had not come back when it closed (in the latencies at window end minus scheduled time)"),
         ("msgs_per_s", "messages per second"),
         ("mb_per_s", "payload megabytes (10^6 B) echoed per second, one direction"),
         ("p50_us", "latency median, microseconds (open loop: from the scheduled send time)"),
@@ -51,18 +55,21 @@ public struct ResultRow: Sendable, Equatable {
         ("uncorrected_p99_us", "open loop: 99th percentile from the actual send time (coordinated omission not corrected)"),
         ("send_lag_p99_us", "open loop: 99th percentile of how late messages left against their schedule"),
         ("send_lag_max_us", "open loop: largest send lag"),
-        ("errors", "verification failures and lost connections (a run with errors failed)"),
-        ("server_cpu_us_per_msg", "server CPU time (user + system, /proc/PID/stat) per message, microseconds"),
+        ("errors", "verification failures, lost connections and bytes that never came back after the window (a run with errors failed)"),
+        ("server_cpu_us_per_msg", "server CPU time (user + system, all threads, from its CPU-time clock read at the window's edges) per message, microseconds"),
         ("server_cpu_util", "server CPU time / wall time (1.0 = one core busy)"),
         ("generator_cpu_us_per_msg", "load generator CPU time per message, microseconds"),
         ("generator_cpu_util", "generator CPU time / (wall time × generator threads)"),
-        ("syscalls_per_msg", "server system calls per message (the server's own counters)"),
+        ("syscalls_per_msg", "server system calls per message (the server's own counters; timed: over the probes' window, a little wider than the timed one)"),
         ("io_uring_enter_per_msg", "server io_uring_enter calls per message"),
         ("epoll_wait_per_msg", "server epoll_wait calls per message"),
-        ("ctx_switches_per_msg", "server context switches (voluntary + involuntary, all threads) per message"),
+        ("ctx_switches_per_msg", "server context switches (voluntary + involuntary, all threads) per message, over the probes' window"),
         ("server_rss_peak_kb", "server peak resident memory (VmHWM), KiB"),
         ("server_threads_peak", "server threads at the end of the window"),
         ("bottleneck", "server, generator or neither: which side was saturated (>= 85% of its CPUs)"),
+        ("user_instructions_per_msg", "counted: server user-space instructions per message (callgrind Ir, every thread)"),
+        ("allocations_per_msg", "counted: server calls into the heap allocator (malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign) per message"),
+        ("valid", "yes, or why the window cannot be trusted (server CPU above its pinned CPUs by more than 2%, or a window more than 5% over its plan) after the retries"),
         ("idle_rss_bytes_per_conn", "idle workload: server RSS growth per idle connection, bytes"),
         ("idle_accept_s", "idle workload: seconds until the server had accepted every connection"),
     ]
@@ -71,7 +78,8 @@ public struct ResultRow: Sendable, Equatable {
 
     /// The cell this row belongs to, without backend, server threads and repetition.
     public var cellKey: String {
-        [values["workload"], values["connections"], values["size_bytes"], values["depth"], values["rate_msgs_per_s"]]
+        let method = values["method"].flatMap { $0.isEmpty ? nil : $0 } ?? "timed"
+        return [method, values["workload"], values["connections"], values["size_bytes"], values["depth"], values["rate_msgs_per_s"]]
             .map { $0 ?? "" }.joined(separator: "|")
     }
 

@@ -54,7 +54,11 @@ public final class ServerProcess {
         guard let line, line.hasPrefix("listening on "),
               let addressText = line.split(separator: " ").dropFirst(2).first,
               let address = try? SocketAddress(parsing: String(addressText)) else {
+            // Bounded: a server under valgrind may ignore SIGTERM.
             if process.isRunning { process.terminate() }
+            let deadline = ProcessResources.monotonicNanoseconds() + 5_000_000_000
+            while process.isRunning && ProcessResources.monotonicNanoseconds() < deadline { usleep(2000) }
+            if process.isRunning { kill(pid, SIGKILL) }
             process.waitUntilExit()
             let stderrText = String(decoding: errorOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             throw Failure.didNotStart("\(executable) \(arguments.joined(separator: " ")) did not start: \(problem ?? line ?? "") \(stderrText)".trimmingCharacters(in: .whitespacesAndNewlines))
@@ -101,6 +105,16 @@ public final class ServerProcess {
         process.waitUntilExit()
         let stderrText = String(decoding: errorOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         return Stopped(finalStats: final, exitStatus: process.terminationStatus, seconds: seconds, standardError: stderrText)
+    }
+
+    /// Stops a server running under valgrind, which may not act on SIGTERM: `quit` on its
+    /// control channel, then SIGKILL if it has not exited within `timeout` seconds.
+    @discardableResult
+    public func stopUnderValgrind(timeout: Double = 10) -> Stopped {
+        try? send("quit")  // a server that has already gone cannot be asked; the kill below still runs
+        let deadline = ProcessResources.monotonicNanoseconds() + UInt64(timeout * 1e9)
+        while process.isRunning && ProcessResources.monotonicNanoseconds() < deadline { usleep(2000) }
+        return stop(signal: SIGKILL, timeout: 2)
     }
 
     deinit {

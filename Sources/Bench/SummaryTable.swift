@@ -8,12 +8,7 @@ public enum SummaryTable {
     /// Repetitions spreading more than this (max−min over median) earn a warning.
     public static let spreadWarning = 0.10
 
-    public static func median(_ values: [Double]) -> Double? {
-        let sorted = values.sorted()
-        guard !sorted.isEmpty else { return nil }
-        let mid = sorted.count / 2
-        return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
-    }
+    public static func median(_ values: [Double]) -> Double? { Statistics.median(values) }
 
     /// Medians of one metric per backend within one cell.
     struct BackendFigures {
@@ -34,24 +29,30 @@ public enum SummaryTable {
         }
     }
 
-    /// - Parameter markdown: Markdown tables (for a README or a CI job summary) instead of aligned text.
-    public static func render(_ rows: [ResultRow], reference: String = "epoll", markdown: Bool = false) -> String {
+    /// - Parameters:
+    ///   - markdown: Markdown tables (for a README or a CI job summary) instead of aligned text.
+    ///   - verbose: list every spread warning instead of one summary line.
+    public static func render(_ rows: [ResultRow], reference: String = "epoll", markdown: Bool = false, verbose: Bool = false) -> String {
         func table(_ lines: [[String]]) -> String { markdown ? markdownTable(lines) : align(lines) }
         var out = ""
         var warnings: [String] = []
-        let echo = rows.filter { $0["workload"] == "echo" }
+        let untrusted = rows.filter { !($0["valid"] ?? "").isEmpty && $0["valid"] != "yes" }
+        let trusted = RegressionCheck.trusted(rows)
+        let echo = trusted.filter { $0["workload"] == "echo" }
         var cellOrder: [String] = []
         var cells: [String: [ResultRow]] = [:]
         for row in echo {
             if cells[row.cellKey] == nil { cellOrder.append(row.cellKey) }
             cells[row.cellKey, default: []].append(row)
         }
-        let header = ["backend", "msgs/s", "(min–max)", "×\(reference)", "MB/s", "p50 µs", "p99 µs", "p99.9 µs",
-                      "srv µs/msg", "×\(reference)", "sys/msg", "ctxsw/msg", "gen µs/msg", "errors", "bottleneck"]
+        let header = ["backend", "msgs/s", "[95% CI]", "×\(reference) [95% CI]", "MB/s", "p50 µs", "p99 µs", "p99.9 µs",
+                      "srv µs/msg", "[95% CI]", "×\(reference) [95% CI]", "sys/msg", "ctxsw/msg", "gen µs/msg", "errors", "bottleneck"]
+        let countedHeader = ["backend", "instructions/msg", "[95% CI]", "×\(reference)", "allocations/msg", "syscalls/msg", "messages", "errors"]
         for key in cellOrder {
             let cellRows = cells[key]!
             let first = cellRows[0]
-            var title = "\(first["connections"] ?? "?") connections × \(first["size_bytes"] ?? "?") B, "
+            let counted = first["method"] == MeasurementMethod.counted.rawValue
+            var title = (counted ? "counted (callgrind): " : "") + "\(first["connections"] ?? "?") connections × \(first["size_bytes"] ?? "?") B, "
             if let rate = first["rate_msgs_per_s"], !rate.isEmpty {
                 title += "open loop \(rate) msgs/s"
             } else {
@@ -64,55 +65,73 @@ public enum SummaryTable {
             for row in cellRows where !backends.contains(row.serverLabel) { backends.append(row.serverLabel) }
             let figures = backends.map { b in BackendFigures(backend: b, rows: cellRows.filter { $0.serverLabel == b }) }
             let ref = figures.first { $0.backend == reference } ?? figures.first { $0.rows.first?["backend"] == reference }
-            var lines: [[String]] = [header]
-            /// The median of per-repetition ratios: each repetition measures every server back to
-            /// back, so pairing them cancels the machine's drift between repetitions. With fewer
-            /// than two pairs, the ratio of the medians.
+            /// Per-repetition ratios to the reference (each repetition measures every server back to
+            /// back, so pairing cancels the machine's drift between repetitions): their geometric
+            /// mean with a 95% t-interval. With fewer than two pairs, the ratio of the medians.
             func relative(_ f: BackendFigures, _ column: String) -> String {
                 guard let ref else { return "-" }
+                if f.backend == ref.backend { return "1" }
                 var base: [String: Double] = [:]
                 for row in ref.rows { if let rep = row["repetition"], let v = row.double(column), v > 0 { base[rep] = v } }
                 let ratios = f.rows.compactMap { row -> Double? in
                     guard let rep = row["repetition"], let v = row.double(column), let b = base[rep] else { return nil }
                     return v / b
                 }
-                if ratios.count >= 2, let m = median(ratios) { return String(format: "%.2f", m) }
+                if ratios.count >= 2, let estimate = Statistics.ratioInterval(ratios) { return estimate.formatted(2) }
                 return ratio(f.median(column), ref.median(column))
             }
+            func interval(_ f: BackendFigures, _ column: String, _ format: (Double) -> String) -> String {
+                guard let e = Statistics.medianInterval(f.values(column)), e.count > 1 else { return "" }
+                let label = e.confidence >= 0.949 ? "" : " \(Int((e.confidence * 100).rounded(.down)))%"
+                return "[\(format(e.low)), \(format(e.high))]\(label)"
+            }
+            var lines: [[String]] = [counted ? countedHeader : header]
             for f in figures {
                 let name = BackendKind(rawValue: f.backend)?.isReferencePeer == true ? f.backend + " (peer)" : f.backend
-                let rate = f.median("msgs_per_s")
-                let values = f.values("msgs_per_s")
-                let cpu = f.median("server_cpu_us_per_msg")
+                let errors = "\(Int(f.values("errors").reduce(0, +)))"
+                if counted {
+                    lines.append([
+                        name,
+                        f.median("user_instructions_per_msg").map { fixed($0, 1) } ?? "-",
+                        interval(f, "user_instructions_per_msg") { fixed($0, 1) },
+                        ratio(f.median("user_instructions_per_msg"), ref?.median("user_instructions_per_msg")),
+                        f.median("allocations_per_msg").map { fixed($0, 3) } ?? "-",
+                        f.median("syscalls_per_msg").map { fixed($0, 3) } ?? "-",
+                        f.median("messages").map { fixed($0, 0) } ?? "-",
+                        errors,
+                    ])
+                    continue
+                }
                 lines.append([
                     name,
-                    rate.map(formatCount) ?? "-",
-                    values.count > 1 ? "(\(formatCount(values.min()!))–\(formatCount(values.max()!)))" : "",
+                    f.median("msgs_per_s").map(formatCount) ?? "-",
+                    interval(f, "msgs_per_s", formatCount),
                     relative(f, "msgs_per_s"),
                     f.median("mb_per_s").map { fixed($0, 1) } ?? "-",
                     f.median("p50_us").map { fixed($0, 1) } ?? "-",
                     f.median("p99_us").map { fixed($0, 1) } ?? "-",
                     f.median("p999_us").map { fixed($0, 1) } ?? "-",
-                    cpu.map { fixed($0, 2) } ?? "-",
+                    f.median("server_cpu_us_per_msg").map { fixed($0, 2) } ?? "-",
+                    interval(f, "server_cpu_us_per_msg") { fixed($0, 2) },
                     relative(f, "server_cpu_us_per_msg"),
                     f.median("syscalls_per_msg").map { fixed($0, 2) } ?? "-",
                     f.median("ctx_switches_per_msg").map { fixed($0, 3) } ?? "-",
                     f.median("generator_cpu_us_per_msg").map { fixed($0, 2) } ?? "-",
-                    "\(Int(f.values("errors").reduce(0, +)))",
+                    errors,
                     f.bottleneck,
                 ])
                 for column in ["msgs_per_s", "server_cpu_us_per_msg"] {
                     if let spread = f.spread(column), spread > spreadWarning {
-                        warnings.append("\(title.components(separatedBy: " (").first!), \(f.backend): \(column) spread \(Int(spread * 100))% across repetitions; the machine was noisy, compare with care")
+                        warnings.append("\(title.components(separatedBy: " (").first!), \(f.backend): \(column) spread \(Int(spread * 100))% across repetitions")
                     }
                 }
             }
             out += table(lines)
         }
-        if !cellOrder.isEmpty {
-            out += "\n×\(reference): the median of per-repetition ratios to \(reference) (every repetition measures each server back to back).\n"
+        if cellOrder.contains(where: { cells[$0]?.first?["method"] != MeasurementMethod.counted.rawValue }) {
+            out += "\nMedians with a distribution-free 95% interval from order statistics (with fewer than 6 repetitions no such interval exists: min–max, its real coverage shown, 75% for 3). ×\(reference): the geometric mean of per-repetition ratios to \(reference) (every repetition measures each server back to back) with a 95% t-interval.\n"
         }
-        let idle = rows.filter { $0["workload"] == "idle" }
+        let idle = trusted.filter { $0["workload"] == "idle" }
         if !idle.isEmpty {
             out += markdown ? "\n**idle connections**\n\n" : "\nidle connections\n"
             var lines = [["backend", "connections", "RSS/conn", "accept all (s)", "not accepted"]]
@@ -123,11 +142,13 @@ public enum SummaryTable {
             }
             out += table(lines)
         }
-        if !warnings.isEmpty && markdown {
-            // A README wants the gist; the text table lists every one.
-            out += "\n\(warnings.count) figures (messages/s or server CPU per message of one server in one cell) spread more than \(Int(spreadWarning * 100))% across repetitions: the machine was noisy; `iobench report` without `--markdown` lists them.\n"
+        if !untrusted.isEmpty {
+            out += "\n\(untrusted.count) row(s) left out: their window could not be trusted after retries (\(untrusted[0]["valid"] ?? "")\(untrusted.count > 1 ? "; see the valid column" : "")).\n"
+        }
+        if !warnings.isEmpty && verbose {
+            out += "\nspread warnings (the machine was noisy; compare with care):\n" + warnings.map { "  - " + $0 }.joined(separator: "\n") + "\n"
         } else if !warnings.isEmpty {
-            out += "\nwarnings:\n" + warnings.map { "  - " + $0 }.joined(separator: "\n") + "\n"
+            out += "\n\(warnings.count) figures (messages/s or server CPU per message of one server in one cell) spread more than \(Int(spreadWarning * 100))% across repetitions: the machine was noisy; the intervals show how much. \(markdown ? "`iobench report --verbose`" : "--verbose") lists them.\n"
         }
         return out
     }

@@ -46,6 +46,12 @@ public struct ServerConfiguration: Sendable {
     /// unbatched loop does. Trades up to this much latency for fewer `io_uring_enter` calls
     /// and wake-ups. Needs Linux 6.12 (`IORING_FEAT_MIN_TIMEOUT`).
     public var batchWaitMicroseconds: UInt32 = 0
+    /// io_uring: wait for completions in `poll(2)` on the ring's descriptor, then reap them
+    /// without blocking, instead of waiting inside `io_uring_enter`. For running under valgrind
+    /// (3.19), which does not know that `io_uring_enter` can block: a thread waiting in it keeps
+    /// valgrind's lock, and every other thread of the server stops until a completion arrives.
+    /// Costs a `poll` and a second `io_uring_enter` per wait that blocks.
+    public var ringWaitByPoll = false
     /// Deliberate extra cost per received chunk, for proving that the regression check catches
     /// a slower server (hidden `serve` options). Zero in every real measurement.
     public var injection = CostInjection()
@@ -59,10 +65,14 @@ public struct CostInjection: Sendable, Equatable {
     public var syscalls = 0
     /// Busy-waiting, in nanoseconds.
     public var delayNanoseconds: UInt64 = 0
+    /// Iterations of a loop of a fixed, small number of instructions (counted regressions).
+    public var loopIterations = 0
+    /// Heap allocations (malloc and free of 64 bytes).
+    public var allocations = 0
 
     public init() {}
 
-    public var isActive: Bool { syscalls > 0 || delayNanoseconds > 0 }
+    public var isActive: Bool { syscalls > 0 || delayNanoseconds > 0 || loopIterations > 0 || allocations > 0 }
 }
 
 /// A snapshot of a server's counters.

@@ -3,7 +3,7 @@ import Synchronization
 
 /// The system calls the backends make, counted per kind.
 public enum SyscallKind: Int, CaseIterable, Sendable {
-    case accept, recv, send, close, shutdown, epollWait, epollCtl, ioUringEnter, eventfd, other
+    case accept, recv, send, close, shutdown, epollWait, epollCtl, ioUringEnter, eventfd, poll, other
 
     /// The key used in stats JSON.
     public var name: String {
@@ -17,6 +17,7 @@ public enum SyscallKind: Int, CaseIterable, Sendable {
         case .epollCtl: "epoll_ctl"
         case .ioUringEnter: "io_uring_enter"
         case .eventfd: "eventfd"
+        case .poll: "poll"
         case .other: "other"
         }
     }

@@ -1,4 +1,5 @@
 import CSystemShims
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -132,6 +133,17 @@ public struct SystemCalls {
             let until = ProcessResources.monotonicNanoseconds() + cost.delayNanoseconds
             while ProcessResources.monotonicNanoseconds() < until {}
         }
+        if cost.loopIterations > 0 {
+            // A data-dependent chain the optimiser cannot fold, kept alive by the sink.
+            var value = UInt64(truncatingIfNeeded: cost.loopIterations)
+            for i in 0..<cost.loopIterations { value = value &* 6_364_136_223_846_793_005 &+ UInt64(truncatingIfNeeded: i) }
+            injectionSink.store(value, ordering: .relaxed)
+        }
+        for _ in 0..<cost.allocations {
+            let block = malloc(64)
+            injectionSink.store(UInt64(UInt(bitPattern: block)), ordering: .relaxed)
+            free(block)
+        }
     }
 
     /// A non-blocking, close-on-exec eventfd used to wake a loop.
@@ -156,6 +168,9 @@ public struct SystemCalls {
         _ = withUnsafeMutableBytes(of: &value) { Glibc.read(fd, $0.baseAddress, 8) }
     }
 }
+
+/// Where an injected loop leaves its result, so the loop is not optimised away.
+let injectionSink = Atomic<UInt64>(0)
 
 /// The epoll types and constants, re-exported from the shim so that only this seam imports it.
 public typealias EpollEvent = epoll_event

@@ -63,6 +63,7 @@ struct RingEventLoop {
     private var acceptExhausted = false
     /// Microseconds a wait may hold out for a batch (0: wake on the first completion).
     private let batchWait: UInt32
+    private let waitByPoll: Bool
     /// The setup flags the kernel accepted, for stats.
     let setupFlagNames: String
 
@@ -73,7 +74,9 @@ struct RingEventLoop {
         ring = .allocate(capacity: 1)
         // SINGLE_ISSUER|DEFER_TASKRUN runs completion work only when this thread enters the
         // kernel to wait, so it is never interrupted mid-batch; older kernels refuse it.
-        let attempts: [(UInt32, String)] = [
+        // Waiting in poll(2) needs completion work that runs without this thread entering the
+        // ring (DEFER_TASKRUN and COOP_TASKRUN would leave poll asleep): plain task work.
+        let attempts: [(UInt32, String)] = configuration.ringWaitByPoll ? [(0, "none")] : [
             (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, "SINGLE_ISSUER|DEFER_TASKRUN"),
             (IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"),
             (0, "none"),
@@ -100,6 +103,7 @@ struct RingEventLoop {
             throw SystemError(RingEventLoop.minTimeoutCall, Errno(rawValue: ENOSYS))
         }
         batchWait = configuration.batchWaitMicroseconds
+        waitByPoll = configuration.ringWaitByPoll
         do {
             buffers = try BufferRing(ring: ring, groupID: 1, count: configuration.ringBufferCount, bufferSize: configuration.ringBufferSize)
         } catch {
@@ -131,6 +135,8 @@ struct RingEventLoop {
                 // recv and a send completion). Smaller batches save too few wake-ups to pay for
                 // the timer the kernel arms for the wait.
                 rc = iobench_submit_and_wait_batch(ring, UInt32(batch), batchWait)
+            } else if waitByPoll {
+                rc = submitAndWaitByPoll()
             } else {
                 rc = io_uring_submit_and_wait(ring, 1)
             }
@@ -152,6 +158,19 @@ struct RingEventLoop {
             }
         }
         shutDown()
+    }
+
+    /// Submits, and when nothing is ready blocks in `poll(2)` on the ring (readable once a
+    /// completion or deferred completion work is pending), then reaps without blocking.
+    private mutating func submitAndWaitByPoll() -> Int32 {
+        var rc = io_uring_submit_and_get_events(ring)
+        guard rc >= 0, io_uring_cq_ready(ring) == 0 else { return rc }
+        sys.count(.poll)
+        var descriptor = pollfd(fd: ring.pointee.ring_fd, events: Int16(POLLIN), revents: 0)
+        _ = poll(&descriptor, 1, -1)  // EINTR or an error: the reap below finds what there is
+        sys.count(.ioUringEnter)
+        rc = io_uring_get_events(ring)
+        return rc
     }
 
     // MARK: Submissions

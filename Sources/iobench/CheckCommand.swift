@@ -6,29 +6,39 @@ import Foundation
 struct CheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Re-measure a baseline's cells and fail when a backend got slower.",
+        abstract: "Fail when a backend got slower: counted costs against a baseline, or paired timing against a git ref.",
         discussion: """
-        Every metric is compared with a direction (higher is better for msgs/s; lower for latency, \
-        CPU, syscalls and context switches per message, and RSS per idle connection): the baseline's \
-        median against the best of the fresh repetitions, since interference only ever makes a run \
-        slower. A regression is \
-        a change worse than both the relative and the absolute threshold of its metric; a cell that \
-        looks regressed is measured again (--retries) before it counts. With --relative-to, time-based \
-        metrics are compared as ratios to that backend measured in the same run, which a busy or \
-        different machine disturbs far less. A machine different from the baseline's is a warning.
+        Against a baseline (default): re-measures its cells. Counted cells (instructions, allocator \
+        calls and system calls per message, the server under callgrind) do not depend on the \
+        machine's speed and are compared across machines, tightly: +2% instructions, +0.01 \
+        allocations, +0.05 system calls per message. Timed cells are judged only when the baseline \
+        was recorded on this machine (host, CPU, cores, kernel, Swift); otherwise they are shown, \
+        marked 'not judged', with a sentence saying so. Errors in the fresh run are a regression; \
+        a cell or metric the fresh run lacks makes the check fail (exit 1).
 
-        Thresholds (defaults): msgs_per_s 40%; p50_us 50% and 50 µs; p99_us 100% and 200 µs; \
-        server_cpu_us_per_msg 40% and 1.5 µs; syscalls_per_msg 25% and 0.4; ctx_switches_per_msg 50% \
-        and 0.2; idle_rss_bytes_per_conn 25% and 64 B. Override them per metric and per backend with \
-        a JSON file (--thresholds).
+        --against REF: builds REF in a worktree (.build/against/, release mode) and measures its \
+        server and this binary's interleaved in every repetition (old new, new old, ...) on the same \
+        CPUs. Each metric is judged on the per-repetition ratios new/old: their geometric mean and a \
+        95% t-interval on their logarithms. A regression when the interval lies wholly beyond \
+        --threshold; 'cannot tell' (reported, not a failure) when it straddles it.
+
+        Thresholds for baseline checks can be overridden per metric and per backend with a JSON file \
+        (--thresholds; see README.md); values that would disable a check are refused.
 
         Exit codes: 0 no regression; 2 a regression (the report names the cell and metric); \
-        1 the check could not run (no baseline, a server failed, a bad thresholds file); 64 bad usage.
+        1 the check could not run or could not compare everything (no baseline, a server failed, a \
+        missing cell or metric, a bad thresholds file); 64 bad usage.
         """
     )
 
+    enum ReportFormat: String, ExpressibleByArgument { case table, markdown }
+    enum Scope: String, ExpressibleByArgument { case counted, timed, all }
+
     @Option(help: "The baseline CSV (written by 'iobench baseline update').")
     var baseline: String = "results/baseline.csv"
+
+    @Option(help: "Which of the baseline's cells to re-measure: counted, timed or all.")
+    var metrics: Scope = .all
 
     @Option(help: "A JSON file of thresholds per metric and per backend (default: results/thresholds.json when it exists).")
     var thresholds: String?
@@ -39,6 +49,33 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "Times a cell that looks regressed is measured again before it counts.")
     var retries: Int = 2
 
+    @Option(help: "Paired A/B mode: a git ref (for example HEAD~1 or main) whose server is measured interleaved with this binary's.")
+    var against: String?
+
+    @Option(help: "--against: the servers to compare (comma-separated).")
+    var backends: ListOf<BackendKind> = ListOf(BackendKind.allCases)
+
+    @Option(name: .customLong("repeat"), help: "--against: repetitions (pairs) per server.")
+    var repetitions: Int = 10
+
+    @Option(help: "--against: measured time per repetition.")
+    var duration: Duration = Duration(1)
+
+    @Option(help: "--against: warm-up per repetition.")
+    var warmup: Duration = Duration(0.3)
+
+    @Option(help: "--against: connections (closed loop, depth 1).")
+    var connections: Int = 16
+
+    @Option(help: "--against: message size.")
+    var size: ByteSize = ByteSize(64)
+
+    @Option(help: "--against: the worsening (a fraction) a whole 95% interval must lie beyond to be a regression.")
+    var threshold: Double = 0.05
+
+    @Option(help: "--against: also write the paired rows to this CSV.")
+    var out: String?
+
     @Option(help: "Report format: table or markdown (for CI job summaries).")
     var format: ReportFormat = .table
 
@@ -48,35 +85,64 @@ struct CheckCommand: ParsableCommand {
     @Option(name: .customLong("server-arg"), help: .hidden)
     var serverArguments: [String] = []
 
-    enum ReportFormat: String, ExpressibleByArgument { case table, markdown }
+    /// Extra serve options for the new server only (--against): how tests inject a regression.
+    @Option(name: .customLong("candidate-server-arg"), help: .hidden)
+    var candidateServerArguments: [String] = []
+
+    func validate() throws {
+        guard repetitions >= 2 else { throw ValidationError("--repeat must be at least 2: an interval needs two pairs") }
+        guard threshold >= 0 && threshold < 1 else { throw ValidationError("--threshold must be from 0 to 1 (a fraction: 0.05 is 5%)") }
+        guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
+        guard retries >= 0 else { throw ValidationError("--retries must not be negative") }
+    }
 
     func run() throws {
         do {
-            try check()
+            if let against { try checkAgainst(against) } else { try checkBaseline() }
         } catch let error as CheckError {
             printError("iobench check: \(error)")
             throw ExitCode.failure
         }
     }
 
-    private func check() throws {
+    // MARK: Against a baseline
+
+    private func checkBaseline() throws {
         let text: String
         do { text = try String(contentsOfFile: baseline, encoding: .utf8) } catch {
             throw CheckError.unusable("no baseline at \(baseline): make one with 'iobench baseline update --out \(baseline)'")
         }
-        let baseRows: [ResultRow]
+        var baseRows: [ResultRow]
         do { baseRows = try CSV.read(text) } catch { throw CheckError.unusable("the baseline \(baseline) is not a results CSV: \(error)") }
         guard let first = baseRows.first else { throw CheckError.unusable("the baseline \(baseline) has no rows") }
+        baseRows = baseRows.filter { row in
+            switch metrics {
+            case .all: true
+            case .counted: CheckedMetric.source(of: row) == .counted
+            case .timed: CheckedMetric.source(of: row) != .counted
+            }
+        }
+        guard !baseRows.isEmpty else { throw CheckError.unusable("the baseline \(baseline) has no \(metrics.rawValue) cells: record them with 'iobench baseline update'") }
 
         var limits = Thresholds.defaults
         let thresholdsPath = thresholds ?? (FileManager.default.fileExists(atPath: "results/thresholds.json") ? "results/thresholds.json" : nil)
         if let thresholdsPath { limits = try Thresholds.load(thresholdsPath) }
-        let checker = RegressionCheck(thresholds: limits, relativeTo: relativeTo?.rawValue)
 
         let machine = MachineInfo.current()
-        for difference in RegressionCheck.machineDifferences(baseline: first, now: machine) {
-            printError("iobench check: warning: this machine differs from the baseline's: \(difference)")
+        let differences = RegressionCheck.machineDifferences(baseline: first, now: machine)
+        var checker = RegressionCheck(thresholds: limits, relativeTo: relativeTo?.rawValue, judgeTimes: differences.isEmpty)
+        var notes: [String] = []
+        if !differences.isEmpty && baseRows.contains(where: { CheckedMetric.source(of: $0) == .timed }) {
+            notes.append("times are not judged: the baseline was recorded on another machine (\(differences.joined(separator: "; "))), and this kind of machine's speed changes by 2× from day to day; compare times with --against REF, or record a baseline on this machine")
         }
+        if checker.relativeTo != nil && !checker.judgeTimes { checker.relativeTo = nil }
+        let toolchain = [("swift_version", machine.swiftVersion), ("build_config", machine.buildConfiguration)]
+            .filter { column, value in !(first[column] ?? "").isEmpty && first[column] != value }
+            .map { column, value in "\(column) was '\(first[column] ?? "")', now '\(value)'" }
+        if !toolchain.isEmpty && baseRows.contains(where: { CheckedMetric.source(of: $0) == .counted }) {
+            notes.append("counted figures come from a binary of another toolchain or build (\(toolchain.joined(separator: "; "))): differences may be the compiler's, not the code's")
+        }
+
         let commandLine = reproducibleCommandLine()
         let (cells, skipped) = try BaselinePlans.plans(from: baseRows, executable: selfExecutable(), commandLine: commandLine)
         if !skipped.isEmpty {
@@ -85,16 +151,11 @@ struct CheckCommand: ParsableCommand {
         let measuredRows = baseRows.filter { BackendKind(rawValue: $0["backend"] ?? "") != nil }
 
         var nowRows: [ResultRow] = []
-        var measured: [String: [ResultRow]] = [:]
-        for cell in cells {
-            let rows = try measure(cell)
-            measured[cell.title, default: []] += rows
-            nowRows += rows
-        }
+        for cell in cells { nowRows += try measure(cell) }
         var comparisons = checker.compare(baseline: measuredRows, now: nowRows)
         var attempts = 0
         while attempts < retries {
-            let suspect = Set(comparisons.filter { $0.verdict == .regressed }.map(\.cell))
+            let suspect = Set(comparisons.filter { $0.verdict == .regressed && $0.metric != "errors" }.map(\.cell))
             if suspect.isEmpty { break }
             attempts += 1
             for cell in cells where suspect.contains(cell.title) {
@@ -104,25 +165,33 @@ struct CheckCommand: ParsableCommand {
             comparisons = checker.compare(baseline: measuredRows, now: nowRows)
         }
 
-        let regressions = comparisons.filter { $0.verdict == .regressed }
         let markdown = format == .markdown
         if markdown { print("### iobench check against `\(baseline)`\n") }
         print(RegressionCheck.render(comparisons, markdown: markdown))
-        if regressions.isEmpty {
-            print("no regression: \(comparisons.filter { $0.verdict == .ok || $0.verdict == .improved }.count) comparisons within their thresholds")
-        } else {
+        for note in notes { print("note: \(note)") }
+        let regressions = comparisons.filter { $0.verdict == .regressed }
+        let missing = comparisons.filter { $0.verdict == .missing }
+        let judged = comparisons.filter { $0.verdict == .ok || $0.verdict == .improved }
+        let unjudged = comparisons.filter { $0.verdict == .notJudged }.count
+        if !regressions.isEmpty {
             print("\(regressions.count) regression(s):")
             for r in regressions {
                 let change = r.change.map { String(format: "%+.1f%%", $0 * 100) } ?? "?"
-                print("  - \(r.cell), \(r.backend): \(r.metric)\(r.basis.isEmpty ? "" : " (\(r.basis))") \(change) (threshold \(r.threshold?.description ?? "-"))")
+                print("  - \(r.cell), \(r.backend): \(r.metric)\(r.basis.isEmpty ? "" : " (\(r.basis))") \(r.metric == "errors" ? "\(Int(r.now ?? 0)) errors" : change) (threshold \(r.threshold?.description ?? "-"))")
             }
             throw ExitCode(2)
         }
+        if !missing.isEmpty {
+            throw CheckError.unusable("the fresh run lacks \(missing.count) figure(s) the baseline has (\(missing.prefix(3).map { "\($0.cell), \($0.backend): \($0.metric)" }.joined(separator: "; "))): nothing can be said of them")
+        }
+        let counted = judged.filter { $0.metric.hasPrefix("counted.") || $0.metric == "idle_rss_bytes_per_conn" }.count
+        print("no regression: \(judged.count) comparisons within their thresholds (\(counted) counted, \(judged.count - counted) timed)" +
+              (unjudged > 0 ? "; \(unjudged) timed figures not judged (see the note above)" : ""))
     }
 
     private func measure(_ cell: BaselinePlans.CellPlan) throws -> [ResultRow] {
         var plan = cell.plan
-        plan.extraServerArguments = serverArguments
+        plan.extraServerArguments = serverArguments + candidateServerArguments
         let runner = BenchmarkRunner(plan: plan)
         let progress = ProgressLine(quiet: quiet)
         runner.status = { progress.show("check: \($0)") }
@@ -132,6 +201,73 @@ struct CheckCommand: ParsableCommand {
         } catch {
             throw CheckError.unusable("measuring \(cell.title) failed: \(error)")
         }
+    }
+
+    // MARK: Paired against a git ref
+
+    private func checkAgainst(_ ref: String) throws {
+        let progress = ProgressLine(quiet: quiet)
+        let repository = MachineInfo.packageDirectory(of: selfExecutable())
+        let (oldExecutable, oldCommit) = try RefBuild.build(ref: ref, repository: repository) { progress.show("check: \($0)") }
+        progress.clear()
+        let newBuild = MachineInfo.current()
+        let oldName = "\(ref) (\(oldCommit))"
+        let newName = "new (\(newBuild.gitCommit)\(newBuild.gitDirty ? "+dirty" : ""))"
+        let checker = PairedCheck(threshold: threshold)
+        var outcomes: [PairedCheck.Outcome] = []
+        var allRows: [ResultRow] = []
+        for kind in backends.values {
+            var plan = RunPlan(executable: selfExecutable(), commandLine: reproducibleCommandLine())
+            plan.backends = []
+            let oldLabel = "\(kind.rawValue)@old", newLabel = "\(kind.rawValue)@new"
+            plan.variants = [
+                ServerVariant(name: oldLabel, backend: kind, arguments: serverArguments, executable: oldExecutable),
+                ServerVariant(name: newLabel, backend: kind, arguments: serverArguments + candidateServerArguments),
+            ]
+            plan.connections = [connections]
+            plan.sizes = [size.bytes]
+            plan.modes = [.closed(depth: 1)]
+            plan.repetitions = repetitions
+            plan.duration = duration.seconds
+            plan.warmup = warmup.seconds
+            plan.idleConnections = 0
+            let allowed = Array(0..<ProcessInfo.processInfo.activeProcessorCount)
+            plan.clientCPUs = allowed.count > 1 ? allowed.filter { $0 != 0 } : allowed
+            plan.generatorThreads = plan.clientCPUs.count
+            let runner = BenchmarkRunner(plan: plan)
+            runner.status = { progress.show("check --against \(ref): \($0)") }
+            let rows: [ResultRow]
+            do { rows = try runner.run() } catch {
+                progress.clear()
+                throw CheckError.unusable("measuring \(kind) against \(ref) failed: \(error)")
+            }
+            progress.clear()
+            allRows += rows
+            outcomes += checker.judge(rows, backend: kind.rawValue, oldLabel: oldLabel, newLabel: newLabel)
+            let errors = rows.compactMap { $0.int("errors") }.reduce(0, +)
+            if errors > 0 { outcomes.append(.init(backend: kind.rawValue, metric: "errors", old: nil, new: Double(errors), ratio: nil, verdict: .regressed)) }
+        }
+        if let out {
+            let path = try writeCSV(allRows, to: out, runID: allRows.first?["run_id"] ?? "against")
+            printError("iobench check: paired rows in \(path)")
+        }
+        let markdown = format == .markdown
+        if markdown { print("### iobench check against `\(ref)` (paired, \(repetitions) repetitions)\n") }
+        print(checker.render(outcomes, oldName: oldName, newName: newName, markdown: markdown), terminator: "")
+        print("new ÷ old: geometric mean of \(repetitions) per-repetition ratios (old and new measured back to back, alternating order) with its 95% t-interval; a regression when the whole interval is beyond the threshold.")
+        let regressions = outcomes.filter { $0.verdict == .regressed }
+        let unsure = outcomes.filter { $0.verdict == .cannotTell }
+        if !unsure.isEmpty {
+            print("cannot tell: \(unsure.map { "\($0.backend) \($0.metric)" }.joined(separator: ", ")) (the interval straddles the threshold: too noisy to decide; rerun with more --repeat)")
+        }
+        if !regressions.isEmpty {
+            print("\(regressions.count) regression(s): " + regressions.map { "\($0.backend) \($0.metric)\($0.ratio.map { " ×" + $0.formatted(3) } ?? "")" }.joined(separator: "; "))
+            throw ExitCode(2)
+        }
+        if let missing = outcomes.first(where: { $0.verdict == .missing }) {
+            throw CheckError.unusable("\(missing.backend) \(missing.metric): fewer than two valid pairs were measured; nothing can be said of it")
+        }
+        print("no regression: \(outcomes.count - unsure.count) of \(outcomes.count) comparisons within the threshold")
     }
 }
 
@@ -156,14 +292,38 @@ struct BaselineCommand: ParsableCommand {
         @Option(help: "Where to store the baseline.")
         var out: String = "results/baseline.csv"
 
+        @Option(help: "Connection counts of the counted cells (each backend under callgrind, 64 B, closed loop); 'none' records none.")
+        var countedConnections: String = "1,16"
+
         @Flag(help: "No progress line.")
         var quiet = false
 
         func run() throws {
             let plan: RunPlan
-            do { plan = try matrix.makePlan(quick: !full) } catch let error as UsageError { exitForUsage(error) }
+            var countedPlan: RunPlan?
+            do {
+                plan = try matrix.makePlan(quick: !full)
+                if countedConnections != "none" {
+                    guard let connections = ListOf<Int>(argument: countedConnections), connections.values.allSatisfy({ $0 >= 1 }) else {
+                        throw UsageError("--counted-connections '\(countedConnections)' is not a list of connection counts (or 'none')")
+                    }
+                    if let reason = Callgrind.unavailableReason() { throw UsageError(reason) }
+                    var counted = plan
+                    counted.method = .counted
+                    counted.externals = []
+                    counted.connections = connections.values
+                    counted.sizes = [64]
+                    counted.modes = [.closed(depth: 1)]
+                    counted.repetitions = 2
+                    counted.duration = 2
+                    counted.warmup = 0.5
+                    counted.idleConnections = 0
+                    countedPlan = counted
+                }
+            } catch let error as UsageError { exitForUsage(error) }
             warnIfShared(plan)
-            let rows = try execute(plan, quiet: quiet)
+            var rows = try execute(plan, quiet: quiet)
+            if let countedPlan { rows += try execute(countedPlan, quiet: quiet) }
             if rows.contains(where: { ($0.int("errors") ?? 0) > 0 }) {
                 printError("iobench baseline: the run had errors; the baseline was not stored")
                 throw ExitCode.failure

@@ -22,6 +22,9 @@ struct ReportCommand: ParsableCommand {
     @Flag(help: "Print the results as Markdown (the README's 'Results on this machine' section comes from this).")
     var markdown = false
 
+    @Flag(help: "List every spread warning instead of one summary line.")
+    var verbose = false
+
     func validate() throws {
         if !schema && csvs.isEmpty { throw ValidationError("give a CSV file to report on, or --schema") }
     }
@@ -38,7 +41,7 @@ struct ReportCommand: ParsableCommand {
             if let command = rows.first?["command"], let run = rows.first?["run_id"] {
                 print(markdown ? "Run `\(run)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?"): `\(command)`" : "run \(run): \(command)")
             }
-            print(SummaryTable.render(rows, reference: reference, markdown: markdown), terminator: "")
+            print(SummaryTable.render(rows, reference: reference, markdown: markdown, verbose: verbose), terminator: "")
         }
     }
 }

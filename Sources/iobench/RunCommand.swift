@@ -65,6 +65,9 @@ struct MatrixOptions: ParsableArguments {
     @Option(help: "Idle connections held open against each backend to measure memory per connection (default 10000; 0 or --quick skips).")
     var idleConnections: Int?
 
+    @Option(help: "timed: wall clock and CPU time under load. counted: each server under valgrind's callgrind, counting its user-space instructions, allocator calls and system calls per message over a window with nothing in flight at its edges (independent of the machine's speed; about 50 times slower to serve).")
+    var method: MeasurementMethod = .timed
+
     @Flag(help: "A small matrix for CI (16 and 128 connections, 64 B, 3 repetitions of 1 s), well under a minute.")
     var quick = false
 
@@ -107,6 +110,13 @@ struct MatrixOptions: ParsableArguments {
         plan.generatorThreads = generatorThreads ?? plan.clientCPUs.count
         plan.idleConnections = quick ? (idleConnections ?? 0) : (idleConnections ?? 10_000)
         plan.extraServerArguments = serverArguments
+        plan.method = method
+        if method == .counted {
+            if !plan.externals.isEmpty { throw UsageError("--method counted runs our own servers under valgrind: drop the --external servers") }
+            if rates != nil { throw UsageError("--method counted needs a closed loop: drop --rates") }
+            if let reason = Callgrind.unavailableReason() { throw UsageError(reason) }
+            plan.idleConnections = 0
+        }
         return plan
     }
 
@@ -156,6 +166,8 @@ struct MatrixOptions: ParsableArguments {
     }
 }
 
+extension MeasurementMethod: ExpressibleByArgument {}
+
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
@@ -179,6 +191,9 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "No progress line.")
     var quiet = false
 
+    @Flag(help: "List every spread warning instead of one summary line.")
+    var verbose = false
+
     func run() throws {
         let plan: RunPlan
         do { plan = try matrix.makePlan() } catch let error as UsageError { exitForUsage(error) }
@@ -188,7 +203,7 @@ struct RunCommand: ParsableCommand {
         }
         warnIfShared(plan)
         let rows = try execute(plan, quiet: quiet)
-        print(SummaryTable.render(rows, reference: reference ?? (names.contains("epoll") ? "epoll" : names.first ?? "epoll")))
+        print(SummaryTable.render(rows, reference: reference ?? (names.contains("epoll") ? "epoll" : names.first ?? "epoll"), verbose: verbose))
         let path = try writeCSV(rows, to: out, runID: rows.first?["run_id"] ?? "run")
         print("CSV: \(path)")
         let errors = rows.compactMap { $0.int("errors") }.reduce(0, +)

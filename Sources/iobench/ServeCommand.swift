@@ -54,6 +54,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "io_uring: wait up to this long (for example 50us) for a batch of completions, one per four connections (from 32 connections), before a single completion ends the wait; 0 wakes on the first. Fewer io_uring_enter calls and wake-ups for up to this much added latency. Linux 6.12 or later.")
     var batchWait: String = "0"
 
+    @Flag(help: "io_uring: wait for completions in poll(2) on the ring, then reap them without blocking. Only for running under valgrind, which cannot run other threads beside one waiting in io_uring_enter; costs a poll and an io_uring_enter per blocking wait.")
+    var ringWaitByPoll = false
+
     @Flag(help: "Stop when stdin reaches its end (the harness uses this so a server never outlives it).")
     var quitOnEOF = false
 
@@ -62,6 +65,15 @@ struct ServeCommand: ParsableCommand {
 
     @Option(help: .hidden)
     var injectDelayUs: Int = 0
+
+    @Option(help: .hidden)
+    var injectDelayNs: Int = 0
+
+    @Option(help: .hidden)
+    var injectLoop: Int = 0
+
+    @Option(help: .hidden)
+    var injectAllocations: Int = 0
 
     func validate() throws {
         guard (0...65535).contains(port) else {
@@ -90,7 +102,9 @@ struct ServeCommand: ParsableCommand {
             configuration.ringBufferCount = ringBuffers
             configuration.ringBufferSize = try Units.parseByteCount(ringBufferSize)
             configuration.injection.syscalls = max(0, injectSyscalls)
-            configuration.injection.delayNanoseconds = UInt64(max(0, injectDelayUs)) * 1000
+            configuration.injection.delayNanoseconds = UInt64(max(0, injectDelayUs)) * 1000 + UInt64(max(0, injectDelayNs))
+            configuration.injection.loopIterations = max(0, injectLoop)
+            configuration.injection.allocations = max(0, injectAllocations)
             let batchWaitSeconds = try Units.parseDuration(batchWait)
             guard (0...0.1).contains(batchWaitSeconds) else {
                 throw UsageError("--batch-wait \(batchWait) is out of range: use 0 to 100ms")
@@ -99,6 +113,13 @@ struct ServeCommand: ParsableCommand {
                 throw UsageError("--batch-wait applies to the io_uring backend only (epoll has no batching wait)")
             }
             configuration.batchWaitMicroseconds = UInt32((batchWaitSeconds * 1e6).rounded())
+            guard !ringWaitByPoll || backend == .ioUring else {
+                throw UsageError("--ring-wait-by-poll applies to the io_uring backend only")
+            }
+            guard !(ringWaitByPoll && batchWaitSeconds > 0) else {
+                throw UsageError("--ring-wait-by-poll and --batch-wait cannot be combined: choose one way for io_uring to wait")
+            }
+            configuration.ringWaitByPoll = ringWaitByPoll
             guard (16 * 1024...64 * 1024 * 1024).contains(configuration.threadStackSize) else {
                 throw UsageError("--stack-size \(stackSize) is out of range: use 16k to 64m")
             }

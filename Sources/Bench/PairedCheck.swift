@@ -1,0 +1,138 @@
+import EchoCore
+import Foundation
+
+/// `iobench check --against REF`: the server built from REF ("old") and this binary's ("new")
+/// measured interleaved within every repetition (old new, new old, …: the runner rotates the
+/// order), on the same CPUs, and judged on the per-repetition ratios. A machine that is faster or
+/// slower today moves both halves of a pair alike, so the ratio holds what the code changed.
+public struct PairedCheck: Sendable {
+    /// The timed figures judged, and which way is better.
+    public static let metrics: [(column: String, direction: CheckedMetric.Direction)] = [
+        ("server_cpu_us_per_msg", .lowerIsBetter),
+        ("msgs_per_s", .higherIsBetter),
+    ]
+
+    /// A regression: the 95% interval of how many times worse new is than old lies wholly
+    /// above 1 + threshold.
+    public var threshold: Double
+
+    public init(threshold: Double = 0.05) { self.threshold = threshold }
+
+    public struct Outcome: Sendable {
+        public enum Verdict: String, Sendable {
+            case ok, regressed, improved
+            /// The interval straddles the threshold: too noisy to say either way (not a failure).
+            case cannotTell = "cannot tell"
+            /// Fewer than two valid pairs.
+            case missing
+        }
+
+        public let backend: String
+        public let metric: String
+        public let old: Double?
+        public let new: Double?
+        /// new ÷ old per repetition: the geometric mean and its 95% interval.
+        public let ratio: Estimate?
+        public let verdict: Verdict
+
+        public init(backend: String, metric: String, old: Double?, new: Double?, ratio: Estimate?, verdict: Verdict) {
+            self.backend = backend
+            self.metric = metric
+            self.old = old
+            self.new = new
+            self.ratio = ratio
+            self.verdict = verdict
+        }
+    }
+
+    /// Judges rows of one run in which `oldLabel` and `newLabel` were measured in the same
+    /// repetitions of one cell.
+    public func judge(_ rows: [ResultRow], backend: String, oldLabel: String, newLabel: String) -> [Outcome] {
+        let trusted = RegressionCheck.trusted(rows)
+        let old = trusted.filter { $0.serverLabel == oldLabel }
+        let new = trusted.filter { $0.serverLabel == newLabel }
+        return Self.metrics.map { metric in
+            var ratios: [Double] = []
+            for row in new {
+                guard let value = row.double(metric.column), value > 0,
+                      let partner = old.first(where: { $0["repetition"] == row["repetition"] }),
+                      let reference = partner.double(metric.column), reference > 0 else { continue }
+                ratios.append(value / reference)
+            }
+            let estimate = Statistics.ratioInterval(ratios)
+            let verdict: Outcome.Verdict
+            if let estimate, estimate.count >= 2 {
+                // How many times worse: new/old for lower-is-better, old/new for higher-is-better.
+                let (low, high) = metric.direction == .lowerIsBetter ? (estimate.low, estimate.high) : (1 / estimate.high, 1 / estimate.low)
+                if low > 1 + threshold {
+                    verdict = .regressed
+                } else if high < 1 + threshold {
+                    verdict = high < 1 / (1 + threshold) ? .improved : .ok
+                } else {
+                    verdict = .cannotTell
+                }
+            } else {
+                verdict = .missing
+            }
+            return Outcome(backend: backend, metric: metric.column,
+                           old: Statistics.median(old.compactMap { $0.double(metric.column) }),
+                           new: Statistics.median(new.compactMap { $0.double(metric.column) }),
+                           ratio: estimate, verdict: verdict)
+        }
+    }
+
+    public func render(_ outcomes: [Outcome], oldName: String, newName: String, markdown: Bool) -> String {
+        var table = [["backend", "metric", oldName, newName, "new ÷ old [95% CI]", "threshold", "verdict"]]
+        for o in outcomes {
+            table.append([
+                o.backend, o.metric,
+                o.old.map(RegressionCheck.format) ?? "-", o.new.map(RegressionCheck.format) ?? "-",
+                o.ratio.map { $0.formatted(3) } ?? "-",
+                (o.metric == "msgs_per_s" ? "÷" : "×") + String(format: "%.2f", 1 + threshold),
+                o.verdict == .regressed ? "REGRESSED" : o.verdict == .missing ? "MISSING" : o.verdict.rawValue,
+            ])
+        }
+        return markdown ? SummaryTable.markdownTable(table) : SummaryTable.align(table)
+    }
+}
+
+/// Builds iobench at a git ref in a worktree of this repository, release mode, and returns the
+/// binary. The worktree and its build folder keep stable paths under `.build/against/`, so a
+/// second build of a nearby ref is incremental.
+public enum RefBuild {
+    public static func build(ref: String, repository: String, status: (String) -> Void) throws -> (executable: String, commit: String) {
+        let git = "/usr/bin/git"
+        let (resolved, commitText) = Callgrind.runTool(git, ["-C", repository, "rev-parse", "--verify", "--quiet", "\(ref)^{commit}"])
+        let commit = commitText.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard resolved == 0, !commit.isEmpty else {
+            throw CheckError.unusable("--against \(ref) is not a commit of the repository at \(repository): give a branch, tag or commit (a shallow clone may lack it: fetch more history)")
+        }
+        let worktree = repository + "/.build/against/src"
+        let registered = FileManager.default.fileExists(atPath: worktree + "/.git")
+        let steps: [[String]]
+        if registered {
+            steps = [["-C", worktree, "checkout", "--quiet", "--detach", "--force", commit],
+                     ["-C", worktree, "clean", "-ffdqx", "-e", "/.build"]]
+        } else {
+            try? FileManager.default.removeItem(atPath: worktree)  // a leftover that is not a worktree
+            steps = [["-C", repository, "worktree", "prune"],
+                     ["-C", repository, "worktree", "add", "--quiet", "--detach", "--force", worktree, commit]]
+        }
+        for step in steps {
+            let (code, output) = Callgrind.runTool(git, step)
+            guard code == 0 else { throw CheckError.unusable("git \(step.joined(separator: " ")) failed: \(output.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        }
+        status("building \(ref) (\(commit.prefix(12))) in \(worktree), release mode")
+        let swift = ProcessInfo.processInfo.environment["SWIFT"] ?? "swift"
+        let (code, output) = Callgrind.runTool("/usr/bin/env", [swift, "build", "-c", "release", "--package-path", worktree, "--product", "iobench"])
+        guard code == 0 else {
+            let tail = output.split(separator: "\n").suffix(15).joined(separator: "\n")
+            throw CheckError.unusable("building \(ref) failed (swift build -c release in \(worktree)):\n\(tail)")
+        }
+        let executable = worktree + "/.build/release/iobench"
+        guard FileManager.default.isExecutableFile(atPath: executable) else {
+            throw CheckError.unusable("building \(ref) produced no binary at \(executable)")
+        }
+        return (executable, String(commit.prefix(12)))
+    }
+}
