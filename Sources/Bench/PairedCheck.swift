@@ -51,7 +51,9 @@ public struct PairedCheck: Sendable {
         let trusted = RegressionCheck.trusted(rows)
         let old = trusted.filter { $0.serverLabel == oldLabel }
         let new = trusted.filter { $0.serverLabel == newLabel }
-        return Self.metrics.map { metric in
+        // At a fixed open-loop rate messages/s is the schedule's, not the server's: not judged.
+        let openLoop = rows.contains { !($0["rate_msgs_per_s"] ?? "").isEmpty }
+        return Self.metrics.filter { !openLoop || $0.column != "msgs_per_s" }.map { metric in
             var ratios: [Double] = []
             for row in new {
                 guard let value = row.double(metric.column), value > 0,
@@ -96,8 +98,9 @@ public struct PairedCheck: Sendable {
     }
 }
 
-/// Builds iobench at a git ref in a worktree of this repository, release mode, and returns the
-/// binary. The worktree and its build folder keep stable paths under `.build/against/`, so a
+/// Builds iobench at a git ref in a worktree of this repository, in the configuration of the
+/// running binary (release, or debug under the test suite: like is compared with like), and
+/// returns the binary. The worktree and its build folder keep stable paths under `.build/against/`, so a
 /// second build of a nearby ref is incremental.
 public enum RefBuild {
     public static func build(ref: String, repository: String, status: (String) -> Void) throws -> (executable: String, commit: String) {
@@ -122,14 +125,15 @@ public enum RefBuild {
             let (code, output) = Callgrind.runTool(git, step)
             guard code == 0 else { throw CheckError.unusable("git \(step.joined(separator: " ")) failed: \(output.trimmingCharacters(in: .whitespacesAndNewlines))") }
         }
-        status("building \(ref) (\(commit.prefix(12))) in \(worktree), release mode")
+        let configuration = MachineInfo.buildConfiguration
+        status("building \(ref) (\(commit.prefix(12))) in \(worktree), \(configuration) mode")
         let swift = ProcessInfo.processInfo.environment["SWIFT"] ?? "swift"
-        let (code, output) = Callgrind.runTool("/usr/bin/env", [swift, "build", "-c", "release", "--package-path", worktree, "--product", "iobench"])
+        let (code, output) = Callgrind.runTool("/usr/bin/env", [swift, "build", "-c", configuration, "--package-path", worktree, "--product", "iobench"])
         guard code == 0 else {
             let tail = output.split(separator: "\n").suffix(15).joined(separator: "\n")
-            throw CheckError.unusable("building \(ref) failed (swift build -c release in \(worktree)):\n\(tail)")
+            throw CheckError.unusable("building \(ref) failed (swift build -c \(configuration) in \(worktree)):\n\(tail)")
         }
-        let executable = worktree + "/.build/release/iobench"
+        let executable = worktree + "/.build/\(configuration)/iobench"
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw CheckError.unusable("building \(ref) produced no binary at \(executable)")
         }

@@ -26,6 +26,8 @@ public enum SyscallKind: Int, CaseIterable, Sendable {
 /// Server events counted next to the system calls.
 public enum EventCounter: Int, CaseIterable, Sendable {
     case accepted, closed, refused, acceptErrors, bytesIn, bytesOut, resets
+    /// Chunks seen by an injected loop (``CostInjection/loopIterations``), which runs every 16th.
+    case injectionTicks
 }
 
 /// One thread's counters: written only by the thread that owns them (no shared atomic on the

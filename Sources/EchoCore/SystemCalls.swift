@@ -123,8 +123,29 @@ public struct SystemCalls {
         throw SystemError("epoll_pwait2", error)
     }
 
-    /// Performs a ``CostInjection``: extra counted system calls and a busy wait.
+    /// Performs a ``CostInjection``: every 16th call a loop of `loopIterations` iterations
+    /// (ticked inline, so its cost per message is the loop's and a few instructions, not a
+    /// call), and on every call the extra system calls, busy wait and allocations (out of line).
+    @inline(__always)
     public func inject(_ cost: CostInjection) {
+        if cost.loopIterations > 0 {
+            let ticks = block + SyscallKind.allCases.count + EventCounter.injectionTicks.rawValue
+            ticks.pointee &+= 1
+            if ticks.pointee & 15 == 0 { injectLoop(cost.loopIterations) }
+        }
+        if cost.everyChunk { injectEveryChunk(cost) }
+    }
+
+    @inline(never)
+    func injectLoop(_ iterations: Int) {
+        // A data-dependent chain the optimiser cannot fold, kept alive by the sink.
+        var value = UInt64(truncatingIfNeeded: iterations)
+        for i in 0..<iterations { value = value &* 6_364_136_223_846_793_005 &+ UInt64(truncatingIfNeeded: i) }
+        injectionSink.store(value, ordering: .relaxed)
+    }
+
+    @inline(never)
+    func injectEveryChunk(_ cost: CostInjection) {
         for _ in 0..<cost.syscalls {
             count(.other)
             _ = getppid()
@@ -132,12 +153,6 @@ public struct SystemCalls {
         if cost.delayNanoseconds > 0 {
             let until = ProcessResources.monotonicNanoseconds() + cost.delayNanoseconds
             while ProcessResources.monotonicNanoseconds() < until {}
-        }
-        if cost.loopIterations > 0 {
-            // A data-dependent chain the optimiser cannot fold, kept alive by the sink.
-            var value = UInt64(truncatingIfNeeded: cost.loopIterations)
-            for i in 0..<cost.loopIterations { value = value &* 6_364_136_223_846_793_005 &+ UInt64(truncatingIfNeeded: i) }
-            injectionSink.store(value, ordering: .relaxed)
         }
         for _ in 0..<cost.allocations {
             let block = malloc(64)

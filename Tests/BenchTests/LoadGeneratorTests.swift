@@ -80,6 +80,81 @@ struct LoadGeneratorTests {
         #expect(result.errorDetails.first?.contains("byte 3000 of its stream is wrong") == true, "\(result.errorDetails)")
     }
 
+    @Test func aDroppedBlockOfTheOldStreamPeriodIsCaught() throws {
+        // The stream used to repeat every 65,521 bytes: dropping exactly that much went unseen
+        // with more than 64 KiB in flight. The stream now repeats after more than 2^32 bytes.
+        for length in [65_521, 65_537, 65_539] {
+            let server = try BrokenEchoServer(mode: .dropBlock(at: 8_192, length: length))
+            defer { server.stop() }
+            var options = LoadOptions(target: server.address)
+            options.connections = 1
+            options.messageSize = 4096
+            options.depth = 48  // 192 KiB in flight
+            options.duration = 0.5
+            options.warmup = 0
+            options.drainTimeout = 0.5
+            let result = try LoadGenerator.run(options)
+            #expect(result.errors > 0, "a dropped block of \(length) bytes went unseen")
+        }
+    }
+
+    @Test func bytesThatNeverComeBackAreAnError() throws {
+        // The server echoes 10,000 bytes and then nothing: a stall, not just lower throughput.
+        let server = try BrokenEchoServer(mode: .stallAfter(bytes: 10_000))
+        defer { server.stop() }
+        var options = LoadOptions(target: server.address)
+        options.connections = 2
+        options.messageSize = 100
+        options.duration = 0.3
+        options.warmup = 0
+        options.drainTimeout = 0.5
+        let result = try LoadGenerator.run(options)
+        #expect(result.errors == 2, "\(result.errorDetails)")
+        #expect(result.errorDetails.contains { $0.contains("never came back") }, "\(result.errorDetails)")
+    }
+
+    @Test func openLoopMessagesStillOutAtTheEndAreIncomplete() throws {
+        // After 2,000 bytes the server stops echoing: every later message is due in the window
+        // and never answered. They must be counted and show up in the latencies, not vanish.
+        let server = try BrokenEchoServer(mode: .stallAfter(bytes: 2_000))
+        defer { server.stop() }
+        var options = LoadOptions(target: server.address)
+        options.connections = 1
+        options.messageSize = 100
+        options.rate = 1000
+        options.duration = 0.5
+        options.warmup = 0
+        options.drainTimeout = 0.2
+        let result = try LoadGenerator.run(options)
+        #expect(result.messages <= 20)
+        #expect(result.incomplete >= 400, "incomplete \(result.incomplete)")
+        #expect(result.latency.totalCount == result.messages + result.incomplete)
+        #expect(result.latency.max >= 300_000_000, "the oldest incomplete message waited most of the window")
+    }
+
+    @Test func quietEdgesMakeTheServersWindowExactlyTheMessages() throws {
+        // With nothing in flight at either edge, what the server counted between two stats
+        // readings is exactly the window's messages.
+        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "epoll", "--port", "0", "--quit-on-eof"])
+        defer { server.stop() }
+        var options = LoadOptions(target: server.address)
+        options.connections = 8
+        options.messageSize = 100
+        options.depth = 4
+        options.duration = 0.5
+        options.warmup = 0.2
+        options.quietEdges = true
+        var before: JSONObject?, after: JSONObject?
+        var hooks = LoadHooks()
+        hooks.beforeWindow = { _ in before = try? server.stats() }
+        hooks.afterWindow = { _ in after = try? server.stats() }
+        let result = try LoadGenerator.run(options, hooks: hooks)
+        let echoed = try #require(after?.int("bytes_out")) - (try #require(before?.int("bytes_out")))
+        #expect(result.errors == 0)
+        #expect(result.messages > 1000)
+        #expect(echoed == Int(result.messages) * 100, "server echoed \(echoed) bytes for \(result.messages) messages")
+    }
+
     @Test func crossedConnectionsAreCaught() throws {
         // Echoes each connection's bytes to the other connection.
         let server = try BrokenEchoServer(mode: .crossed)

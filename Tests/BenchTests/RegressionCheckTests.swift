@@ -74,6 +74,108 @@ import Glibc
         #expect { try Thresholds.load(path) } throws: { "\($0)".contains("unknown metric 'speed'") }
     }
 
+    func counted(_ backend: String, rep: Int, _ values: [String: Double]) -> ResultRow {
+        var r = row(backend, rep: rep, values)
+        r["method"] = "counted"
+        r["connections"] = "1"
+        return r
+    }
+
+    @Test func countsAreHeldTightly() {
+        let baseline = [counted("epoll", rep: 1, ["user_instructions_per_msg": 500, "allocations_per_msg": 0, "syscalls_per_msg": 3.0]),
+                        counted("epoll", rep: 2, ["user_instructions_per_msg": 500.2, "allocations_per_msg": 0, "syscalls_per_msg": 3.0])]
+        let same = [counted("epoll", rep: 1, ["user_instructions_per_msg": 502, "allocations_per_msg": 0.001, "syscalls_per_msg": 3.01])]
+        #expect(RegressionCheck().compare(baseline: baseline, now: same).allSatisfy { $0.verdict == .ok })
+        let worse = [counted("epoll", rep: 1, ["user_instructions_per_msg": 515, "allocations_per_msg": 1, "syscalls_per_msg": 4.0])]
+        let regressed = RegressionCheck().compare(baseline: baseline, now: worse).filter { $0.verdict == .regressed }
+        #expect(Set(regressed.map(\.metric)) == ["counted.user_instructions_per_msg", "counted.allocations_per_msg", "counted.syscalls_per_msg"])
+        #expect(regressed.allSatisfy { $0.cell == "counted: 1 conns × 64 B, depth 1" })
+    }
+
+    @Test func timesAgainstAnotherMachineAreShownNotJudged() {
+        let baseline = [row("epoll", rep: 1, ["msgs_per_s": 300_000]),
+                        counted("epoll", rep: 1, ["user_instructions_per_msg": 500])]
+        let slow = [row("epoll", rep: 1, ["msgs_per_s": 100_000]),
+                    counted("epoll", rep: 1, ["user_instructions_per_msg": 500])]
+        let verdicts = RegressionCheck(judgeTimes: false).compare(baseline: baseline, now: slow)
+        #expect(verdicts.first { $0.metric == "msgs_per_s" }?.verdict == .notJudged)
+        #expect(verdicts.first { $0.metric == "counted.user_instructions_per_msg" }?.verdict == .ok)
+        #expect(RegressionCheck(judgeTimes: true).compare(baseline: baseline, now: slow).first { $0.metric == "msgs_per_s" }?.verdict == .regressed)
+    }
+
+    @Test func errorsAndMissingFiguresFailClosed() {
+        let baseline = [row("epoll", rep: 1, ["msgs_per_s": 100_000, "p99_us": 100]), row("io_uring", rep: 1, ["msgs_per_s": 100_000])]
+        var broken = row("epoll", rep: 1, ["msgs_per_s": 100_000])  // p99 missing
+        broken["errors"] = "3"
+        let verdicts = RegressionCheck().compare(baseline: baseline, now: [broken])
+        #expect(verdicts.contains { $0.metric == "errors" && $0.backend == "epoll" && $0.verdict == .regressed })
+        #expect(verdicts.contains { $0.metric == "p99_us" && $0.verdict == .missing })
+        #expect(verdicts.contains { $0.backend == "io_uring" && $0.verdict == .missing }, "a cell the fresh run lacks")
+        // A row whose window could not be trusted counts as missing, never as a measurement.
+        var impossible = row("io_uring", rep: 1, ["msgs_per_s": 100_000])
+        impossible["valid"] = "the server used 1.060 CPUs but was pinned to 1"
+        #expect(RegressionCheck().compare(baseline: [baseline[1]], now: [impossible]).allSatisfy { $0.verdict == .missing })
+    }
+
+    @Test func thresholdsThatWouldDisableACheckAreRefused() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("thresholds-bad-\(getpid()).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        for (text, expected) in [
+            (#"{"metrics": {"counted.syscalls_per_msg": {"relative": 1.5}}}"#, "above 1.0"),
+            (#"{"metrics": {"p99_us": {"relative": -0.1}}}"#, "not negative"),
+            (#"{"backends": {"blocking": {"msgs_per_s": {"relative": 1.0}}}}"#, "can never be crossed"),
+            (#"{"metrics": {"counted.user_instructions_per_msg": {"relative": 0.02, "absolute": -1}}}"#, "not negative"),
+        ] {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            #expect { try Thresholds.load(path) } throws: { "\($0)".contains(expected) }
+        }
+    }
+
+    @Test func impossibleWindowsAreNamed() {
+        var plan = RunPlan(executable: "/bin/true", commandLine: "")
+        plan.serverCPUs = [0]
+        plan.duration = 2
+        let runner = BenchmarkRunner(plan: plan)
+        #expect(runner.windowProblem(ResultRow(["server_cpu_util": "1.010", "duration_s": "2.050"])) == nil)
+        #expect(runner.windowProblem(ResultRow(["server_cpu_util": "1.060", "duration_s": "2.0"]))?.contains("pinned to 1") == true)
+        #expect(runner.windowProblem(ResultRow(["server_cpu_util": "0.9", "duration_s": "7.9"]))?.contains("plan of 2.0 s") == true)
+    }
+
+    @Test func intervalsHaveTheirStatedCoverage() throws {
+        // Three values: no order-statistic pair reaches 95%; min–max covers 75%.
+        let three = try #require(Statistics.medianInterval([3, 1, 2]))
+        #expect(three.value == 2 && three.low == 1 && three.high == 3 && abs(three.confidence - 0.75) < 1e-9)
+        // Ten values: (2nd, 9th) covers 97.9%, (3rd, 8th) only 89%.
+        let ten = try #require(Statistics.medianInterval((1...10).map(Double.init)))
+        #expect(ten.low == 2 && ten.high == 9 && ten.confidence > 0.97)
+        // Ratios: equal logs give a zero-width interval at the ratio; spread widens it.
+        let same = try #require(Statistics.ratioInterval([1.1, 1.1, 1.1]))
+        #expect(abs(same.value - 1.1) < 1e-9 && abs(same.low - 1.1) < 1e-9)
+        let spread = try #require(Statistics.ratioInterval([1.0, 1.2, 0.9, 1.1]))
+        #expect(spread.low < spread.value && spread.value < spread.high && spread.low < 1 && spread.high > 1.1)
+    }
+
+    @Test func pairedRatiosDecideOnTheirInterval() {
+        func rows(_ ratios: [Double]) -> [ResultRow] {
+            ratios.enumerated().flatMap { i, r in
+                [row("epoll@old", rep: i + 1, ["server_cpu_us_per_msg": 10, "msgs_per_s": 100_000]),
+                 row("epoll@new", rep: i + 1, ["server_cpu_us_per_msg": 10 * r, "msgs_per_s": 100_000 / r])]
+            }
+        }
+        let check = PairedCheck(threshold: 0.05)
+        func verdict(_ ratios: [Double]) -> PairedCheck.Outcome.Verdict? {
+            check.judge(rows(ratios), backend: "epoll", oldLabel: "epoll@old", newLabel: "epoll@new").first { $0.metric == "server_cpu_us_per_msg" }?.verdict
+        }
+        #expect(verdict([1.15, 1.17, 1.13, 1.16, 1.14, 1.18]) == .regressed)
+        #expect(verdict([1.01, 0.99, 1.00, 1.02, 0.98, 1.00]) == .ok)
+        #expect(verdict([1.20, 0.95, 1.10, 0.92, 1.15, 1.00]) == .cannotTell)
+        #expect(verdict([0.80, 0.82, 0.79, 0.81]) == .improved)
+        #expect(verdict([1.2]) == .missing)
+        // msgs/s falls as CPU rises: the same regression seen from the other side.
+        #expect(check.judge(rows([1.15, 1.17, 1.13, 1.16]), backend: "epoll", oldLabel: "epoll@old", newLabel: "epoll@new")
+            .allSatisfy { $0.verdict == .regressed })
+    }
+
     @Test func machineDifferencesAreNamed() {
         var baseline = ResultRow()
         baseline["host"] = "ci-1"
@@ -92,9 +194,11 @@ import Glibc
 @Suite(.serialized) struct CheckCommandTests {
     static let baselinePath = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-baseline-\(getpid()).csv").path
 
+    /// Timed cells for epoll and io_uring, and counted cells (1 connection) for the three models.
     static let madeBaseline: Result<Void, Error> = Result {
-        let result = try runCLI(["baseline", "update", "--backends", "epoll,io_uring", "--connections", "16", "--sizes", "64",
-                                 "--repeat", "3", "--duration", "1s", "--warmup", "300ms", "--out", baselinePath, "--quiet"], timeout: 120)
+        let result = try runCLI(["baseline", "update", "--backends", "blocking,epoll,io_uring", "--connections", "16", "--sizes", "64",
+                                 "--repeat", "3", "--duration", "1s", "--warmup", "300ms", "--counted-connections", "1",
+                                 "--out", baselinePath, "--quiet"], timeout: 300)
         guard result.status == 0 else { throw CheckError.unusable("baseline update failed: \(result.stderr)") }
     }
 
@@ -103,20 +207,84 @@ import Glibc
         return Self.baselinePath
     }
 
-    @Test func anExtraSyscallPerMessageIsARegression() throws {
-        let result = try runCLI(["check", "--baseline", try baseline(), "--quiet", "--retries", "1",
-                                 "--server-arg=--inject-syscalls=2"], timeout: 180)
+    @Test func anExtraSyscallOrAllocationPerMessageIsCaughtOnEveryBackend() throws {
+        let result = try runCLI(["check", "--baseline", try baseline(), "--metrics", "counted", "--quiet", "--retries", "0",
+                                 "--candidate-server-arg=--inject-syscalls=1", "--candidate-server-arg=--inject-allocations=1"], timeout: 300)
         #expect(result.status == 2, "\(result.stdout)\n\(result.stderr)")
-        #expect(result.stdout.contains("16 conns × 64 B, depth 1, io_uring: syscalls_per_msg"), "\(result.stdout)")
-        #expect(result.stdout.contains("REGRESSED"))
+        for backend in ["blocking", "epoll", "io_uring"] {
+            for metric in ["counted.syscalls_per_msg", "counted.allocations_per_msg"] {
+                #expect(result.stdout.contains("counted: 1 conns × 64 B, depth 1, \(backend): \(metric)"), "\(backend) \(metric)\n\(result.stdout)")
+            }
+        }
+    }
+
+    @Test func anUnchangedServerPassesTheCountedCheck() throws {
+        let result = try runCLI(["check", "--baseline", try baseline(), "--metrics", "counted", "--quiet", "--retries", "0"], timeout: 300)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("no regression: 9 comparisons within their thresholds (9 counted, 0 timed)"), "\(result.stdout)")
+    }
+
+    @Test func threePercentMoreInstructionsIsCaughtEveryTime() throws {
+        // Both sides run the injection machinery (a 16-iteration loop every 16th message); the
+        // candidate's loop is longer by 3% of the measured count. Its slope is measured here.
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-baseline-loop-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let made = try runCLI(["baseline", "update", "--backends", "epoll", "--connections", "1", "--sizes", "64", "--repeat", "1",
+                               "--duration", "300ms", "--warmup", "100ms", "--counted-connections", "1", "--out", path, "--quiet",
+                               "--server-arg=--inject-loop=16"], timeout: 120)
+        #expect(made.status == 0, "\(made.stderr)")
+        let base = try #require(Statistics.median(try CSV.read(String(contentsOfFile: path, encoding: .utf8))
+            .filter { $0["method"] == "counted" }.compactMap { $0.double("user_instructions_per_msg") }))
+        let calibration = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-loop-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: calibration) }
+        let longer = try runCLI(["run", "--method", "counted", "--backends", "epoll", "--connections", "1", "--sizes", "64", "--repeat", "1",
+                                 "--duration", "1s", "--warmup", "200ms", "--quiet", "--server-arg=--inject-loop=2016", "--out", calibration], timeout: 120)
+        #expect(longer.status == 0, "\(longer.stderr)")
+        let withLonger = try #require(try CSV.read(String(contentsOfFile: calibration, encoding: .utf8)).first?.double("user_instructions_per_msg"))
+        let perIteration = (withLonger - base) / 2000
+        let extra = Int((0.03 * base / perIteration).rounded())
+        for run in 1...5 {
+            let result = try runCLI(["check", "--baseline", path, "--metrics", "counted", "--quiet", "--retries", "0",
+                                     "--server-arg=--inject-loop=\(16 + extra)"], timeout: 120)
+            #expect(result.status == 2, "run \(run): \(result.stdout)\n\(result.stderr)")
+            // "  - counted: 1 conns × 64 B, depth 1, epoll: counted.user_instructions_per_msg +3.0% (threshold 2.0%)"
+            let line = result.stdout.split(separator: "\n").first { $0.contains("epoll: counted.user_instructions_per_msg +") }
+            let change = line.flatMap { $0.split(separator: "+").last?.split(separator: "%").first }.flatMap { Double($0) }
+            #expect(change.map { (2.5...3.5).contains($0) } == true, "run \(run): \(result.stdout)")
+        }
+        let unchanged = try runCLI(["check", "--baseline", path, "--metrics", "counted", "--quiet", "--retries", "0",
+                                    "--server-arg=--inject-loop=16"], timeout: 120)
+        #expect(unchanged.status == 0, "\(unchanged.stdout)")
     }
 
     @Test func aFixedDelayPerMessageIsARegression() throws {
-        let result = try runCLI(["check", "--baseline", try baseline(), "--quiet", "--retries", "1",
+        let result = try runCLI(["check", "--baseline", try baseline(), "--metrics", "timed", "--quiet", "--retries", "1",
                                  "--server-arg=--inject-delay-us=40"], timeout: 180)
         #expect(result.status == 2, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("server_cpu_us_per_msg"), "\(result.stdout)")
         #expect(result.stdout.contains("regression(s):"))
+    }
+
+    @Test func aDoctoredBaselineIsNeverPassedAsNoRegression() throws {
+        // Every msgs/s ×3 and CPU per message ÷3: on this machine, a regression; marked as
+        // another machine's, its times are not judged and the check says so.
+        var rows = try CSV.read(String(contentsOfFile: try baseline(), encoding: .utf8))
+        for i in rows.indices {
+            if let v = rows[i].double("msgs_per_s") { rows[i]["msgs_per_s"] = "\(v * 3)" }
+            if let v = rows[i].double("server_cpu_us_per_msg") { rows[i]["server_cpu_us_per_msg"] = "\(v / 3)" }
+        }
+        let doctored = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-doctored-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: doctored) }
+        try CSV.write(rows).write(toFile: doctored, atomically: true, encoding: .utf8)
+        let here = try runCLI(["check", "--baseline", doctored, "--metrics", "timed", "--quiet", "--retries", "0"], timeout: 180)
+        #expect(here.status == 2, "\(here.stdout)")
+        for i in rows.indices { rows[i]["kernel"] = "5.10.0-another-machine" }
+        try CSV.write(rows).write(toFile: doctored, atomically: true, encoding: .utf8)
+        let elsewhere = try runCLI(["check", "--baseline", doctored, "--metrics", "timed", "--quiet", "--retries", "0"], timeout: 180)
+        #expect(elsewhere.status == 0, "\(elsewhere.stdout)")
+        #expect(!elsewhere.stdout.contains("no regression:"), "\(elsewhere.stdout)")
+        #expect(elsewhere.stdout.contains("NOT judged"), "\(elsewhere.stdout)")
+        #expect(elsewhere.stdout.contains("kernel was '5.10.0-another-machine'"), "\(elsewhere.stdout)")
     }
 
     @Test func anUnchangedServerOnALoadedMachinePasses() throws {
@@ -131,10 +299,26 @@ import Glibc
         }
         // SIGKILL: the test runner's blocked signals are inherited, so SIGTERM may never arrive.
         defer { for p in burners { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
-        let result = try runCLI(["check", "--baseline", path, "--relative-to", "epoll", "--quiet", "--format", "markdown"], timeout: 300)
+        let result = try runCLI(["check", "--baseline", path, "--relative-to", "epoll", "--quiet", "--format", "markdown"], timeout: 400)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("| cell | backend | metric |"))
         #expect(result.stdout.contains("no regression"))
+    }
+
+    @Test func pairedAgainstHeadCatchesASlowerServerAndPassesAnUnchangedOne() throws {
+        // Builds HEAD in a worktree (.build/against/, this binary's configuration) and measures
+        // it interleaved with this binary. Skipped outside a git checkout.
+        guard FileManager.default.fileExists(atPath: ".git") else { return }
+        let slower = try runCLI(["check", "--against", "HEAD", "--backends", "epoll", "--repeat", "4", "--duration", "500ms",
+                                 "--quiet", "--candidate-server-arg=--inject-delay-us=30"], timeout: 900)
+        #expect(slower.status == 2, "\(slower.stdout)\n\(slower.stderr)")
+        #expect(slower.stdout.contains("REGRESSED"), "\(slower.stdout)")
+        #expect(slower.stdout.contains("new ÷ old [95% CI]"))
+        let same = try runCLI(["check", "--against", "HEAD", "--backends", "epoll", "--repeat", "4", "--duration", "500ms", "--quiet"], timeout: 300)
+        #expect(same.status == 0, "\(same.stdout)\n\(same.stderr)")
+        let bad = try runCLI(["check", "--against", "no-such-ref-anywhere", "--quiet"])
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("is not a commit"), "\(bad.stderr)")
     }
 
     @Test func aMissingBaselineOrBadThresholdsCannotRun() throws {
@@ -154,5 +338,6 @@ import Glibc
         #expect(result.status == 0)
         #expect(result.stdout.contains("machine: "))
         #expect(result.stdout.contains("16 connections × 64 B, depth 1 (median of 3)"))
+        #expect(result.stdout.contains("counted (callgrind): 1 connections × 64 B, depth 1 (median of 2)"))
     }
 }

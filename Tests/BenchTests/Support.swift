@@ -16,6 +16,10 @@ final class BrokenEchoServer: @unchecked Sendable {
         case dropByte(at: Int)
         /// Send each of the first two connections' bytes to the other one.
         case crossed
+        /// Echo, but leave out `length` bytes from stream offset `at`.
+        case dropBlock(at: Int, length: Int)
+        /// Echo the first `bytes` bytes, then swallow the rest.
+        case stallAfter(bytes: Int)
     }
 
     let address: SocketAddress
@@ -55,6 +59,20 @@ final class BrokenEchoServer: @unchecked Sendable {
                 spawn {
                     Self.pump(from: fd, to: fd) { bytes, offset in
                         if (offset..<(offset + bytes.count)).contains(at) { bytes.remove(at: at - offset) }
+                    }
+                }
+            case .dropBlock(let at, let length):
+                spawn {
+                    Self.pump(from: fd, to: fd) { bytes, offset in
+                        // Keep the bytes of this chunk outside [at, at + length).
+                        let lower = max(at - offset, 0), upper = min(at + length - offset, bytes.count)
+                        if lower < upper { bytes.removeSubrange(lower..<upper) }
+                    }
+                }
+            case .stallAfter(let limit):
+                spawn {
+                    Self.pump(from: fd, to: fd) { bytes, offset in
+                        if offset + bytes.count > limit { bytes.removeSubrange(max(limit - offset, 0)...) }
                     }
                 }
             }
