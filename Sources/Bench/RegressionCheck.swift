@@ -39,11 +39,11 @@ public struct CheckedMetric: Sendable, Equatable {
         return row["method"] == MeasurementMethod.counted.rawValue ? .counted : .timed
     }
 
-    /// The fresh figure of several repetitions. Counts repeat: their median. Times: the best,
-    /// since interference only ever makes a run slower (fewer messages per second, more CPU).
+    /// The fresh figure of several repetitions (a cell measured again counts all of them): the
+    /// best, since interference only ever makes a run worse: fewer messages per second, more CPU,
+    /// and for counts extra wake-ups and events that add instructions, never remove them.
     public func fresh(_ values: [Double]) -> Double? {
-        if nature == .count { return Statistics.median(values) }
-        return direction == .higherIsBetter ? values.max() : values.min()
+        direction == .higherIsBetter ? values.max() : values.min()
     }
 
     /// The baseline's figure: its median (its luckiest repetition is no fair bar either).
@@ -116,7 +116,12 @@ public struct Thresholds: Sendable, Equatable {
         "syscalls_per_msg": Threshold(relative: 0.25, absolute: 0.4),
         "ctx_switches_per_msg": Threshold(relative: 0.50, absolute: 0.2),
         "idle_rss_bytes_per_conn": Threshold(relative: 0.25, absolute: 64),
-    ], backends: [:])
+    ], backends: [
+        // Counted io_uring waits in poll(2) (valgrind cannot run it waiting in io_uring_enter):
+        // whether a wait blocks (poll and a second enter) or finds a completion ready depends on
+        // timing, so its system calls per message move by up to ~0.1 between runs. +1 still shows.
+        "io_uring": ["counted.syscalls_per_msg": Threshold(relative: 0, absolute: 0.25)],
+    ])
 
     public func threshold(_ metric: String, backend: String) -> Threshold? {
         backends[backend]?[metric] ?? metrics[metric]
@@ -154,8 +159,10 @@ public struct Thresholds: Sendable, Equatable {
             result.metrics[name] = threshold
         }
         for (backend, metrics) in file.backends ?? [:] {
-            for (name, threshold) in metrics { try validate(name, threshold, " for \(backend)") }
-            result.backends[backend] = metrics
+            for (name, threshold) in metrics {
+                try validate(name, threshold, " for \(backend)")
+                result.backends[backend, default: [:]][name] = threshold
+            }
         }
         return result
     }

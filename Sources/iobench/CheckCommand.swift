@@ -303,6 +303,9 @@ struct BaselineCommand: ParsableCommand {
         @Option(help: "Connection counts of the counted cells (each backend under callgrind, 64 B, closed loop); 'none' records none.")
         var countedConnections: String = "1,16"
 
+        @Option(help: "Repetitions of each counted cell.")
+        var countedRepeat: Int = 2
+
         @Flag(help: "No progress line.")
         var quiet = false
 
@@ -322,7 +325,8 @@ struct BaselineCommand: ParsableCommand {
                     counted.connections = connections.values
                     counted.sizes = [64]
                     counted.modes = [.closed(depth: 1)]
-                    counted.repetitions = 2
+                    guard countedRepeat >= 1 else { throw UsageError("--counted-repeat must be at least 1") }
+                    counted.repetitions = countedRepeat
                     counted.duration = 2
                     counted.warmup = 0.5
                     counted.idleConnections = 0
