@@ -257,9 +257,7 @@ public final class BenchmarkRunner {
     /// Why a row's window cannot be trusted: the server used more CPU than its pinned CPUs
     /// allow, or the window ran longer than planned. Nil when it can.
     func windowProblem(_ row: ResultRow) -> String? {
-        if let util = row.double("server_cpu_util"), util > Double(plan.serverCPUs.count) * Self.cpuSlack {
-            return "the server used \(fixed(util, 3)) CPUs but was pinned to \(plan.serverCPUs.count)"
-        }
+        if let impossible = WindowAudit.impossibleCPU(row, slack: Self.cpuSlack) { return impossible }
         if plan.method == .timed, let seconds = row.double("duration_s"), seconds > plan.duration * Self.overrunSlack {
             return "the window lasted \(fixed(seconds, 3)) s for a plan of \(plan.duration) s"
         }

@@ -154,3 +154,34 @@ public enum CSV {
         }
     }
 }
+
+/// Rows whose server CPU is physically impossible: more than the CPUs it was pinned to. Such a
+/// figure is a harness bug (a CPU window that was not the message window), never noise.
+public enum WindowAudit {
+    /// The CPU-derived figures a bad window makes meaningless.
+    public static let cpuColumns = ["server_cpu_us_per_msg", "server_cpu_util", "bottleneck"]
+
+    /// CPUs in `server_cpus` ("0", "0 1", "0,2", "0-3").
+    public static func pinnedCPUs(_ row: ResultRow) -> Int? {
+        guard let text = row["server_cpus"], !text.isEmpty else { return nil }
+        var count = 0
+        for part in text.split(whereSeparator: { $0 == " " || $0 == "," || $0 == ";" }) {
+            let bounds = part.split(separator: "-").compactMap { Int($0) }
+            guard let low = bounds.first, let high = bounds.last, high >= low else { return nil }
+            count += high - low + 1
+        }
+        return count
+    }
+
+    /// Why the row's server CPU cannot be right, or nil. `slack` 1.02 allows 2% over.
+    public static func impossibleCPU(_ row: ResultRow, slack: Double = 1.0) -> String? {
+        guard let util = row.double("server_cpu_util"), let cpus = pinnedCPUs(row), util > Double(cpus) * slack else { return nil }
+        return "the server used \(fixed(util, 3)) CPUs but was pinned to \(cpus)"
+    }
+
+    /// Blanks the CPU-derived figures of an impossible row and says why in `valid`.
+    public static func withdraw(_ row: inout ResultRow, because reason: String) {
+        for column in cpuColumns { row[column] = "" }
+        row["valid"] = "withdrawn by iobench audit: \(reason)"
+    }
+}

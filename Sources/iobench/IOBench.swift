@@ -15,7 +15,7 @@ struct IOBench: ParsableCommand {
         Exit codes: 0 success; 1 the run failed (a server or system error); 64 bad usage \
         (an unknown option, a bad value, a port in use).
         """,
-        subcommands: [ServeCommand.self, LoadCommand.self, RunCommand.self, ReportCommand.self, BaselineCommand.self, CheckCommand.self]
+        subcommands: [ServeCommand.self, LoadCommand.self, RunCommand.self, ReportCommand.self, BaselineCommand.self, CheckCommand.self, AuditCommand.self]
     )
 }
 
