@@ -3,7 +3,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG ?= release
 
-.PHONY: deps build test bench baseline check clean
+.PHONY: deps build test bench baseline check check-against clean
 
 deps:
 	@if ! pkg-config --exists liburing 2>/dev/null && [ ! -f /usr/include/liburing.h ]; then \
@@ -29,9 +29,17 @@ test: deps
 bench: deps build
 	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench run $(ARGS)
 
-# The regression check against the committed baseline (exit 2 on a regression). ARGS adds options.
+# The counted regression check against the committed baseline (exit 2 on a regression): counts
+# do not depend on the machine's speed. ARGS adds options (--metrics all adds the timed cells,
+# judged only when the baseline was recorded on this machine).
 check: deps build
-	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench check --baseline results/baseline.csv $(ARGS)
+	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench check --baseline results/baseline.csv --metrics counted $(ARGS)
+
+# Paired timing against a git ref (default HEAD~1): builds it in .build/against/ and measures
+# both servers interleaved; exit 2 when a 95% interval lies beyond the threshold.
+REF ?= HEAD~1
+check-against: deps build
+	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench check --against $(REF) $(ARGS)
 
 # Re-record the committed baseline (the --quick matrix) on this machine.
 baseline: deps build

@@ -182,10 +182,47 @@ import Testing
             #expect(row["command"]?.hasPrefix("iobench run --backends epoll,io_uring") == true)
             #expect(row["kernel"]?.isEmpty == false)
             #expect(row["server_cpus"] == "0" && row["client_cpus"] == "1")
+            // A server pinned to one CPU cannot use more: the CPU window is the message window.
+            #expect((row.double("server_cpu_util") ?? 9) <= 1.02, "\(row["server_cpu_util"] ?? "")")
+            #expect(row["valid"] == "yes" && row["method"] == "timed" && row["build_config"] == "debug")
         }
         let idle = rows.filter { $0["workload"] == "idle" }
         #expect(idle.count == 2)
         #expect(idle.allSatisfy { $0.int("connections") == 200 && $0.double("idle_rss_bytes_per_conn") != nil && $0["errors"] == "0" })
+    }
+}
+
+@Suite struct ResultsDocumentationTests {
+    @Test func resultsReadmeHoldsTheGeneratedSchema() throws {
+        // results/README.md documents every column exactly as `iobench report --schema` prints it.
+        let readme = try String(contentsOfFile: "results/README.md", encoding: .utf8)
+        let schema = try runCLI(["report", "--schema"])
+        #expect(schema.status == 0)
+        #expect(readme.contains(schema.stdout), "regenerate the table in results/README.md with 'iobench report --schema'")
+        for column in ResultRow.columns { #expect(readme.contains("| `\(column.name)` |"), "\(column.name) is undocumented") }
+    }
+
+    @Test func auditFindsAndWithdrawsImpossibleRows() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-audit-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let rows = [
+            ResultRow(["backend": "blocking", "connections": "128", "repetition": "1", "server_cpus": "0",
+                       "server_cpu_util": "1.276", "server_cpu_us_per_msg": "9.86", "msgs_per_s": "100000", "bottleneck": "server"]),
+            ResultRow(["backend": "epoll", "connections": "128", "repetition": "1", "server_cpus": "0 1",
+                       "server_cpu_util": "1.276", "server_cpu_us_per_msg": "9.86", "msgs_per_s": "100000"]),
+        ]
+        try CSV.write(rows).write(toFile: path, atomically: true, encoding: .utf8)
+        let found = try runCLI(["audit", path])
+        #expect(found.status == 1)
+        #expect(found.stdout.contains("blocking, 128 connections, repetition 1: the server used 1.276 CPUs but was pinned to 1"), "\(found.stdout)")
+        #expect(!found.stdout.contains("epoll"), "two CPUs allow 1.276")
+        #expect(try runCLI(["audit", "--withdraw", path]).status == 0)
+        let after = try CSV.read(String(contentsOfFile: path, encoding: .utf8))
+        #expect(after[0]["server_cpu_util"] == "" && after[0]["server_cpu_us_per_msg"] == "" && after[0]["bottleneck"] == "")
+        #expect(after[0]["msgs_per_s"] == "100000", "the other figures stay as measured")
+        #expect(after[0]["valid"]?.hasPrefix("withdrawn by iobench audit: the server used 1.276 CPUs") == true)
+        #expect(after[1]["server_cpu_util"] == "1.276")
+        #expect(try runCLI(["audit", path]).status == 0)
     }
 }
 
