@@ -119,8 +119,11 @@ public struct Thresholds: Sendable, Equatable {
     ], backends: [
         // Counted io_uring waits in poll(2) (valgrind cannot run it waiting in io_uring_enter):
         // whether a wait blocks (poll and a second enter) or finds a completion ready depends on
-        // timing, so its system calls per message move by up to ~0.1 between runs. +1 still shows.
-        "io_uring": ["counted.syscalls_per_msg": Threshold(relative: 0, absolute: 0.25)],
+        // how the server under valgrind races the generator, so its system calls per message
+        // move by up to ~0.1 and its instructions by up to ~3.5% (debug build; release at 16
+        // connections ~2%) between runs. +1 system call or +5% instructions still shows.
+        "io_uring": ["counted.syscalls_per_msg": Threshold(relative: 0, absolute: 0.25),
+                     "counted.user_instructions_per_msg": Threshold(relative: 0.05)],
     ])
 
     public func threshold(_ metric: String, backend: String) -> Threshold? {

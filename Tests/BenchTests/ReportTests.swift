@@ -83,13 +83,17 @@ import Testing
                     row("io_uring", 1, 110_000, 4), row("io_uring", 2, 220_000, 4), row("io_uring", 3, 90_000, 4)]
         let text = SummaryTable.render(rows, reference: "epoll")
         #expect(text.contains("128 connections × 64 B, depth 1 (median of 3)"))
-        #expect(text.contains("150.0k"))
-        #expect(text.contains("1.10"))  // median of the paired ratios 1.10, 1.10, 0.60
+        #expect(text.contains("150.0k  [100.0k, 200.0k] 75%"))  // three values: min–max, which covers 75%
+        #expect(text.contains("0.90 [0.38, 2.14]"))  // geometric mean of the paired ratios 1.10, 1.10, 0.60, t-interval
         #expect(!text.contains("0.73"))  // not the ratio of the medians, 110k / 150k
-        #expect(text.contains("0.80"))  // server CPU ratio 4 / 5
-        #expect(text.contains("median of per-repetition ratios"))
-        #expect(text.contains("io_uring: msgs_per_s spread"))
-        #expect(!text.contains("server_cpu_us_per_msg spread"))  // every repetition the same
+        #expect(text.contains("0.80 [0.80, 0.80]"))  // server CPU ratio 4 / 5 in every pair
+        #expect(text.contains("geometric mean of per-repetition ratios"))
+        // Spread warnings: one line by default, each with --verbose.
+        #expect(text.contains("2 figures (messages/s or server CPU per message of one server in one cell) spread more than 10%"))
+        #expect(!text.contains("io_uring: msgs_per_s spread"))
+        let verbose = SummaryTable.render(rows, reference: "epoll", verbose: true)
+        #expect(verbose.contains("io_uring: msgs_per_s spread"))
+        #expect(!verbose.contains("server_cpu_us_per_msg spread"))  // every repetition the same
     }
 }
 
