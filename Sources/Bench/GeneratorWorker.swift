@@ -52,7 +52,7 @@ struct GeneratorWorker {
     private let sentAt: UnsafeMutablePointer<UInt64>
     private let scheduledAt: UnsafeMutablePointer<UInt64>
     private let buffer: UnsafeMutableRawPointer
-    /// The stream bytes about to be sent, or expected back (scratch, `receiveBuffer` bytes).
+    /// The stream bytes about to be sent (scratch, `receiveBuffer` bytes).
     private let expected: UnsafeMutableRawPointer
     private let events: UnsafeMutablePointer<EpollEvent>
     private var epfd: Int32 = -1
@@ -300,12 +300,7 @@ struct GeneratorWorker {
             fail(i, "connection \(setup.firstIndex + i * setup.threadCount): received \(c.pointee.receivedBytes + UInt64(n)) bytes but sent only \(c.pointee.sentBytes)")
             return
         }
-        stream.fill(expected, count: n, starts: c.pointee.streamStarts, offset: c.pointee.receivedBytes)
-        if memcmp(buffer, expected, n) != 0 {
-            var at = 0
-            let got = buffer.assumingMemoryBound(to: UInt8.self)
-            let want = expected.assumingMemoryBound(to: UInt8.self)
-            while at < n && got[at] == want[at] { at += 1 }
+        if let at = stream.firstMismatch(buffer, count: n, starts: c.pointee.streamStarts, offset: c.pointee.receivedBytes) {
             fail(i, "connection \(setup.firstIndex + i * setup.threadCount): byte \(c.pointee.receivedBytes + UInt64(at)) of its stream is wrong (lost, duplicated, reordered or another connection's bytes)")
             return
         }

@@ -328,6 +328,28 @@ struct StreamPattern: @unchecked Sendable {
         }
     }
 
+    /// Checks `count` (at most `window`) received bytes against the stream from `offset` in one
+    /// pass, without building the expected bytes: the index of the first byte that differs, or nil.
+    @inline(__always)
+    func firstMismatch(_ received: UnsafeRawPointer, count: Int, starts: (Int, Int), offset: UInt64) -> Int? {
+        let a = UnsafeRawPointer(first + (starts.0 + Int(offset % UInt64(Self.periods.0))) % Self.periods.0)
+        let b = UnsafeRawPointer(second + (starts.1 + Int(offset % UInt64(Self.periods.1))) % Self.periods.1)
+        var i = 0
+        while i + 8 <= count {
+            let difference = received.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                ^ a.loadUnaligned(fromByteOffset: i, as: UInt64.self) ^ b.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            // Little-endian: the lowest set byte is the first that differs.
+            if difference != 0 { return i + difference.trailingZeroBitCount / 8 }
+            i += 8
+        }
+        while i < count {
+            let byte = received.load(fromByteOffset: i, as: UInt8.self) ^ a.load(fromByteOffset: i, as: UInt8.self) ^ b.load(fromByteOffset: i, as: UInt8.self)
+            if byte != 0 { return i }
+            i += 1
+        }
+        return nil
+    }
+
     func deallocate() {
         first.deallocate()
         second.deallocate()

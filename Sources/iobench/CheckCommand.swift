@@ -275,7 +275,8 @@ struct CheckCommand: ParsableCommand {
         if let missing = outcomes.first(where: { $0.verdict == .missing }) {
             throw CheckError.unusable("\(missing.backend) \(missing.metric): fewer than two valid pairs were measured; nothing can be said of it")
         }
-        print("no regression: \(outcomes.count - unsure.count) of \(outcomes.count) comparisons within the threshold")
+        let ok = outcomes.filter { $0.verdict == .ok || $0.verdict == .improved }.count
+        print("no regression found: \(ok) of \(outcomes.count) comparisons within the threshold, \(unsure.count) cannot tell")
     }
 }
 
