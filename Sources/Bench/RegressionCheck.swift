@@ -80,7 +80,7 @@ public struct Threshold: Sendable, Equatable, Codable {
     public var description: String {
         let percent = relative * 100 < 10 && relative > 0 ? String(format: "%.1f%%", relative * 100) : "\(Int((relative * 100).rounded()))%"
         guard absolute > 0 else { return percent }
-        let amount = fixed(absolute, absolute < 1 ? 2 : 0)
+        let amount = fixed(absolute, absolute == absolute.rounded() ? 0 : absolute < 1 ? 2 : 1)
         return relative > 0 ? "\(percent) & \(amount)" : "+\(amount)"
     }
 
