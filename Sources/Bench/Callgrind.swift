@@ -54,7 +54,7 @@ public enum Callgrind {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-nodebug-\(tag)").path
         if FileManager.default.isExecutableFile(atPath: path) { return path }
         let partial = path + ".\(getpid())"
-        let (status, output) = runTool("/usr/bin/strip", ["-g", "-o", partial, executable])
+        let (status, output) = Subprocess.run("/usr/bin/strip", ["-g", "-o", partial, executable])
         guard status == 0 else { throw Failure.failed("strip -g \(executable) failed: \(output)") }
         guard rename(partial, path) == 0 else { throw Failure.failed("cannot move the stripped copy to \(path): \(Errno.current)") }
         return path
@@ -81,7 +81,7 @@ public enum Callgrind {
 
     /// Zeroes the counters of the callgrind process `pid` (`callgrind_control -z`).
     public static func zero(pid: Int32) throws {
-        let (status, output) = runTool(control, ["-z", "\(pid)"])
+        let (status, output) = Subprocess.run(control, ["-z", "\(pid)"])
         guard status == 0, output.contains("OK") else { throw Failure.failed("callgrind_control -z \(pid) failed: \(output)") }
     }
 
@@ -89,7 +89,7 @@ public enum Callgrind {
     /// the new dump from `outputDirectory`.
     public static func dump(pid: Int32, outputDirectory: String) throws -> Counts {
         let before = dumps(pid: pid, in: outputDirectory)
-        let (status, output) = runTool(control, ["-d", "\(pid)"])
+        let (status, output) = Subprocess.run(control, ["-d", "\(pid)"])
         guard status == 0, output.contains("OK") else { throw Failure.failed("callgrind_control -d \(pid) failed: \(output)") }
         // The dump is written before callgrind_control answers OK; look briefly in case the
         // file system is slow to show it.
@@ -143,20 +143,5 @@ public enum Callgrind {
             }
         }
         return instructions.map { Counts(instructions: $0, allocations: allocations) }
-    }
-
-    /// Runs a tool to its end; its exit status and what it printed (stdout and stderr).
-    static func runTool(_ executable: String, _ arguments: [String]) -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch { return (-1, "\(error)") }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 }

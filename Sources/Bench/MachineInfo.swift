@@ -88,19 +88,10 @@ public struct MachineInfo: Sendable, Equatable {
         output(executable, arguments)?.split(separator: "\n").first.map(String.init)
     }
 
-    /// What a command prints, or nil when it fails.
+    /// What a command prints on stdout, or nil when it fails.
     static func output(_ executable: String, _ arguments: [String]) -> String? {
         guard FileManager.default.isExecutableFile(atPath: executable) else { return nil }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { return nil }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { return nil }
-        return String(decoding: data, as: UTF8.self)
+        let (status, output) = Subprocess.run(executable, arguments, discardErrors: true)
+        return status == 0 ? output : nil
     }
 }

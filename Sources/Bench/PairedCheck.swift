@@ -105,7 +105,7 @@ public struct PairedCheck: Sendable {
 public enum RefBuild {
     public static func build(ref: String, repository: String, status: (String) -> Void) throws -> (executable: String, commit: String) {
         let git = "/usr/bin/git"
-        let (resolved, commitText) = Callgrind.runTool(git, ["-C", repository, "rev-parse", "--verify", "--quiet", "\(ref)^{commit}"])
+        let (resolved, commitText) = Subprocess.run(git, ["-C", repository, "rev-parse", "--verify", "--quiet", "\(ref)^{commit}"])
         let commit = commitText.trimmingCharacters(in: .whitespacesAndNewlines)
         guard resolved == 0, !commit.isEmpty else {
             throw CheckError.unusable("--against \(ref) is not a commit of the repository at \(repository): give a branch, tag or commit (a shallow clone may lack it: fetch more history)")
@@ -122,13 +122,13 @@ public enum RefBuild {
                      ["-C", repository, "worktree", "add", "--quiet", "--detach", "--force", worktree, commit]]
         }
         for step in steps {
-            let (code, output) = Callgrind.runTool(git, step)
+            let (code, output) = Subprocess.run(git, step)
             guard code == 0 else { throw CheckError.unusable("git \(step.joined(separator: " ")) failed: \(output.trimmingCharacters(in: .whitespacesAndNewlines))") }
         }
         let configuration = MachineInfo.buildConfiguration
         status("building \(ref) (\(commit.prefix(12))) in \(worktree), \(configuration) mode")
         let swift = ProcessInfo.processInfo.environment["SWIFT"] ?? "swift"
-        let (code, output) = Callgrind.runTool("/usr/bin/env", [swift, "build", "-c", configuration, "--package-path", worktree, "--product", "iobench"])
+        let (code, output) = Subprocess.run("/usr/bin/env", [swift, "build", "-c", configuration, "--package-path", worktree, "--product", "iobench"])
         guard code == 0 else {
             let tail = output.split(separator: "\n").suffix(15).joined(separator: "\n")
             throw CheckError.unusable("building \(ref) failed (swift build -c \(configuration) in \(worktree)):\n\(tail)")
