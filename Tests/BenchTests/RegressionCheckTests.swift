@@ -239,10 +239,12 @@ import Glibc
             .filter { $0["method"] == "counted" }.compactMap { $0.double("user_instructions_per_msg") }))
         let calibration = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-loop-\(getpid()).csv").path
         defer { try? FileManager.default.removeItem(atPath: calibration) }
-        let longer = try runCLI(["run", "--method", "counted", "--backends", "epoll", "--connections", "1", "--sizes", "64", "--repeat", "1",
-                                 "--duration", "1s", "--warmup", "200ms", "--quiet", "--server-arg=--inject-loop=2016", "--out", calibration], timeout: 120)
+        // The best of three windows: a window can only gain instructions from stray events (the
+        // debug build shows an occasional +2%), which would overstate the slope and undersize the loop.
+        let longer = try runCLI(["run", "--method", "counted", "--backends", "epoll", "--connections", "1", "--sizes", "64", "--repeat", "3",
+                                 "--duration", "1s", "--warmup", "200ms", "--quiet", "--server-arg=--inject-loop=2016", "--out", calibration], timeout: 180)
         #expect(longer.status == 0, "\(longer.stderr)")
-        let withLonger = try #require(try CSV.read(String(contentsOfFile: calibration, encoding: .utf8)).first?.double("user_instructions_per_msg"))
+        let withLonger = try #require(try CSV.read(String(contentsOfFile: calibration, encoding: .utf8)).compactMap { $0.double("user_instructions_per_msg") }.min())
         let perIteration = (withLonger - base) / 2000
         let extra = Int((0.03 * base / perIteration).rounded())
         for run in 1...5 {
@@ -252,7 +254,7 @@ import Glibc
             // "  - counted: 1 conns × 64 B, depth 1, epoll: counted.user_instructions_per_msg +3.0% (threshold 2.0%)"
             let line = result.stdout.split(separator: "\n").first { $0.contains("epoll: counted.user_instructions_per_msg +") }
             let change = line.flatMap { $0.split(separator: "+").last?.split(separator: "%").first }.flatMap { Double($0) }
-            #expect(change.map { (2.5...3.5).contains($0) } == true, "run \(run): \(result.stdout)")
+            #expect(change.map { (2.2...4.0).contains($0) } == true, "run \(run): \(result.stdout)")
         }
         // The control, with the check's default retries (a cell that looks regressed is measured again).
         let unchanged = try runCLI(["check", "--baseline", path, "--metrics", "counted", "--quiet",
