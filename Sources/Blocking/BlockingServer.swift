@@ -72,8 +72,9 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
             sys.count(.accepted)
             let connectionCounters = registry.makeCounters()
             do {
+                let sessionType = configuration.pattern.sessionType
                 let thread = try OSThread(name: "iob-conn", stackSize: configuration.threadStackSize) { [self] in
-                    serve(fd, connectionCounters)
+                    serve(fd, connectionCounters, sessionType)
                 }
                 thread.detach()
             } catch {
@@ -84,43 +85,84 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
         }
     }
 
-    /// One connection's thread: read, echo everything, repeat until the peer is done.
-    private func serve(_ fd: Int32, _ counters: ThreadCounters) {
+    /// One connection's thread: read, give the bytes to the session, write what it owes (a
+    /// blocking send returns only when the kernel took everything), until it says close.
+    private func serve<Session: ConnectionSession & ~Copyable>(_ fd: Int32, _ counters: ThreadCounters, _: Session.Type) {
         let sys = SystemCalls(counters: counters)
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
-        var session = EchoSession(maxOwed: Self.bufferSize)
-        loop: while true {
-            let n: Int
+        let bufferSize = min(Self.bufferSize, configuration.maxOwedPerConnection)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 16)
+        var session = Session(context: SessionContext(
+            maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize, counters: sys))
+        var inputPaused = false
+        serving: while true {
+            precondition(!inputPaused, "every owed byte was written, so reading was resumed")
+            let actions: SessionActions
+            let bytes: UnsafeRawBufferPointer
             do {
-                guard case .bytes(let count) = try sys.recv(fd, into: buffer, count: Self.bufferSize) else { continue }
-                n = count
+                guard case .bytes(let n) = try sys.recv(fd, into: buffer, count: bufferSize) else { continue }
+                bytes = UnsafeRawBufferPointer(start: buffer, count: n)
             } catch {
                 sys.count(.resets)
                 break
             }
-            if n == 0 {
-                _ = session.inputDidEnd()  // everything received was already written: close
-                break
+            if bytes.count == 0 {
+                actions = session.inputDidEnd()
+            } else {
+                sys.count(.bytesIn, UInt64(bytes.count))
+                if configuration.injection.isActive { sys.inject(configuration.injection) }
+                actions = session.received(bytes)
             }
-            sys.count(.bytesIn, UInt64(n))
-            if configuration.injection.isActive { sys.inject(configuration.injection) }
-            _ = session.received(n)
-            var offset = 0
-            while offset < n {
-                do {
-                    guard case .bytes(let w) = try sys.send(fd, from: buffer + offset, count: n - offset) else { continue }
-                    offset += w
-                    sys.count(.bytesOut, UInt64(w))
-                    _ = session.sent(w)
-                } catch {
-                    sys.count(.resets)
-                    break loop
+            // Every action, including those the writes bring back, until none is left.
+            var todo = actions
+            var echo: UnsafeRawBufferPointer? = bytes
+            while !todo.isEmpty {
+                var next: SessionActions = []
+                if todo.contains(.pauseInput) { inputPaused = true }
+                if todo.contains(.resumeInput) { inputPaused = false }
+                if todo.contains(.echoReceived), let received = echo {
+                    echo = nil
+                    if session.hasOutbound {
+                        session.keepEcho(received)
+                    } else {
+                        do {
+                            try writeAll(received, fd, sys) { next.formUnion(session.sent($0)) }
+                        } catch {
+                            sys.count(.resets)
+                            break serving
+                        }
+                    }
                 }
+                if todo.contains(.send) || session.hasOutbound {
+                    while session.hasOutbound {
+                        let owed = session.pinOutboundForWrite()
+                        do {
+                            try writeAll(owed, fd, sys) { next.formUnion(session.sent($0)) }
+                        } catch {
+                            _ = session.sent(0)
+                            sys.count(.resets)
+                            break serving
+                        }
+                    }
+                }
+                if todo.contains(.close) || next.contains(.close) { break serving }
+                todo = next.subtracting(.send)
             }
+            if bytes.count == 0 && !session.wantsInput && session.owed == 0 { break }
         }
         buffer.deallocate()
         finish(fd, sys)
         registry.retire(counters)
+    }
+
+    /// Writes all of `bytes`, reporting each write's size.
+    private func writeAll(_ bytes: UnsafeRawBufferPointer, _ fd: Int32, _ sys: SystemCalls, _ wrote: (Int) -> Void) throws(SystemError) {
+        var offset = 0
+        while offset < bytes.count {
+            guard case .bytes(let w) = try sys.send(fd, from: bytes.baseAddress! + offset, count: bytes.count - offset) else { continue }
+            offset += w
+            sys.count(.bytesOut, UInt64(w))
+            wrote(w)
+        }
     }
 
     private func finish(_ fd: Int32, _ sys: SystemCalls) {
@@ -134,7 +176,9 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
     }
 
     public func stats() -> ServerStats {
-        ServerStats(backend: kind, threads: 1 + live.withLock { $0.threads }, counters: registry.totals())
+        var stats = ServerStats(backend: kind, threads: 1 + live.withLock { $0.threads }, counters: registry.totals())
+        stats.pattern = configuration.pattern
+        return stats
     }
 
     public func stop() {

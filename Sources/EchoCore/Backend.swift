@@ -35,6 +35,10 @@ public struct ServerConfiguration: Sendable {
     public var threadStackSize: Int = 64 * 1024
     /// Bytes a connection may owe its peer before the server stops reading from it.
     public var maxOwedPerConnection: Int = 256 * 1024
+    /// The protocol every connection speaks.
+    public var pattern: ServerPattern = .echo
+    /// Framed patterns: the largest frame accepted, header included.
+    public var maxFrameSize: Int = Frame.defaultMaxSize
     /// io_uring: buffers in each ring's provided buffer ring (a power of two).
     public var ringBufferCount: Int = 1024
     /// io_uring: size of each provided buffer.
@@ -88,6 +92,7 @@ public struct CostInjection: Sendable, Equatable {
 public struct ServerStats: Sendable {
     public var backend: BackendKind
     public var threads: Int
+    public var pattern: ServerPattern = .echo
     public var counters: CounterTotals
     /// io_uring only: the setup flags in use, for example `SINGLE_ISSUER|DEFER_TASKRUN`.
     public var ioUringSetup: String?
@@ -117,6 +122,10 @@ public struct ServerStats: Sendable {
             ("accept_errors", "\(counters[.acceptErrors])"),
             ("bytes_in", "\(counters[.bytesIn])"),
             ("bytes_out", "\(counters[.bytesOut])"),
+            ("pattern", quoted(pattern.rawValue)),
+            ("requests", "\(counters[.requests])"),
+            ("responses", "\(counters[.responses])"),
+            ("malformed_frames", "{" + FrameError.allCases.map { "\(quoted($0.name)):\(counters[$0.counter])" }.joined(separator: ",") + "}"),
         ]
         if unavailable.contains("syscalls") {
             fields.append(("syscalls", "null"))

@@ -3,8 +3,14 @@
 /// generation per slot so an event or completion for a connection that has since closed (and
 /// whose slot was reused) is recognised as stale.
 ///
-/// Owned by one loop thread; not thread-safe.
-public struct ConnectionTable<Record> {
+/// Owned by one loop thread; not thread-safe. The sole owner of its storage: not copyable;
+/// `deinit` drops every live record (closing nothing: a loop closes its sockets first) and
+/// frees the storage.
+///
+/// Unsafe invariant: ``slots`` and any pointer into it are valid only until the next
+/// ``insert(_:)``, which may move the storage. A loop takes a record's pointer after the
+/// insert that could move it and never holds one across an accept.
+public struct ConnectionTable<Record: ~Copyable>: ~Copyable {
     public private(set) var slots: UnsafeMutablePointer<Record>
     private var generations: UnsafeMutablePointer<UInt32>
     private var nextFree: UnsafeMutablePointer<Int32>
@@ -22,16 +28,17 @@ public struct ConnectionTable<Record> {
         nextFree = .allocate(capacity: capacity)
     }
 
-    /// Frees the storage. Records must already be deinitialised by ``remove(_:)``.
-    public mutating func deallocate() {
+    deinit {
+        for index in 0..<used where generations[index] & 1 == 1 {
+            (slots + index).deinitialize(count: 1)
+        }
         slots.deallocate()
         generations.deallocate()
         nextFree.deallocate()
-        capacity = 0
     }
 
     /// Stores `record` and returns its slot index. Grows (doubling) when full.
-    public mutating func insert(_ record: Record) -> Int {
+    public mutating func insert(_ record: consuming Record) -> Int {
         let index: Int
         if freeHead >= 0 {
             index = Int(freeHead)

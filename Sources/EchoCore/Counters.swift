@@ -26,6 +26,9 @@ public enum SyscallKind: Int, CaseIterable, Sendable {
 /// Server events counted next to the system calls.
 public enum EventCounter: Int, CaseIterable, Sendable {
     case accepted, closed, refused, acceptErrors, bytesIn, bytesOut, resets
+    /// Framed patterns: requests parsed, responses committed, frames refused by reason.
+    case requests, responses
+    case malformedTooLarge, malformedUnknownType, malformedTooShort, malformedTruncated, malformedWorkTooLarge
     /// Chunks seen by an injected loop (``CostInjection/loopIterations``), which runs every 16th.
     case injectionTicks
 }

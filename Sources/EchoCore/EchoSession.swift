@@ -1,88 +1,100 @@
-/// What a protocol session asks its backend to do next. Several can come at once
-/// (for example ``send`` and ``pauseInput`` when a burst of input outruns the peer's reading).
-public struct SessionActions: OptionSet, Sendable, CustomStringConvertible {
-    public let rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
+/// The echo protocol: every received byte goes back, in order. The session never copies on
+/// the way through: it answers ``SessionActions/echoReceived`` and each backend writes the bytes
+/// from where they already are (a shared read buffer, a provided ring buffer, a stack buffer),
+/// handing back only what the peer would not take yet (``keepEcho(_:)``) or holding its
+/// receive buffer. The session keeps the accounting that makes every backend behave alike:
+/// output owed is bounded (reads pause at `maxOwed`, or at `maxHeldChunks` held buffers, and
+/// resume at half), and after half-close everything owed is written before the connection closes.
+public struct EchoSession: ConnectionSession, ~Copyable {
+    public static var patternName: String { "echo" }
 
-    /// Write the owed output, in order, after whatever is already being written.
-    public static let send = SessionActions(rawValue: 1 << 0)
-    /// Stop reading this connection: its owed output has reached the bound.
-    public static let pauseInput = SessionActions(rawValue: 1 << 1)
-    /// Reading may go on again: enough owed output was written.
-    public static let resumeInput = SessionActions(rawValue: 1 << 2)
-    /// The exchange is over: close the connection once no operation on it is in flight.
-    public static let close = SessionActions(rawValue: 1 << 3)
-
-    public var description: String {
-        let names = [(Self.send, "send"), (.pauseInput, "pauseInput"), (.resumeInput, "resumeInput"), (.close, "close")]
-        return "[" + names.filter { contains($0.0) }.map(\.1).joined(separator: ", ") + "]"
-    }
-}
-
-/// The echo protocol as a sans-I/O state machine: it is told what happened on the connection
-/// (bytes arrived, bytes were written, the peer stopped sending) and answers with
-/// ``SessionActions``. It never sees the bytes: echo sends back exactly what arrived, so each
-/// backend keeps the bytes where they already are (a shared read buffer, a provided ring
-/// buffer, a stack buffer) and the session keeps the accounting that makes every backend behave
-/// alike: output owed is bounded (reads pause at `maxOwed` and resume at half of it), and after
-/// half-close everything owed is written before the connection closes.
-///
-/// A plain struct with no references: cheap to keep inline in a connection table.
-public struct EchoSession: Sendable, Equatable {
     /// Bytes received and not yet written back.
     public private(set) var owed: Int = 0
+    /// Received buffers the backend holds and has not completely written.
+    public private(set) var heldChunks: Int = 0
     /// The peer has shut down its sending side (a read returned end of file).
     public private(set) var inputEnded = false
     /// Reading is paused until enough owed output is written.
     public private(set) var inputPaused = false
-    /// The bound on owed output: reads pause when it is reached.
     public let maxOwed: Int
+    /// `Int.max` when the backend copies instead of holding buffers.
+    public let maxHeldChunks: Int
+    /// Echo bytes the backend handed back because the peer would not take them yet.
+    @usableFromInline var kept = ByteQueue()
 
-    public init(maxOwed: Int) {
-        precondition(maxOwed > 0, "maxOwed must be positive")
-        self.maxOwed = maxOwed
+    public init(context: SessionContext) {
+        maxOwed = context.maxOwed
+        maxHeldChunks = context.maxHeldChunks ?? Int.max
+        precondition(maxHeldChunks > 0, "maxHeldChunks must be positive")
     }
 
-    /// Whether the backend should be reading this connection now.
+    /// A session with a bound and no counters (tests).
+    public init(maxOwed: Int, maxHeldChunks: Int? = nil) {
+        precondition(maxOwed > 0, "maxOwed must be positive")
+        self.maxOwed = maxOwed
+        self.maxHeldChunks = maxHeldChunks ?? Int.max
+    }
+
     @inline(__always)
     public var wantsInput: Bool { !inputEnded && !inputPaused }
+
+    @inline(__always)
+    public var hasOutbound: Bool { !kept.isEmpty }
 
     /// Whether the exchange is over (input ended and nothing is owed).
     public var isFinished: Bool { inputEnded && owed == 0 }
 
-    /// `count` bytes arrived from the peer.
     @inline(__always)
-    public mutating func received(_ count: Int) -> SessionActions {
-        precondition(count > 0, "a read of zero bytes is end of input: call inputDidEnd()")
-        owed += count
-        if !inputPaused && owed >= maxOwed {
+    public mutating func received(_ bytes: UnsafeRawBufferPointer) -> SessionActions {
+        precondition(bytes.count > 0, "a read of zero bytes is end of input: call inputDidEnd()")
+        owed += bytes.count
+        if maxHeldChunks != Int.max { heldChunks += 1 }
+        if !inputPaused && (owed >= maxOwed || heldChunks >= maxHeldChunks) {
             inputPaused = true
-            return [.send, .pauseInput]
+            return [.echoReceived, .pauseInput]
         }
-        return .send
+        return .echoReceived
     }
 
-    /// `count` of the owed bytes were written to the peer.
+    public mutating func pinOutboundForWrite() -> UnsafeRawBufferPointer { kept.pinForWrite() }
+
+    public mutating func keepEcho(_ bytes: UnsafeRawBufferPointer) {
+        kept.append(bytes)
+        kept.commit()
+    }
+
     @inline(__always)
     public mutating func sent(_ count: Int) -> SessionActions {
         precondition(count >= 0 && count <= owed, "sent \(count) bytes but only \(owed) were owed")
         owed -= count
+        if !kept.isEmpty { kept.consume(count) }
         var actions: SessionActions = []
         if owed > 0 {
             actions.insert(.send)
         } else if inputEnded {
             actions.insert(.close)
         }
-        if inputPaused && owed <= maxOwed / 2 {
-            inputPaused = false
-            if !inputEnded { actions.insert(.resumeInput) }
-        }
+        if inputPaused && mayResume { actions.formUnion(resume()) }
         return actions
+    }
+
+    public mutating func echoChunkWritten() -> SessionActions {
+        precondition(heldChunks > 0, "a held chunk was written but none was held")
+        heldChunks -= 1
+        return inputPaused && mayResume ? resume() : []
     }
 
     /// The peer shut down its sending side: finish writing what is owed, then close.
     public mutating func inputDidEnd() -> SessionActions {
         inputEnded = true
         return owed == 0 ? .close : []
+    }
+
+    @inline(__always)
+    private var mayResume: Bool { owed <= maxOwed / 2 && heldChunks <= maxHeldChunks / 2 }
+
+    private mutating func resume() -> SessionActions {
+        inputPaused = false
+        return inputEnded ? [] : .resumeInput
     }
 }

@@ -4,53 +4,69 @@ import Synchronization
 import Glibc
 #endif
 
-/// One connection of an epoll loop: kept inline in the loop's ``ConnectionTable``.
-struct EpollConnection {
+/// One connection of an epoll loop: kept inline in the loop's ``ConnectionTable``. Output the
+/// peer would not take yet is kept by the session (its outbound queue), so an idle connection
+/// costs this record and nothing else.
+struct EpollConnection<Session: ConnectionSession & ~Copyable>: ~Copyable {
     var fd: Int32
     /// The events registered with epoll now; changed with `Epoll.modify` only when it must.
     var interest: UInt32
-    var session: EchoSession
-    /// Owed bytes that a send did not take; allocated only when a send falls short, freed once
-    /// drained, so an idle connection costs this record and nothing else.
-    var pending: UnsafeMutableRawPointer?
-    var pendingStart: Int = 0
-    var pendingCapacity: Int = 0
+    /// Reading is paused (the session said ``SessionActions/pauseInput``).
+    var inputPaused = false
+    var session: Session
 }
 
-/// A level-triggered epoll event loop. Per readable connection it makes one `recv` into a
-/// shared buffer and one `send` straight back; only what the peer would not take is copied to
-/// the connection's pending buffer, with `EPOLLOUT` armed until it drains. At most one `recv`
-/// per readiness event keeps the syscall count per message at about two plus a share of
-/// `epoll_wait`.
-struct EpollEventLoop {
-    static let listenerToken = UInt64.max
-    static let wakeToken = UInt64.max - 1
-    static let readBufferSize = 64 * 1024
-    static let eventCapacity: Int32 = 1024
+/// A level-triggered epoll event loop over sessions of one pattern. Per readable connection it
+/// makes one `recv` into a shared buffer, gives the bytes to the session and executes what it
+/// answers: echoed bytes are sent straight back from the read buffer (only what the peer would
+/// not take is copied, into the session), produced bytes are sent from the session's outbound
+/// queue, with `EPOLLOUT` armed while any are owed. At most one `recv` per readiness event
+/// keeps the syscall count per message at about two plus a share of `epoll_wait`.
+struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: EventLoop, ~Copyable {
+    static var listenerToken: UInt64 { UInt64.max }
+    static var wakeToken: UInt64 { UInt64.max - 1 }
+    static var readBufferSize: Int { 64 * 1024 }
+    static var eventCapacity: Int32 { 1024 }
     /// How long accepting pauses after running out of descriptors.
-    static let acceptBackoffNanoseconds: UInt64 = 50_000_000
+    static var acceptBackoffNanoseconds: UInt64 { 50_000_000 }
 
-    struct Setup: @unchecked Sendable {
-        let listener: Int32
-        let epoll: Int32
-        let wake: Int32
-        let counters: ThreadCounters
-        let limit: ConnectionLimit
-        let maxOwed: Int
-        let injection: CostInjection
-    }
-
-    private let setup: Setup
+    private let listener: Int32
+    private let epoll: Int32
+    private let wake: Int32
+    private let limit: ConnectionLimit
+    private let injection: CostInjection
+    private let context: SessionContext
     private let sys: SystemCalls
-    private var connections = ConnectionTable<EpollConnection>(initialCapacity: 256)
+    private var connections = ConnectionTable<EpollConnection<Session>>(initialCapacity: 256)
     private let readBuffer: UnsafeMutableRawPointer
     private let events: UnsafeMutablePointer<EpollEvent>
     /// Non-zero while accepting is paused after `EMFILE`: when to resume (monotonic ns).
     private var acceptResumeAt: UInt64 = 0
 
-    init(_ setup: Setup) {
-        self.setup = setup
-        sys = SystemCalls(counters: setup.counters)
+    /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
+    /// ``run(until:)``.
+    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration) throws(SystemError) {
+        sys = SystemCalls(counters: resources.counters)
+        let epfd: Int32
+        do throws(SystemError) {
+            epfd = try sys.epollCreate()
+            do throws(SystemError) {
+                try sys.epollCtl(epfd, Epoll.add, listener, events: Epoll.input, data: Self.listenerToken)
+                try sys.epollCtl(epfd, Epoll.add, resources.wake, events: Epoll.input, data: Self.wakeToken)
+            } catch {
+                sys.close(epfd)
+                throw error
+            }
+        } catch {
+            sys.close(listener)
+            throw error
+        }
+        self.listener = listener
+        epoll = epfd
+        wake = resources.wake
+        self.limit = limit
+        injection = configuration.injection
+        context = SessionContext(maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize, counters: sys)
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 64)
         events = .allocate(capacity: Int(Self.eventCapacity))
     }
@@ -69,7 +85,7 @@ struct EpollEventLoop {
             }
             let ready: Int
             do {
-                ready = try sys.epollWait(setup.epoll, events, capacity: Self.eventCapacity, timeoutMilliseconds: timeout)
+                ready = try sys.epollWait(epoll, events, capacity: Self.eventCapacity, timeoutMilliseconds: timeout)
             } catch {
                 reportError("iobench: epoll loop stopped: \(error)")
                 break
@@ -80,7 +96,7 @@ struct EpollEventLoop {
                 case Self.listenerToken:
                     acceptConnections()
                 case Self.wakeToken:
-                    sys.drain(eventFD: setup.wake)
+                    sys.drain(eventFD: wake)
                     if stopping.load(ordering: .sequentiallyConsistent) { running = false }
                 default:
                     handle(token: event.data.u64, events: event.events)
@@ -97,7 +113,7 @@ struct EpollEventLoop {
         for _ in 0..<64 {
             let fd: Int32
             do {
-                guard let accepted = try sys.accept(setup.listener, nonBlocking: true) else { return }
+                guard let accepted = try sys.accept(listener, nonBlocking: true) else { return }
                 fd = accepted
             } catch {
                 sys.count(.acceptErrors)
@@ -109,19 +125,18 @@ struct EpollEventLoop {
                 }
                 continue  // ECONNABORTED and the like concern one connection only
             }
-            guard setup.limit.acquire() else {
+            guard limit.acquire() else {
                 sys.count(.refused)
                 sys.close(fd)
                 continue
             }
             Socket.setNoDelay(fd)
-            let record = EpollConnection(fd: fd, interest: Epoll.input, session: EchoSession(maxOwed: setup.maxOwed))
-            let index = connections.insert(record)
+            let index = connections.insert(EpollConnection(fd: fd, interest: Epoll.input, session: Session(context: context)))
             do {
-                try sys.epollCtl(setup.epoll, Epoll.add, fd, events: Epoll.input, data: token(index))
+                try sys.epollCtl(epoll, Epoll.add, fd, events: Epoll.input, data: token(index))
             } catch {
-                connections.remove(index)
-                setup.limit.release()
+                _ = connections.remove(index)
+                limit.release()
                 sys.close(fd)
                 continue
             }
@@ -130,13 +145,13 @@ struct EpollEventLoop {
     }
 
     private mutating func pauseAccepting() {
-        try? sys.epollCtl(setup.epoll, Epoll.delete, setup.listener, events: 0, data: 0)
+        try? sys.epollCtl(epoll, Epoll.delete, listener, events: 0, data: 0)
         acceptResumeAt = ProcessResources.monotonicNanoseconds() + Self.acceptBackoffNanoseconds
     }
 
     private mutating func resumeAccepting() {
         acceptResumeAt = 0
-        try? sys.epollCtl(setup.epoll, Epoll.add, setup.listener, events: Epoll.input, data: Self.listenerToken)
+        try? sys.epollCtl(epoll, Epoll.add, listener, events: Epoll.input, data: Self.listenerToken)
     }
 
     // MARK: Connections
@@ -151,18 +166,18 @@ struct EpollEventLoop {
         guard connections.isLive(index, generation: UInt32(truncatingIfNeeded: token >> 32)) else { return }
         let conn = connections.slots + index
         let writable = Epoll.output | Epoll.error | Epoll.hangUp
-        if events & writable != 0 && conn.pointee.session.owed > 0 {
+        if events & writable != 0 && conn.pointee.session.hasOutbound {
             guard flush(conn, index) else { return }
         }
-        if events & (Epoll.input | Epoll.hangUp | Epoll.error) != 0 && conn.pointee.session.wantsInput {
+        if events & (Epoll.input | Epoll.hangUp | Epoll.error) != 0 && !conn.pointee.inputPaused && conn.pointee.session.wantsInput {
             guard read(conn, index) else { return }
         }
         updateInterest(conn, index)
     }
 
-    /// One recv and, if nothing is queued, one send straight from the read buffer.
-    /// Returns false when the connection was closed.
-    private mutating func read(_ conn: UnsafeMutablePointer<EpollConnection>, _ index: Int) -> Bool {
+    /// One recv, its bytes to the session, and what the session answers. Returns false when the
+    /// connection was closed.
+    private mutating func read(_ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) -> Bool {
         let fd = conn.pointee.fd
         let result: IOResult
         do {
@@ -174,25 +189,46 @@ struct EpollEventLoop {
         }
         guard case .bytes(let n) = result else { return true }
         if n == 0 {
-            if conn.pointee.session.inputDidEnd().contains(.close) {
-                closeConnection(index)
-                return false
-            }
-            return true
+            return perform(conn.pointee.session.inputDidEnd(), conn, index, received: nil)
         }
         sys.count(.bytesIn, UInt64(n))
-        if setup.injection.isActive { sys.inject(setup.injection) }
-        let hadPending = conn.pointee.session.owed > 0
-        _ = conn.pointee.session.received(n)  // .send, maybe .pauseInput (read via wantsInput)
-        if hadPending {
-            appendPending(conn, readBuffer, n)  // order: behind what is already queued
-            return flush(conn, index)
+        if injection.isActive { sys.inject(injection) }
+        let bytes = UnsafeRawBufferPointer(start: readBuffer, count: n)
+        return perform(conn.pointee.session.received(bytes), conn, index, received: bytes)
+    }
+
+    /// Executes a session's actions. `received` is what the session was just given (for
+    /// ``SessionActions/echoReceived``). Returns false when the connection was closed.
+    @inline(__always)
+    private mutating func perform(_ actions: SessionActions, _ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int, received: UnsafeRawBufferPointer?) -> Bool {
+        if actions.contains(.pauseInput) { conn.pointee.inputPaused = true }
+        if actions.contains(.resumeInput) { conn.pointee.inputPaused = false }
+        if actions.contains(.echoReceived), let received {
+            if conn.pointee.session.hasOutbound {
+                conn.pointee.session.keepEcho(received)  // behind what is already queued
+            } else {
+                guard echoDirectly(received, conn, index) else { return false }
+            }
         }
+        if actions.contains(.send) && conn.pointee.session.hasOutbound {
+            guard flush(conn, index) else { return false }
+        }
+        if actions.contains(.close) {
+            closeConnection(index)
+            return false
+        }
+        return true
+    }
+
+    /// Sends received bytes straight from the read buffer; what the peer would not take goes
+    /// to the session. Returns false when the connection was closed.
+    @inline(__always)
+    private mutating func echoDirectly(_ bytes: UnsafeRawBufferPointer, _ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) -> Bool {
         var offset = 0
-        while offset < n {
+        while offset < bytes.count {
             let sent: IOResult
             do {
-                sent = try sys.send(fd, from: readBuffer + offset, count: n - offset)
+                sent = try sys.send(conn.pointee.fd, from: bytes.baseAddress! + offset, count: bytes.count - offset)
             } catch {
                 sys.count(.resets)
                 closeConnection(index)
@@ -201,71 +237,51 @@ struct EpollEventLoop {
             guard case .bytes(let w) = sent else { break }
             offset += w
             sys.count(.bytesOut, UInt64(w))
-            _ = conn.pointee.session.sent(w)
+            let after = conn.pointee.session.sent(w)
+            if offset == bytes.count {
+                // Everything is written: what remains is the session's answer to the write.
+                return perform(after, conn, index, received: nil)
+            }
         }
-        if offset < n { appendPending(conn, readBuffer + offset, n - offset) }
+        conn.pointee.session.keepEcho(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
         return true
     }
 
-    /// Writes queued bytes until done or the socket is full. Returns false when closed.
-    private mutating func flush(_ conn: UnsafeMutablePointer<EpollConnection>, _ index: Int) -> Bool {
-        while conn.pointee.session.owed > 0 {
-            guard let pending = conn.pointee.pending else { break }
+    /// Writes the session's outbound bytes until done or the socket is full. Returns false
+    /// when the connection was closed.
+    private mutating func flush(_ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) -> Bool {
+        while conn.pointee.session.hasOutbound {
+            let bytes = conn.pointee.session.pinOutboundForWrite()
             let result: IOResult
             do {
-                result = try sys.send(conn.pointee.fd, from: pending + conn.pointee.pendingStart, count: conn.pointee.session.owed)
+                result = try sys.send(conn.pointee.fd, from: bytes.baseAddress!, count: bytes.count)
             } catch {
                 sys.count(.resets)
                 closeConnection(index)
                 return false
             }
-            guard case .bytes(let w) = result else { return true }
-            sys.count(.bytesOut, UInt64(w))
-            conn.pointee.pendingStart += w
-            if conn.pointee.session.sent(w).contains(.close) {
-                closeConnection(index)
-                return false
+            guard case .bytes(let w) = result else {
+                _ = conn.pointee.session.sent(0)  // releases the pin; nothing changed
+                return true
             }
-        }
-        if conn.pointee.session.owed == 0, let pending = conn.pointee.pending {
-            pending.deallocate()
-            conn.pointee.pending = nil
-            conn.pointee.pendingStart = 0
-            conn.pointee.pendingCapacity = 0
+            sys.count(.bytesOut, UInt64(w))
+            let actions = conn.pointee.session.sent(w)
+            if actions.contains(.pauseInput) || actions.contains(.resumeInput) || actions.contains(.close) {
+                guard perform(actions.subtracting(.send), conn, index, received: nil) else { return false }
+            }
         }
         return true
     }
 
-    /// Queues bytes the peer did not take yet (they are already counted as owed by the session).
-    private func appendPending(_ conn: UnsafeMutablePointer<EpollConnection>, _ bytes: UnsafeRawPointer, _ count: Int) {
-        let queued = conn.pointee.session.owed - count
-        if conn.pointee.pendingStart + conn.pointee.session.owed > conn.pointee.pendingCapacity {
-            let needed = conn.pointee.session.owed
-            if needed <= conn.pointee.pendingCapacity, let pending = conn.pointee.pending {
-                (pending).copyMemory(from: pending + conn.pointee.pendingStart, byteCount: queued)
-            } else {
-                let capacity = max(needed, min(conn.pointee.pendingCapacity * 2, setup.maxOwed + Self.readBufferSize), 4096)
-                let grown = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
-                if let old = conn.pointee.pending {
-                    grown.copyMemory(from: old + conn.pointee.pendingStart, byteCount: queued)
-                    old.deallocate()
-                }
-                conn.pointee.pending = grown
-                conn.pointee.pendingCapacity = capacity
-            }
-            conn.pointee.pendingStart = 0
-        }
-        (conn.pointee.pending! + conn.pointee.pendingStart + queued).copyMemory(from: bytes, byteCount: count)
-    }
-
-    /// Reading while the session wants input, writability while bytes are owed.
-    private mutating func updateInterest(_ conn: UnsafeMutablePointer<EpollConnection>, _ index: Int) {
+    /// Reading while the session wants input and it is not paused, writability while the
+    /// session holds output.
+    private mutating func updateInterest(_ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) {
         var wanted: UInt32 = 0
-        if conn.pointee.session.wantsInput { wanted |= Epoll.input }
-        if conn.pointee.session.owed > 0 { wanted |= Epoll.output }
+        if !conn.pointee.inputPaused && conn.pointee.session.wantsInput { wanted |= Epoll.input }
+        if conn.pointee.session.hasOutbound { wanted |= Epoll.output }
         guard wanted != conn.pointee.interest else { return }
         do {
-            try sys.epollCtl(setup.epoll, Epoll.modify, conn.pointee.fd, events: wanted, data: token(index))
+            try sys.epollCtl(epoll, Epoll.modify, conn.pointee.fd, events: wanted, data: token(index))
             conn.pointee.interest = wanted
         } catch {
             closeConnection(index)
@@ -273,18 +289,16 @@ struct EpollEventLoop {
     }
 
     private mutating func closeConnection(_ index: Int) {
-        let record = connections.remove(index)
-        record.pending?.deallocate()
+        let record = connections.remove(index)  // dropping it frees the session's memory
         sys.close(record.fd)  // closing also removes it from the epoll set
         sys.count(.closed)
-        setup.limit.release()
+        limit.release()
     }
 
     private mutating func shutDown() {
         for index in connections.liveIndices() { closeConnection(index) }
-        connections.deallocate()
-        sys.close(setup.listener)
-        sys.close(setup.epoll)
+        sys.close(listener)
+        sys.close(epoll)
         readBuffer.deallocate()
         events.deallocate()
     }

@@ -8,7 +8,7 @@ import Glibc
 /// ring memory is mmapped here, initialised and registered. The kernel picks a buffer for each
 /// multishot recv completion; a buffer comes back to the ring only when its bytes have been
 /// fully sent (the send reads straight from it), so until then it belongs to that connection.
-struct BufferRing {
+struct BufferRing: ~Copyable {
     let groupID: UInt16
     let count: Int
     let bufferSize: Int
@@ -24,18 +24,14 @@ struct BufferRing {
 
     init(ring uring: UnsafeMutablePointer<io_uring>, groupID: UInt16, count: Int, bufferSize: Int) throws(SystemError) {
         precondition(count > 0 && count & (count - 1) == 0 && count <= 32768, "buffer count must be a power of two up to 32768")
-        self.groupID = groupID
-        self.count = count
-        self.bufferSize = bufferSize
-        mask = io_uring_buf_ring_mask(UInt32(count))
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        ringBytes = (count * MemoryLayout<io_uring_buf>.stride + page - 1) / page * page
+        let ringBytes = (count * MemoryLayout<io_uring_buf>.stride + page - 1) / page * page
         let mapped = mmap(nil, ringBytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0)
         // MAP_FAILED does not import: it is (void *)-1.
         guard let mapped, mapped != UnsafeMutableRawPointer(bitPattern: -1) else {
             throw SystemError("mmap", .current)
         }
-        ring = mapped.assumingMemoryBound(to: io_uring_buf_ring.self)
+        let ring = mapped.assumingMemoryBound(to: io_uring_buf_ring.self)
         io_uring_buf_ring_init(ring)
         var registration = io_uring_buf_reg()
         registration.ring_addr = UInt64(UInt(bitPattern: mapped))
@@ -46,6 +42,12 @@ struct BufferRing {
             munmap(mapped, ringBytes)
             throw SystemError("io_uring_register_buf_ring", Errno(negatedResult: rc))
         }
+        self.groupID = groupID
+        self.count = count
+        self.bufferSize = bufferSize
+        self.mask = io_uring_buf_ring_mask(UInt32(count))
+        self.ringBytes = ringBytes
+        self.ring = ring
         memory = .allocate(byteCount: count * bufferSize, alignment: 4096)
         available = 0
         for id in 0..<count { give(back: UInt16(id)) }
@@ -75,8 +77,8 @@ struct BufferRing {
         unpublished = 0
     }
 
-    /// Frees the memory. Only after the ring is torn down (nothing can be in flight then).
-    func deallocate() {
+    /// Frees the memory. The owning loop tears its ring down first, so nothing is in flight then.
+    deinit {
         munmap(UnsafeMutableRawPointer(ring), ringBytes)
         memory.deallocate()
     }

@@ -5,119 +5,87 @@ import Synchronization
 import Glibc
 #endif
 
-/// One connection of a ring: kept inline in the loop's ``ConnectionTable``. Its received
-/// buffers form a FIFO linked through the loop's per-buffer `next` array, so the record stays
-/// small however much is queued.
-struct RingConnection {
-    static let noBuffer = UInt16.max
-
+/// One connection of a ring: kept inline in the loop's ``ConnectionTable``.
+struct RingConnection<Session: ConnectionSession & ~Copyable>: ~Copyable {
     var fd: Int32
-    var session: EchoSession
-    var queueHead = RingConnection.noBuffer
-    var queueTail = RingConnection.noBuffer
-    /// Buffers this connection holds (received, not yet fully sent).
-    var heldBuffers: UInt16 = 0
-    /// Bytes of the head buffer already sent.
-    var headOffset: UInt32 = 0
-    /// Operations submitted and not yet completed for good; the socket is closed only at zero.
-    var inFlight: UInt8 = 0
-    var recvArmed = false
-    var sendInFlight = false
-    var closing = false
-    var waitingForBuffers = false
+    var state = RingConnectionState()
+    /// Received buffers held for echo, not yet completely written.
+    var held = HeldBuffers()
+    var session: Session
 }
 
-/// A ring's event loop. Per iteration: publish returned buffers, re-arm connections that ran
-/// out of buffers, one `io_uring_submit_and_wait`, then reap completions in a batch.
-struct RingEventLoop {
-    struct Setup: @unchecked Sendable {
-        let listener: Int32
-        let wake: Int32
-        let counters: ThreadCounters
-        let limit: ConnectionLimit
-        let configuration: ServerConfiguration
-    }
-
-    static let completionBatch = 256
-    static let acceptBackoffNanoseconds = 50_000_000
-    /// Names the missing kernel feature in the error a ring without it reports.
-    static let minTimeoutCall = "io_uring min-timeout wait"
+/// A ring's event loop over sessions of one pattern. Per iteration: publish returned buffers,
+/// re-arm connections that ran out of buffers, one `io_uring_submit_and_wait`, then reap
+/// completions in a batch. Received bytes go to the session from the provided buffer they
+/// arrived in; echoed bytes are sent straight from it (the buffer is held until written),
+/// produced bytes from the session's pinned outbound queue.
+struct RingEventLoop<Session: ConnectionSession & ~Copyable>: EventLoop, ~Copyable {
+    static var completionBatch: Int { 256 }
+    static var acceptBackoffNanoseconds: Int { 50_000_000 }
     /// The fewest completions a batch wait waits for (so it applies from 32 connections).
-    static let smallestBatch = 8
+    static var smallestBatch: Int { 8 }
 
-    private let setup: Setup
+    private let listener: Int32
+    private let wake: Int32
+    private let limit: ConnectionLimit
+    private let injection: CostInjection
+    private let context: SessionContext
     private let sys: SystemCalls
-    private let ring: UnsafeMutablePointer<io_uring>
+    private var ring: Ring
     private var buffers: BufferRing
-    /// Per buffer: the next buffer in its connection's queue, and how many bytes it holds.
-    private let bufferNext: UnsafeMutablePointer<UInt16>
-    private let bufferLength: UnsafeMutablePointer<UInt32>
-    private var connections = ConnectionTable<RingConnection>(initialCapacity: 256)
+    private let received: ReceiveQueue
+    private var connections = ConnectionTable<RingConnection<Session>>(initialCapacity: 256)
     private let completions: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
     /// Connections whose multishot recv ended with `ENOBUFS`, to re-arm as buffers return.
     private var waiting: [UInt64] = []
     private let wakeBuffer: UnsafeMutablePointer<UInt64>
     private let backoff: UnsafeMutablePointer<__kernel_timespec>
-    private let maxHeldBuffers: UInt16
-    private var acceptArmed = false
     private var acceptExhausted = false
     /// Microseconds a wait may hold out for a batch (0: wake on the first completion).
     private let batchWait: UInt32
     private let waitByPoll: Bool
-    /// The setup flags the kernel accepted, for stats.
-    let setupFlagNames: String
 
-    init(_ setup: Setup) throws(SystemError) {
-        self.setup = setup
-        sys = SystemCalls(counters: setup.counters)
-        let configuration = setup.configuration
-        ring = .allocate(capacity: 1)
-        // SINGLE_ISSUER|DEFER_TASKRUN runs completion work only when this thread enters the
-        // kernel to wait, so it is never interrupted mid-batch; older kernels refuse it.
-        // Waiting in poll(2) needs completion work that runs without this thread entering the
-        // ring (DEFER_TASKRUN and COOP_TASKRUN would leave poll asleep): plain task work.
-        let attempts: [(UInt32, String)] = configuration.ringWaitByPoll ? [(0, "none")] : [
-            (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, "SINGLE_ISSUER|DEFER_TASKRUN"),
-            (IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"),
-            (0, "none"),
-        ]
-        var chosen: String?
-        var lastError: Int32 = 0
-        var features: UInt32 = 0
-        for (flags, name) in attempts {
-            var params = io_uring_params()
-            params.flags = flags | IORING_SETUP_SUBMIT_ALL
-            let rc = io_uring_queue_init_params(UInt32(configuration.ringEntries), ring, &params)
-            if rc == 0 { chosen = name; features = params.features; break }
-            lastError = rc
-            if rc != -EINVAL { break }
-        }
-        guard let chosen else {
-            ring.deallocate()
-            throw SystemError("io_uring_queue_init_params", Errno(negatedResult: lastError))
-        }
-        setupFlagNames = chosen
-        if configuration.batchWaitMicroseconds > 0 && features & IORING_FEAT_MIN_TIMEOUT == 0 {
-            io_uring_queue_exit(ring)
-            ring.deallocate()
-            throw SystemError(RingEventLoop.minTimeoutCall, Errno(rawValue: ENOSYS))
-        }
-        batchWait = configuration.batchWaitMicroseconds
-        waitByPoll = configuration.ringWaitByPoll
-        do {
-            buffers = try BufferRing(ring: ring, groupID: 1, count: configuration.ringBufferCount, bufferSize: configuration.ringBufferSize)
+    var setupDescription: String? {
+        batchWait > 0 ? "\(ring.setupFlagNames)|MIN_TIMEOUT=\(batchWait)us" : ring.setupFlagNames
+    }
+
+    /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
+    /// ``run(until:)``. Must run on the thread that will run the loop (`SINGLE_ISSUER`).
+    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration) throws(SystemError) {
+        sys = SystemCalls(counters: resources.counters)
+        let newRing: Ring
+        do throws(SystemError) {
+            newRing = try Ring(entries: configuration.ringEntries, waitByPoll: configuration.ringWaitByPoll,
+                               needsMinTimeout: configuration.batchWaitMicroseconds > 0)
         } catch {
-            io_uring_queue_exit(ring)
-            ring.deallocate()
+            sys.close(listener)
             throw error
         }
-        bufferNext = .allocate(capacity: configuration.ringBufferCount)
-        bufferLength = .allocate(capacity: configuration.ringBufferCount)
+        let newBuffers: BufferRing
+        do throws(SystemError) {
+            newBuffers = try BufferRing(ring: newRing.raw, groupID: 1, count: configuration.ringBufferCount, bufferSize: configuration.ringBufferSize)
+        } catch {
+            sys.close(listener)
+            throw error  // the ring is torn down as it goes out of scope
+        }
+        ring = newRing
+        buffers = newBuffers
+        self.listener = listener
+        wake = resources.wake
+        self.limit = limit
+        injection = configuration.injection
+        batchWait = configuration.batchWaitMicroseconds
+        waitByPoll = configuration.ringWaitByPoll
+        // Held echo buffers are bounded by the session, like owed bytes: a connection may hold
+        // about its --max-owed in buffers (at least 4) before it stops reading.
+        let maxHeld = max(4, configuration.maxOwedPerConnection / configuration.ringBufferSize + 1)
+        context = SessionContext(maxOwed: configuration.maxOwedPerConnection, maxHeldChunks: maxHeld,
+                                 maxFrameSize: configuration.maxFrameSize, counters: sys)
+        received = ReceiveQueue(buffers: configuration.ringBufferCount)
         completions = .allocate(capacity: Self.completionBatch)
         wakeBuffer = .allocate(capacity: 1)
         backoff = .allocate(capacity: 1)
         backoff.pointee = __kernel_timespec(tv_sec: 0, tv_nsec: Int64(Self.acceptBackoffNanoseconds))
-        maxHeldBuffers = UInt16(clamping: max(4, configuration.maxOwedPerConnection / configuration.ringBufferSize + 1))
     }
 
     mutating func run(until stopping: borrowing Atomic<Bool>) {
@@ -134,18 +102,18 @@ struct RingEventLoop {
                 // A batch of a completion per four connections (at depth 1 a message brings a
                 // recv and a send completion). Smaller batches save too few wake-ups to pay for
                 // the timer the kernel arms for the wait.
-                rc = iobench_submit_and_wait_batch(ring, UInt32(batch), batchWait)
+                rc = iobench_submit_and_wait_batch(ring.raw, UInt32(batch), batchWait)
             } else if waitByPoll {
-                rc = submitAndWaitByPoll()
+                rc = ring.submitAndWaitByPoll(sys)
             } else {
-                rc = io_uring_submit_and_wait(ring, 1)
+                rc = io_uring_submit_and_wait(ring.raw, 1)
             }
             if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME {
                 reportError("iobench: io_uring loop stopped: \(SystemError("io_uring_submit_and_wait", Errno(negatedResult: rc)))")
                 break
             }
             while true {
-                let n = Int(io_uring_peek_batch_cqe(ring, completions, UInt32(Self.completionBatch)))
+                let n = Int(io_uring_peek_batch_cqe(ring.raw, completions, UInt32(Self.completionBatch)))
                 if n == 0 { break }
                 for i in 0..<n {
                     let cqe = completions[i]!
@@ -153,79 +121,65 @@ struct RingEventLoop {
                         running = !stopping.load(ordering: .sequentiallyConsistent)
                     }
                 }
-                io_uring_cq_advance(ring, UInt32(n))
+                io_uring_cq_advance(ring.raw, UInt32(n))
                 if n < Self.completionBatch { break }
             }
         }
         shutDown()
     }
 
-    /// Submits, and when nothing is ready blocks in `poll(2)` on the ring (readable once a
-    /// completion or deferred completion work is pending), then reaps without blocking.
-    private mutating func submitAndWaitByPoll() -> Int32 {
-        var rc = io_uring_submit_and_get_events(ring)
-        guard rc >= 0, io_uring_cq_ready(ring) == 0 else { return rc }
-        sys.count(.poll)
-        var descriptor = pollfd(fd: ring.pointee.ring_fd, events: Int16(POLLIN), revents: 0)
-        _ = poll(&descriptor, 1, -1)  // EINTR or an error: the reap below finds what there is
-        sys.count(.ioUringEnter)
-        rc = io_uring_get_events(ring)
-        return rc
-    }
-
     // MARK: Submissions
 
-    /// A submission slot; when the queue is full, submits what is there first.
-    @inline(__always)
-    private mutating func nextSQE() -> UnsafeMutablePointer<io_uring_sqe> {
-        while true {
-            if let sqe = io_uring_get_sqe(ring) { return sqe }
-            sys.count(.ioUringEnter)
-            _ = io_uring_submit(ring)
-        }
-    }
-
     private mutating func armAccept() {
-        let sqe = nextSQE()
-        io_uring_prep_multishot_accept(sqe, setup.listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+        let sqe = ring.nextSQE(sys)
+        io_uring_prep_multishot_accept(sqe, listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
         io_uring_sqe_set_data64(sqe, UserData(.accept).rawValue)
-        acceptArmed = true
     }
 
     private mutating func armWake() {
-        let sqe = nextSQE()
-        io_uring_prep_read(sqe, setup.wake, wakeBuffer, 8, 0)
+        let sqe = ring.nextSQE(sys)
+        io_uring_prep_read(sqe, wake, wakeBuffer, 8, 0)
         io_uring_sqe_set_data64(sqe, UserData(.wake).rawValue)
     }
 
     @inline(__always)
-    private mutating func armRecv(_ conn: UnsafeMutablePointer<RingConnection>, _ index: Int) {
-        let sqe = nextSQE()
+    private mutating func armRecv(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+        let sqe = ring.nextSQE(sys)
         io_uring_prep_recv_multishot(sqe, conn.pointee.fd, nil, 0, 0)
         sqe.pointee.flags |= UInt8(1 << IOSQE_BUFFER_SELECT_BIT)
         sqe.pointee.buf_group = buffers.groupID
         io_uring_sqe_set_data64(sqe, UserData(.recv, slot: index, generation: connections.generation(index)).rawValue)
-        conn.pointee.recvArmed = true
-        conn.pointee.inFlight += 1
+        conn.pointee.state.recvSubmitted()
     }
 
-    /// Sends the rest of the head buffer, straight from the ring memory it was received into.
+    /// Sends what is owed next: the session's outbound bytes (pinned until the send completes)
+    /// or else the rest of the head held buffer, straight from the ring memory it arrived in.
     @inline(__always)
-    private mutating func submitSend(_ conn: UnsafeMutablePointer<RingConnection>, _ index: Int) {
-        let head = conn.pointee.queueHead
-        let offset = Int(conn.pointee.headOffset)
-        let sqe = nextSQE()
-        io_uring_prep_send(sqe, conn.pointee.fd, buffers.address(of: head) + offset, Int(bufferLength[Int(head)]) - offset, Int32(MSG_NOSIGNAL))
+    private mutating func submitSend(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+        let address: UnsafeRawPointer
+        let count: Int
+        let outbound = conn.pointee.session.hasOutbound
+        if outbound {
+            let bytes = conn.pointee.session.pinOutboundForWrite()
+            address = bytes.baseAddress!
+            count = bytes.count
+        } else {
+            guard !conn.pointee.held.isEmpty else { return }
+            let head = received.unwritten(conn.pointee.held)
+            address = UnsafeRawPointer(buffers.address(of: head.id) + head.offset)
+            count = head.count
+        }
+        let sqe = ring.nextSQE(sys)
+        io_uring_prep_send(sqe, conn.pointee.fd, address, count, Int32(MSG_NOSIGNAL))
         io_uring_sqe_set_data64(sqe, UserData(.send, slot: index, generation: connections.generation(index)).rawValue)
-        conn.pointee.sendInFlight = true
-        conn.pointee.inFlight += 1
+        conn.pointee.state.sendSubmitted(outbound: outbound)
     }
 
-    private mutating func cancelRecv(_ conn: UnsafeMutablePointer<RingConnection>, _ index: Int) {
-        let sqe = nextSQE()
+    private mutating func cancelRecv(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+        let sqe = ring.nextSQE(sys)
         io_uring_prep_cancel64(sqe, UserData(.recv, slot: index, generation: connections.generation(index)).rawValue, 0)
         io_uring_sqe_set_data64(sqe, UserData(.cancel, slot: index, generation: connections.generation(index)).rawValue)
-        conn.pointee.inFlight += 1
+        conn.pointee.state.otherSubmitted()
     }
 
     // MARK: Completions
@@ -251,7 +205,7 @@ struct RingEventLoop {
     }
 
     @inline(__always)
-    private func live(_ data: UserData) -> UnsafeMutablePointer<RingConnection>? {
+    private func live(_ data: UserData) -> UnsafeMutablePointer<RingConnection<Session>>? {
         let index = data.slot
         guard index < connections.capacity else { return nil }
         let generation = connections.generation(index)
@@ -270,17 +224,16 @@ struct RingEventLoop {
                 if flags & IORING_CQE_F_MORE != 0 {
                     // Still armed: it would fail again at once. Cancel it; its final completion
                     // arms the back-off timer below.
-                    let sqe = nextSQE()
+                    let sqe = ring.nextSQE(sys)
                     io_uring_prep_cancel64(sqe, UserData(.accept).rawValue, 0)
                     io_uring_sqe_set_data64(sqe, 0)
                 }
             }
         }
         if flags & IORING_CQE_F_MORE == 0 {
-            acceptArmed = false
             if acceptExhausted {
                 // Waiting connections stay in the backlog; try again once descriptors may be free.
-                let sqe = nextSQE()
+                let sqe = ring.nextSQE(sys)
                 io_uring_prep_timeout(sqe, backoff, 0, 0)
                 io_uring_sqe_set_data64(sqe, UserData(.acceptBackoff).rawValue)
             } else {
@@ -290,13 +243,13 @@ struct RingEventLoop {
     }
 
     private mutating func accepted(_ fd: Int32) {
-        guard setup.limit.acquire() else {
+        guard limit.acquire() else {
             sys.count(.refused)
             sys.close(fd)
             return
         }
         Socket.setNoDelay(fd)
-        let index = connections.insert(RingConnection(fd: fd, session: EchoSession(maxOwed: setup.configuration.maxOwedPerConnection)))
+        let index = connections.insert(RingConnection(fd: fd, session: Session(context: context)))
         sys.count(.accepted)
         armRecv(connections.slots + index, index)
     }
@@ -310,34 +263,36 @@ struct RingEventLoop {
         }
         let index = data.slot
         let more = flags & IORING_CQE_F_MORE != 0
-        if !more { conn.pointee.recvArmed = false }
+        if !more { conn.pointee.state.recvEnded() }
         if res > 0 {
             let id = UInt16(truncatingIfNeeded: flags >> UInt32(IORING_CQE_BUFFER_SHIFT))
             buffers.taken(id)
-            if conn.pointee.closing || conn.pointee.session.inputEnded {
-                buffers.give(back: id)
+            if conn.pointee.state.closing || !conn.pointee.session.wantsInput && !conn.pointee.state.inputPaused {
+                buffers.give(back: id)  // after end of input or close: nothing more is read
             } else {
-                enqueue(conn, id, UInt32(res))
                 sys.count(.bytesIn, UInt64(res))
-                if setup.configuration.injection.isActive { sys.inject(setup.configuration.injection) }
-                let actions = conn.pointee.session.received(Int(res))
-                if !conn.pointee.sendInFlight { submitSend(conn, index) }
-                if more && (actions.contains(.pauseInput) || conn.pointee.heldBuffers >= maxHeldBuffers) {
-                    cancelRecv(conn, index)
+                if injection.isActive { sys.inject(injection) }
+                let bytes = UnsafeRawBufferPointer(start: buffers.address(of: id), count: Int(res))
+                let actions = conn.pointee.session.received(bytes)
+                if actions.contains(.echoReceived) {
+                    received.append(id, bytes: UInt32(res), to: &conn.pointee.held)
+                } else {
+                    buffers.give(back: id)  // the session took what it needed during the call
                 }
+                perform(actions, conn, index, recvStillArmed: more)
             }
         } else if res == 0 {
-            if !conn.pointee.closing && conn.pointee.session.inputDidEnd().contains(.close) {
-                beginClose(conn, index)
+            if !conn.pointee.state.closing {
+                perform(conn.pointee.session.inputDidEnd(), conn, index, recvStillArmed: more)
             }
         } else {
             let error = Errno(negatedResult: res)
             if error == .noBuffers {
-                if !conn.pointee.closing && !conn.pointee.waitingForBuffers {
-                    conn.pointee.waitingForBuffers = true
+                if !conn.pointee.state.closing && !conn.pointee.state.waitingForBuffers {
+                    conn.pointee.state.waitingForBuffers = true
                     waiting.append(data.rawValue)
                 }
-            } else if error != .cancelled && !conn.pointee.closing {
+            } else if error != .cancelled && !conn.pointee.state.closing {
                 sys.count(.resets)
                 beginClose(conn, index)
             }
@@ -349,9 +304,12 @@ struct RingEventLoop {
     private mutating func onSend(_ data: UserData, _ res: Int32) {
         guard let conn = live(data) else { return }
         let index = data.slot
-        conn.pointee.sendInFlight = false
+        conn.pointee.state.sendCompleted()
         if res < 0 {
-            if !conn.pointee.closing {
+            if conn.pointee.session.hasOutbound && conn.pointee.state.sendingOutbound {
+                _ = conn.pointee.session.sent(0)  // releases the pin: the kernel is done with it
+            }
+            if !conn.pointee.state.closing {
                 sys.count(.resets)
                 beginClose(conn, index)
             }
@@ -359,77 +317,72 @@ struct RingEventLoop {
             return
         }
         sys.count(.bytesOut, UInt64(res))
-        conn.pointee.headOffset += UInt32(res)
-        let head = conn.pointee.queueHead
-        if conn.pointee.headOffset == bufferLength[Int(head)] {
+        var actions: SessionActions = []
+        if !conn.pointee.state.sendingOutbound, let done = received.written(Int(res), from: &conn.pointee.held) {
             // Every byte of this buffer is on its way to the peer: only now may it be reused.
-            conn.pointee.queueHead = bufferNext[Int(head)]
-            if conn.pointee.queueHead == RingConnection.noBuffer { conn.pointee.queueTail = RingConnection.noBuffer }
-            conn.pointee.heldBuffers -= 1
-            conn.pointee.headOffset = 0
-            buffers.give(back: head)
+            buffers.give(back: done)
+            actions = conn.pointee.session.echoChunkWritten()
         }
-        let actions = conn.pointee.session.sent(Int(res))
-        if !conn.pointee.closing {
-            if actions.contains(.send) {
-                submitSend(conn, index)
-            } else if actions.contains(.close) {
-                beginClose(conn, index)
-            }
-            if !conn.pointee.recvArmed && !conn.pointee.waitingForBuffers && mayRead(conn) {
-                armRecv(conn, index)
-            }
-        }
+        actions.formUnion(conn.pointee.session.sent(Int(res)))
+        if !conn.pointee.state.closing { perform(actions, conn, index, recvStillArmed: conn.pointee.state.recvArmed) }
         finishOperation(conn, index)
     }
 
+    /// Executes a session's actions (every one of them).
     @inline(__always)
-    private func mayRead(_ conn: UnsafeMutablePointer<RingConnection>) -> Bool {
-        conn.pointee.session.wantsInput && conn.pointee.heldBuffers < maxHeldBuffers / 2 + 1
-    }
-
-    @inline(__always)
-    private func enqueue(_ conn: UnsafeMutablePointer<RingConnection>, _ id: UInt16, _ length: UInt32) {
-        bufferLength[Int(id)] = length
-        bufferNext[Int(id)] = RingConnection.noBuffer
-        if conn.pointee.queueTail == RingConnection.noBuffer {
-            conn.pointee.queueHead = id
-        } else {
-            bufferNext[Int(conn.pointee.queueTail)] = id
+    private mutating func perform(_ actions: SessionActions, _ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int, recvStillArmed: Bool) {
+        if actions.contains(.close) {
+            beginClose(conn, index)
+            return
         }
-        conn.pointee.queueTail = id
-        conn.pointee.heldBuffers += 1
+        if actions.contains(.pauseInput) {
+            conn.pointee.state.inputPaused = true
+            if recvStillArmed && conn.pointee.state.recvArmed { cancelRecv(conn, index) }
+        }
+        if actions.contains(.resumeInput) {
+            conn.pointee.state.inputPaused = false
+            if conn.pointee.state.shouldArmRecv(sessionWantsInput: conn.pointee.session.wantsInput) { armRecv(conn, index) }
+        }
+        // .echoReceived: the buffer is already in the connection's queue; like .send, it is
+        // written by the next send.
+        if actions.contains(.send) || actions.contains(.echoReceived), !conn.pointee.state.sendInFlight {
+            submitSend(conn, index)
+        }
     }
 
     /// An operation on `conn` completed for good. Re-arms reading where it should go on, and
     /// closes the socket once a closing connection has nothing in flight.
     @inline(__always)
-    private mutating func finishOperation(_ conn: UnsafeMutablePointer<RingConnection>, _ index: Int) {
-        conn.pointee.inFlight -= 1
-        if conn.pointee.closing {
-            if conn.pointee.inFlight == 0 { finishClose(index) }
-        } else if !conn.pointee.recvArmed && !conn.pointee.waitingForBuffers && mayRead(conn) {
+    private mutating func finishOperation(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+        if conn.pointee.state.operationFinished() {
+            finishClose(index)
+        } else if conn.pointee.state.shouldArmRecv(sessionWantsInput: conn.pointee.session.wantsInput) {
             armRecv(conn, index)
         }
     }
 
-    private mutating func beginClose(_ conn: UnsafeMutablePointer<RingConnection>, _ index: Int) {
-        conn.pointee.closing = true
-        if conn.pointee.recvArmed { cancelRecv(conn, index) }
-        if conn.pointee.inFlight == 0 { finishClose(index) }
+    private mutating func beginClose(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+        guard !conn.pointee.state.closing else { return }
+        let recvArmed = conn.pointee.state.recvArmed
+        if conn.pointee.state.beginClose() {
+            finishClose(index)
+        } else if recvArmed {
+            cancelRecv(conn, index)
+        }
     }
 
     /// Nothing is in flight on this socket any more: return its buffers and close it.
     private mutating func finishClose(_ index: Int) {
-        let record = connections.remove(index)
-        var id = record.queueHead
-        while id != RingConnection.noBuffer {
+        let record = connections.remove(index)  // dropping it frees the session's memory
+        var id = record.held.head
+        while id != HeldBuffers.none {
+            let following = received.following(id)
             buffers.give(back: id)
-            id = bufferNext[Int(id)]
+            id = following
         }
         sys.close(record.fd)
         sys.count(.closed)
-        setup.limit.release()
+        limit.release()
     }
 
     /// Re-arms as many connections that hit `ENOBUFS` as there are buffers to receive into.
@@ -438,10 +391,10 @@ struct RingEventLoop {
         var kept: [UInt64] = []
         for raw in waiting {
             let data = UserData(rawValue: raw)
-            guard let conn = live(data), conn.pointee.waitingForBuffers else { continue }
+            guard let conn = live(data), conn.pointee.state.waitingForBuffers else { continue }
             if budget == 0 { kept.append(raw); continue }
-            conn.pointee.waitingForBuffers = false
-            if !conn.pointee.closing && !conn.pointee.recvArmed && mayRead(conn) {
+            conn.pointee.state.waitingForBuffers = false
+            if conn.pointee.state.shouldArmRecv(sessionWantsInput: conn.pointee.session.wantsInput) {
                 armRecv(conn, data.slot)
                 budget -= 1
             }
@@ -452,21 +405,16 @@ struct RingEventLoop {
     private mutating func shutDown() {
         // Tearing the ring down cancels and reaps every operation still in flight, so after it
         // no buffer or socket is in the kernel's hands and all may be released.
-        io_uring_queue_exit(ring)
+        ring.exit()
         for index in connections.liveIndices() {
             let record = connections.remove(index)
             sys.close(record.fd)
             sys.count(.closed)
-            setup.limit.release()
+            limit.release()
         }
-        connections.deallocate()
-        sys.close(setup.listener)
-        buffers.deallocate()
-        bufferNext.deallocate()
-        bufferLength.deallocate()
+        sys.close(listener)
         completions.deallocate()
         wakeBuffer.deallocate()
         backoff.deallocate()
-        ring.deallocate()
     }
 }

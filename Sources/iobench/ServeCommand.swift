@@ -13,7 +13,7 @@ import Glibc
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run one echo server backend until SIGINT, SIGTERM or 'quit' on stdin.",
+        abstract: "Run one server backend (echo or rpc) until SIGINT, SIGTERM or 'quit' on stdin.",
         discussion: """
         Once listening it prints one line: 'listening on ADDRESS backend=B threads=N pid=P'. \
         On stdin it accepts 'stats' (answers one JSON line of counters) and 'quit'. It stops \
@@ -23,6 +23,12 @@ struct ServeCommand: ParsableCommand {
 
     @Option(help: "I/O model: blocking (a thread per connection), epoll (readiness) or io_uring (completion); or nio, SwiftNIO as a reference peer.")
     var backend: BackendKind
+
+    @Option(help: "Protocol on every connection: echo (bytes back as they came, no framing) or rpc (framed request/response, docs/PROTOCOL.md).")
+    var pattern: ServerPattern = .echo
+
+    @Option(help: "Framed patterns: the largest frame accepted, header included (for example 64k); a longer declared length is refused with an ERROR frame and the connection closed.")
+    var maxFrame: String = "64k"
 
     @Option(help: "Address to bind. Defaults to loopback: an open echo server is a gift to attackers.")
     var host: String = "127.0.0.1"
@@ -99,6 +105,11 @@ struct ServeCommand: ParsableCommand {
             configuration.maxConnections = maxConnections
             configuration.threadStackSize = try Units.parseByteCount(stackSize)
             configuration.maxOwedPerConnection = try Units.parseByteCount(maxOwed)
+            configuration.pattern = pattern
+            configuration.maxFrameSize = try Units.parseByteCount(maxFrame)
+            guard (Frame.smallestMaxSize...Frame.largestMaxSize).contains(configuration.maxFrameSize) else {
+                throw UsageError("--max-frame \(maxFrame) is out of range: use \(Frame.smallestMaxSize) to 16m")
+            }
             configuration.ringBufferCount = ringBuffers
             configuration.ringBufferSize = try Units.parseByteCount(ringBufferSize)
             configuration.injection.syscalls = max(0, injectSyscalls)
@@ -154,7 +165,7 @@ struct ServeCommand: ParsableCommand {
             printError("iobench: cannot start the \(backend) server: \(error)")
             throw ExitCode.failure
         }
-        var line = "listening on \(server.boundAddress) backend=\(backend) threads=\(threads) pid=\(getpid())"
+        var line = "listening on \(server.boundAddress) backend=\(backend) threads=\(threads) pid=\(getpid()) pattern=\(pattern)"
         if let flags = server.stats().ioUringSetup { line += " io_uring_setup=\(flags)" }
         control.emit(line)
 

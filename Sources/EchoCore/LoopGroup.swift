@@ -1,0 +1,124 @@
+import Dispatch
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An event loop a ``LoopGroup`` runs on its own thread.
+public protocol EventLoop: ~Copyable, SendableMetatype {
+    /// Serves until the group's stop flag is set and the loop's wake descriptor fires, then
+    /// closes everything the loop owns.
+    mutating func run(until stopping: borrowing Atomic<Bool>)
+    /// What the loop set up that stats should show (io_uring: the ring's setup flags).
+    var setupDescription: String? { get }
+}
+
+extension EventLoop where Self: ~Copyable {
+    public var setupDescription: String? { nil }
+}
+
+/// What a loop is given when it is made on its thread.
+public struct LoopResources: Sendable {
+    /// The loop's index in the group, 0 ..< count.
+    public let index: Int
+    /// An eventfd the group writes to when the loop must look at the stop flag. Owned by the
+    /// group (closed after the loop's thread has ended).
+    public let wake: Int32
+    /// The loop thread's own counters.
+    public let counters: ThreadCounters
+}
+
+/// The scaffolding shared by the event-loop servers (epoll, io_uring): one OS thread per loop,
+/// each with its wake eventfd; a start handshake in which every loop is made on its own thread
+/// (an io_uring ring must be created by the thread that submits to it) and reports whether it
+/// could be; and one stop that sets the flag, wakes every loop, joins every thread and closes
+/// the wake descriptors. A failed start stops the loops that did start before it throws, so
+/// nothing is left running or open.
+public final class LoopGroup: Sendable {
+    private struct Started {
+        var threads: [OSThread] = []
+        var wakes: [Int32] = []
+    }
+
+    private let threadName: String
+    private let stopping = Atomic<Bool>(false)
+    private let started = Mutex(Started())
+    private let descriptions = Mutex<[String]>([])
+
+    /// `threadName` is prefixed to each loop thread's index (`iob-epoll-0`, …).
+    public init(threadName: String) { self.threadName = threadName }
+
+    /// The setup each loop reported (``EventLoop/setupDescription``), in no particular order.
+    public var setupDescriptions: [String] { descriptions.withLock { $0 } }
+
+    /// Makes `count` loops, each by `make` on its own thread, and returns once every one is
+    /// serving. If `make` throws for any loop (it must release what it was given for that loop,
+    /// such as its listener, before throwing), every loop is stopped and the first error is
+    /// rethrown; `unclaimed` is called for each loop index `make` never ran for, to release
+    /// what was meant for it.
+    public func start<Loop: EventLoop & ~Copyable>(
+        count: Int, registry: CounterRegistry,
+        unclaimed: (Int) -> Void = { _ in },
+        make: @escaping @Sendable (LoopResources) throws -> Loop
+    ) throws {
+        let outcomes = Mutex<[(any Error)?]>([])
+        let ready = DispatchSemaphore(value: 0)
+        var failure: (any Error)?
+        for index in 0..<count {
+            let counters = registry.makeCounters()
+            let wake: Int32
+            do {
+                wake = try SystemCalls(counters: counters).makeEventFD()
+            } catch {
+                failure = failure ?? error
+                break
+            }
+            let resources = LoopResources(index: index, wake: wake, counters: counters)
+            do {
+                let thread = try OSThread(name: "\(threadName)-\(index)") { [self] in
+                    var loop: Loop
+                    do {
+                        loop = try make(resources)
+                    } catch {
+                        outcomes.withLock { $0.append(error) }
+                        ready.signal()
+                        return
+                    }
+                    if let description = loop.setupDescription {
+                        descriptions.withLock { $0.append(description) }
+                    }
+                    outcomes.withLock { $0.append(nil) }
+                    ready.signal()
+                    loop.run(until: stopping)
+                }
+                started.withLock { $0.threads.append(thread); $0.wakes.append(wake) }
+            } catch {
+                close(wake)
+                failure = failure ?? error
+                break
+            }
+        }
+        let launched = started.withLock { $0.threads.count }
+        for index in launched..<count { unclaimed(index) }
+        for _ in 0..<launched { ready.wait() }
+        if failure == nil { failure = outcomes.withLock { $0.compactMap { $0 }.first } }
+        if let failure {
+            stop()
+            throw failure
+        }
+    }
+
+    /// Sets the stop flag, wakes every loop, joins every thread and closes the wake descriptors.
+    /// Idempotent.
+    public func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        let (threads, wakes) = started.withLock { state in
+            defer { state = Started() }
+            return (state.threads, state.wakes)
+        }
+        var one: UInt64 = 1
+        for fd in wakes { _ = write(fd, &one, 8) }
+        for thread in threads { thread.join() }
+        for fd in wakes { close(fd) }
+    }
+}

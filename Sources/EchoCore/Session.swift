@@ -1,0 +1,116 @@
+/// What a protocol session asks its backend to do next. Several can come at once (for example
+/// ``send`` and ``pauseInput`` when a burst of requests outruns the peer's reading). A backend
+/// executes every action it is given; none is advice.
+public struct SessionActions: OptionSet, Sendable, CustomStringConvertible {
+    public let rawValue: UInt8
+    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// Output is owed: write it, in order, after whatever is already being written. The bytes
+    /// are the session's committed outbound bytes (``ConnectionSession/pinOutboundForWrite()``)
+    /// when there are any, else the received bytes the backend holds for echo.
+    public static let send = SessionActions(rawValue: 1 << 0)
+    /// The bytes just received are output (echo): write them after everything owed before
+    /// them. A backend may write them straight from where they arrived when nothing else is
+    /// owed, and must keep the rest, either by holding its receive buffer (reporting
+    /// ``ConnectionSession/echoChunkWritten()`` once all of it is written) or by handing them to
+    /// ``ConnectionSession/keepEcho(_:)``.
+    public static let echoReceived = SessionActions(rawValue: 1 << 1)
+    /// Stop reading this connection: the session's bound on owed output is reached.
+    public static let pauseInput = SessionActions(rawValue: 1 << 2)
+    /// Reading may go on again.
+    public static let resumeInput = SessionActions(rawValue: 1 << 3)
+    /// The exchange is over and nothing more will be written: close the connection once no
+    /// operation on it is in flight.
+    public static let close = SessionActions(rawValue: 1 << 4)
+
+    public var description: String {
+        let names = [(Self.send, "send"), (.echoReceived, "echoReceived"), (.pauseInput, "pauseInput"),
+                     (.resumeInput, "resumeInput"), (.close, "close")]
+        return "[" + names.filter { contains($0.0) }.map(\.1).joined(separator: ", ") + "]"
+    }
+}
+
+/// What a backend gives each session it creates: the bounds it must keep and where to count.
+public struct SessionContext {
+    /// Bytes a connection may owe its peer before it stops reading (resumes at half).
+    public var maxOwed: Int
+    /// For a backend that holds received buffers for echo instead of copying them (io_uring):
+    /// how many it may hold per connection before reading pauses (resumes at half). Nil when
+    /// received bytes are copied.
+    public var maxHeldChunks: Int?
+    /// The largest frame accepted (framed patterns).
+    public var maxFrameSize: Int
+    /// The owning thread's counters: sessions count requests and refused frames here.
+    public var counters: SystemCalls
+
+    public init(maxOwed: Int, maxHeldChunks: Int? = nil, maxFrameSize: Int = Frame.defaultMaxSize, counters: SystemCalls) {
+        precondition(maxOwed > 0, "maxOwed must be positive")
+        self.maxOwed = maxOwed
+        self.maxHeldChunks = maxHeldChunks
+        self.maxFrameSize = maxFrameSize
+        self.counters = counters
+    }
+}
+
+/// A connection's protocol as a sans-I/O state machine: the seam every backend drives. It is
+/// told what happened on the connection (bytes arrived, bytes were written, the peer stopped
+/// sending) and answers with ``SessionActions``. It owns every byte it produces and the bound
+/// on output owed (flow control lives here and nowhere else), so all backends behave alike and
+/// a new protocol is one more conforming type, with no backend touched.
+///
+/// Sessions are values kept inline in a loop's connection table; one that owns memory is
+/// `~Copyable` and frees it when the connection's record is dropped.
+public protocol ConnectionSession: ~Copyable, SendableMetatype {
+    /// The pattern's name on the command line (`--pattern`).
+    static var patternName: String { get }
+
+    init(context: SessionContext)
+
+    /// Whether the backend should be reading this connection now.
+    var wantsInput: Bool { get }
+    /// Output owed to the peer and not yet written (bytes the backend holds for echo included).
+    var owed: Int { get }
+    /// Whether the session holds committed output to write (else owed bytes are echo bytes the
+    /// backend holds).
+    var hasOutbound: Bool { get }
+
+    /// Bytes arrived from the peer (never empty: end of input is ``inputDidEnd()``). They are
+    /// valid only during the call.
+    mutating func received(_ bytes: UnsafeRawBufferPointer) -> SessionActions
+    /// The committed outbound bytes. Their address stays valid, and they stay in place, until
+    /// ``sent(_:)`` reports the write.
+    mutating func pinOutboundForWrite() -> UnsafeRawBufferPointer
+    /// Keeps echoed bytes the backend could not write straight away (a copy, after everything
+    /// else owed).
+    mutating func keepEcho(_ bytes: UnsafeRawBufferPointer)
+    /// `count` owed bytes were written: from the outbound bytes when ``hasOutbound``, else from
+    /// the echo bytes the backend holds.
+    mutating func sent(_ count: Int) -> SessionActions
+    /// A received buffer the backend held for echo is now completely written.
+    mutating func echoChunkWritten() -> SessionActions
+    /// The peer shut down its sending side.
+    mutating func inputDidEnd() -> SessionActions
+}
+
+/// The protocol a server speaks on every connection (`serve --pattern`).
+public enum ServerPattern: String, CaseIterable, Sendable, CustomStringConvertible {
+    /// Bytes back exactly as they came: no framing, no parsing; measures the I/O path alone.
+    case echo
+    /// Framed request/response (`docs/PROTOCOL.md`): each REQUEST is parsed, costs the server
+    /// its `work_us` of CPU, and is answered in order by a RESPONSE.
+    case rpc
+
+    public var description: String { rawValue }
+
+    /// The session type that speaks this pattern. Backends open it as a generic parameter, so
+    /// each pattern gets its own specialised loop and a new pattern touches no backend.
+    public var sessionType: any (ConnectionSession & ~Copyable).Type {
+        switch self {
+        case .echo: EchoSession.self
+        case .rpc: RpcSession.self
+        }
+    }
+
+    /// Whether the pattern speaks frames (and `--max-frame` applies).
+    public var isFramed: Bool { self != .echo }
+}
