@@ -44,6 +44,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "EchoCoreTests", dependencies: ["EchoCore"]),
+        .testTarget(name: "IoUringTests", dependencies: ["IoUring"]),
         .target(name: "TestSupport", dependencies: ["EchoCore"], path: "Tests/TestSupport"),
         .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Bench", "TestSupport", "iobench"]),
         .testTarget(name: "BenchTests", dependencies: ["EchoCore", "Bench", "TestSupport", "iobench"]),

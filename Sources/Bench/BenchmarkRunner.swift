@@ -94,6 +94,10 @@ public struct RunPlan: Sendable {
     public var connections = [1, 16, 128, 512]
     public var sizes = [64, 4096]
     public var modes: [LoadMode] = [.closed(depth: 1)]
+    /// The protocol every server speaks and the generator drives (`--pattern`).
+    public var pattern = LoadPattern.echo
+    /// rpc: microseconds of server CPU work per request (`--work`).
+    public var workMicroseconds: UInt32 = 0
     public var repetitions = 3
     public var duration = 1.5
     public var warmup = 0.5
@@ -178,7 +182,7 @@ public final class BenchmarkRunner {
         ["serve", "--backend", backend.rawValue, "--port", "0", "--quit-on-eof",
          "--threads", "\(plan.serverThreads)",
          "--cpus", plan.serverCPUs.map(String.init).joined(separator: ","),
-        ] + options + plan.extraServerArguments
+        ] + (plan.pattern == .echo ? [] : ["--pattern", plan.pattern.rawValue]) + options + plan.extraServerArguments
     }
 
     private func startServer(_ backend: BackendKind, options: [String] = [], executable: String? = nil) throws -> ServerProcess {
@@ -235,6 +239,7 @@ public final class BenchmarkRunner {
         row["connections"] = "\(connections)"
         row["repetition"] = "\(repetition)"
         row["warmup_s"] = fixed(plan.warmup, 3)
+        if plan.pattern == .rpc && workload != "idle" { row["work_us"] = "\(plan.workMicroseconds)" }
         return row
     }
 
@@ -309,7 +314,7 @@ public final class BenchmarkRunner {
         let load = try LoadGenerator.run(options, hooks: hooks)
         if let probeError { throw BenchError.probeFailed("\(label): \(probeError)") }
 
-        var row = baseRow(target, workload: "echo", connections: connections, repetition: repetition)
+        var row = baseRow(target, workload: plan.pattern.rawValue, connections: connections, repetition: repetition)
         row.fill(load: load)
         row["bottleneck"] = Bottleneck.verdict(serverUtilization: 0, generatorUtilization: load.generatorUtilization)
         if probe != nil {
@@ -392,7 +397,7 @@ public final class BenchmarkRunner {
         guard let counts, load.messages > 0 else {
             throw BenchError.probeFailed("\(label): no message was echoed in the counted window")
         }
-        var row = baseRow(target, workload: "echo", connections: connections, repetition: repetition)
+        var row = baseRow(target, workload: plan.pattern.rawValue, connections: connections, repetition: repetition)
         row.fill(load: load)
         let perMessage = 1.0 / Double(load.messages)
         row["user_instructions_per_msg"] = fixed(Double(counts.instructions) * perMessage, 2)
@@ -417,6 +422,8 @@ public final class BenchmarkRunner {
         options.warmup = plan.warmup
         options.threads = plan.generatorThreads
         options.cpus = plan.clientCPUs
+        options.pattern = plan.pattern
+        options.workMicroseconds = plan.workMicroseconds
         return options
     }
 

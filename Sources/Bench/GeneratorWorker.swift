@@ -43,7 +43,9 @@ struct GeneratorWorker {
     private let sys: SystemCalls
     private let stream: StreamPattern
     private let shared: SharedRun
-    private let size: UInt64
+    private let format: MessageFormat
+    private let requestSize: UInt64
+    private let responseSize: UInt64
     private let slots: Int
     private let openLoop: Bool
     private let connections: UnsafeMutablePointer<LoadConnection>
@@ -73,7 +75,9 @@ struct GeneratorWorker {
         sys = SystemCalls(counters: setup.counters)
         stream = setup.stream
         shared = setup.shared
-        size = UInt64(setup.options.messageSize)
+        format = setup.options.messageFormat
+        requestSize = UInt64(format.requestSize)
+        responseSize = UInt64(format.responseSize)
         openLoop = setup.options.isOpenLoop
         slots = openLoop ? Self.openLoopSlots : setup.options.depth
         count = setup.fds.count
@@ -176,9 +180,9 @@ struct GeneratorWorker {
         }
         if measuring { outcome.cpuNanoseconds = ProcessResources.threadCPUNanoseconds() - cpuStart }
         // Every byte sent must have come back by now (the controller waited for the drain).
-        for i in 0..<count where connections[i].alive && (connections[i].receivedBytes < connections[i].sentBytes || connections[i].sentBytes < connections[i].queuedBytes) {
+        for i in 0..<count where connections[i].alive && (connections[i].completed < connections[i].queued || connections[i].sentBytes < connections[i].queuedBytes) {
             let c = connections[i]
-            fail(i, "connection \(setup.firstIndex + i * setup.threadCount): \(c.queuedBytes - c.receivedBytes) of the \(c.queuedBytes) bytes it sent never came back within \(setup.options.drainTimeout) s")
+            fail(i, "connection \(setup.firstIndex + i * setup.threadCount): \(c.queued - c.completed) of the \(c.queued) messages it sent were not answered within \(setup.options.drainTimeout) s")
         }
         return outcome
     }
@@ -227,7 +231,7 @@ struct GeneratorWorker {
             if measuring { outcome.sendLag!.record(now &- scheduled) }
         }
         c.pointee.queued += 1
-        c.pointee.queuedBytes += size
+        c.pointee.queuedBytes += requestSize
         inFlight += 1
     }
 
@@ -255,7 +259,7 @@ struct GeneratorWorker {
         while c.pointee.sentBytes < c.pointee.queuedBytes {
             let length = Int(min(c.pointee.queuedBytes - c.pointee.sentBytes, UInt64(LoadGenerator.receiveBuffer)))
             // The stream is made afresh for each send: a partial send resumes at its offset.
-            stream.fill(expected, count: length, starts: c.pointee.streamStarts, offset: c.pointee.sentBytes)
+            format.fillRequests(expected, count: length, stream: stream, starts: c.pointee.streamStarts, offset: c.pointee.sentBytes)
             let result: IOResult
             do {
                 result = try sys.send(c.pointee.fd, from: expected, count: length)
@@ -296,18 +300,21 @@ struct GeneratorWorker {
             return
         }
         sys.count(.bytesIn, UInt64(n))
-        if c.pointee.receivedBytes + UInt64(n) > c.pointee.sentBytes {
-            fail(i, "connection \(setup.firstIndex + i * setup.threadCount): received \(c.pointee.receivedBytes + UInt64(n)) bytes but sent only \(c.pointee.sentBytes)")
+        // An answer can only come for what was sent: echo byte for byte, rpc whole requests.
+        let answerable = format.pattern == .echo ? c.pointee.sentBytes : c.pointee.sentBytes / requestSize * responseSize
+        if c.pointee.receivedBytes + UInt64(n) > answerable {
+            fail(i, "connection \(setup.firstIndex + i * setup.threadCount): received \(c.pointee.receivedBytes + UInt64(n)) bytes but only \(answerable) could be answers to what it sent")
             return
         }
-        if let at = stream.firstMismatch(buffer, count: n, starts: c.pointee.streamStarts, offset: c.pointee.receivedBytes) {
-            fail(i, "connection \(setup.firstIndex + i * setup.threadCount): byte \(c.pointee.receivedBytes + UInt64(at)) of its stream is wrong (lost, duplicated, reordered or another connection's bytes)")
+        if let at = format.firstMismatch(buffer, count: n, stream: stream, starts: c.pointee.streamStarts, offset: c.pointee.receivedBytes) {
+            let byte = c.pointee.receivedBytes + UInt64(at)
+            fail(i, "connection \(setup.firstIndex + i * setup.threadCount): byte \(byte) of its answers (message \(byte / responseSize)) is wrong (lost, duplicated, reordered, another connection's bytes, or not the expected answer)")
             return
         }
         c.pointee.receivedBytes += UInt64(n)
         let now = ProcessResources.monotonicNanoseconds()
         var finished = 0
-        while c.pointee.completed < c.pointee.queued && c.pointee.receivedBytes >= (c.pointee.completed + 1) * size {
+        while c.pointee.completed < c.pointee.queued && c.pointee.receivedBytes >= (c.pointee.completed + 1) * responseSize {
             let slot = i * slots + Int(c.pointee.completed % UInt64(slots))
             if measuring {
                 if openLoop {

@@ -222,6 +222,7 @@ public struct RegressionCheck: Sendable {
     public static func title(of row: ResultRow) -> String {
         if row["workload"] == "idle" { return "idle, \(row["connections"] ?? "?") connections" }
         var title = "\(row["connections"] ?? "?") conns × \(row["size_bytes"] ?? "?") B"
+        if row["workload"] == "rpc" { title = "rpc (work \(row["work_us"] ?? "0") µs), " + title }
         if let rate = row["rate_msgs_per_s"], !rate.isEmpty { title += ", \(rate)/s" } else { title += ", depth \(row["depth"] ?? "1")" }
         return row["method"] == MeasurementMethod.counted.rawValue ? "counted: " + title : title
     }

@@ -29,14 +29,15 @@ public struct ResultRow: Sendable, Equatable {
         ("git_dirty", "yes when the binary's sources (Sources/, Package.swift, Package.resolved) differed from that commit"),
         ("build_config", "release or debug: how the binary was built"),
         ("command", "the command line that produced the row"),
-        ("workload", "echo (load run) or idle (idle connections held open)"),
+        ("workload", "echo or rpc (load run: the pattern served and driven) or idle (idle connections held open)"),
         ("method", "timed (wall clock and CPU time under load) or counted (the server under callgrind; instructions, allocations and system calls over a window with nothing in flight at its edges)"),
         ("backend", "blocking, epoll, io_uring, nio, or the name of a --variant or an --external server"),
         ("server_threads", "event loops of the server (--threads); blocking: 1 acceptor plus one thread per connection"),
         ("server_cpus", "CPUs the server was pinned to"),
         ("client_cpus", "CPUs the load generator was pinned to"),
         ("connections", "concurrent connections"),
-        ("size_bytes", "bytes per message"),
+        ("size_bytes", "bytes per message (rpc: payload bytes per request; a request adds 17 bytes of framing, a response 13)"),
+        ("work_us", "rpc: microseconds of server CPU work each request asked for"),
         ("depth", "messages in flight per connection (closed loop); empty for open loop"),
         ("rate_msgs_per_s", "open loop: scheduled messages per second in total; empty for closed loop"),
         ("repetition", "repetition number, from 1"),
@@ -79,7 +80,7 @@ public struct ResultRow: Sendable, Equatable {
     /// The cell this row belongs to, without backend, server threads and repetition.
     public var cellKey: String {
         let method = values["method"].flatMap { $0.isEmpty ? nil : $0 } ?? "timed"
-        return [method, values["workload"], values["connections"], values["size_bytes"], values["depth"], values["rate_msgs_per_s"]]
+        return [method, values["workload"], values["connections"], values["size_bytes"], values["depth"], values["rate_msgs_per_s"], values["work_us"]]
             .map { $0 ?? "" }.joined(separator: "|")
     }
 

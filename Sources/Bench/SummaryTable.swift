@@ -38,7 +38,7 @@ public enum SummaryTable {
         var warnings: [String] = []
         let untrusted = rows.filter { !($0["valid"] ?? "").isEmpty && $0["valid"] != "yes" }
         let trusted = RegressionCheck.trusted(rows)
-        let echo = trusted.filter { $0["workload"] == "echo" }
+        let echo = trusted.filter { $0["workload"] != "idle" }
         var cellOrder: [String] = []
         var cells: [String: [ResultRow]] = [:]
         for row in echo {

@@ -143,9 +143,9 @@ public enum CPUWork {
     /// Spins until this thread has used `microseconds` more CPU time. The clock is read about
     /// every 2 µs of work, so reading it costs a few percent of the work, not more.
     public static func spin(microseconds: UInt32) {
-        let target = threadCPUNanoseconds() + UInt64(microseconds) * 1000
+        let target = ProcessResources.threadCPUNanoseconds() + UInt64(microseconds) * 1000
         var sink: UInt64 = 0x9E37_79B9_7F4A_7C15
-        while threadCPUNanoseconds() < target {
+        while ProcessResources.threadCPUNanoseconds() < target {
             for _ in 0..<512 {
                 sink = sink &* 6364136223846793005 &+ 1442695040888963407
             }

@@ -2,8 +2,9 @@ import EchoCore
 import NIOCore
 import NIOPosix
 
-/// SwiftNIO, the Swift ecosystem's standard runtime, as a reference peer: a plain echo handler on
-/// a `MultiThreadedEventLoopGroup` with `threads` loops. It is measured beside the three models,
+/// SwiftNIO, the Swift ecosystem's standard runtime, as a reference peer: a plain echo handler,
+/// or for rpc a `ByteToMessageDecoder` and a handler, on a `MultiThreadedEventLoopGroup` with
+/// `threads` loops. It is measured beside the three models,
 /// not one of them. NIO makes its own system calls, so its stats cannot count them.
 public final class NIOEchoServer: EchoServer, @unchecked Sendable {
     public let kind = BackendKind.nio
@@ -34,6 +35,7 @@ public final class NIOEchoServer: EchoServer, @unchecked Sendable {
         let acceptCounters = registry.makeCounters()
         let limit = self.limit
         let maxOwed = configuration.maxOwedPerConnection
+        let pattern = configuration.pattern, maxFrame = configuration.maxFrameSize
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -48,7 +50,15 @@ public final class NIOEchoServer: EchoServer, @unchecked Sendable {
                 }
                 counters.add(.accepted)
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOEchoHandler(counters: counters, limit: limit))
+                    let pipeline = channel.pipeline.syncOperations
+                    switch pattern {
+                    case .echo:
+                        try pipeline.addHandler(NIOEchoHandler(counters: counters, limit: limit))
+                    case .rpc:
+                        try pipeline.addHandler(NIOInboundByteCounter(counters: counters))
+                        try pipeline.addHandler(ByteToMessageHandler(RpcFrameDecoder(maxFrameSize: maxFrame)))
+                        try pipeline.addHandler(NIORpcHandler(counters: counters, limit: limit))
+                    }
                 }
             }
         do {
@@ -70,6 +80,7 @@ public final class NIOEchoServer: EchoServer, @unchecked Sendable {
 
     public func stats() -> ServerStats {
         var stats = ServerStats(backend: kind, threads: max(configuration.threads, 1), counters: registry.totals())
+        stats.pattern = configuration.pattern
         stats.unavailable = ["syscalls"]
         return stats
     }

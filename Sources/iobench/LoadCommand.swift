@@ -19,14 +19,20 @@ struct LoadCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "The echo server, HOST:PORT ([::1]:7000 for IPv6).")
+    @Option(help: "The server, HOST:PORT ([::1]:7000 for IPv6).")
     var target: String
 
     @Option(help: "Concurrent connections.")
     var connections: Int = 16
 
-    @Option(help: "Bytes per message (units: 64, 4k, 1m).")
+    @Option(help: "Protocol: echo (bytes back as sent) or rpc (framed requests, docs/PROTOCOL.md; start the server with the same --pattern).")
+    var pattern: LoadPattern = .echo
+
+    @Option(help: "Bytes per message (units: 64, 4k, 1m); for rpc, the payload of each request (a request adds 17 bytes of header, a response 13).")
     var size: ByteSize = ByteSize(64)
+
+    @Option(help: "rpc: microseconds of server CPU work each request asks for (work_us).")
+    var work: UInt32 = 0
 
     @Option(help: "Measured time (units: 500ms, 10s).")
     var duration: Duration = Duration(5)
@@ -70,6 +76,8 @@ struct LoadCommand: ParsableCommand {
         var options = LoadOptions(target: address)
         options.connections = connections
         options.messageSize = size.bytes
+        options.pattern = pattern
+        options.workMicroseconds = work
         options.duration = duration.seconds
         options.warmup = warmup.seconds
         options.depth = depth
@@ -106,7 +114,7 @@ struct LoadCommand: ParsableCommand {
         }
         var row = ResultRow()
         row.fill(load: result)
-        row["workload"] = "echo"
+        row["workload"] = pattern.rawValue
         row["backend"] = target
         row["connections"] = "\(connections)"
         row["client_cpus"] = cpus?.text ?? ""

@@ -12,35 +12,35 @@ func bytes(_ count: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
 @Suite struct EchoSessionTests {
     @Test func receivedBytesAreOwedAndSent() {
         var session = EchoSession(maxOwed: 100)
-        #expect(session.wantsInput)
-        bytes(10) { #expect(session.received($0) == .echoReceived) }
-        #expect(session.owed == 10)
-        #expect(session.sent(4) == .send)  // 6 still owed
-        #expect(session.sent(6) == [])
-        #expect(session.owed == 0)
-        #expect(!session.isFinished)
+        do { let value = session.wantsInput; #expect(value) }
+        bytes(10) { let actions = session.received($0); #expect(actions == .echoReceived) }
+        do { let value = session.owed; #expect(value == 10) }
+        do { let value = session.sent(4); #expect(value == .send) }  // 6 still owed
+        do { let value = session.sent(6); #expect(value == []) }
+        do { let value = session.owed; #expect(value == 0) }
+        do { let value = !session.isFinished; #expect(value) }
     }
 
     @Test func inputPausesAtTheBoundAndResumesAtHalf() {
         var session = EchoSession(maxOwed: 100)
-        bytes(60) { #expect(session.received($0) == .echoReceived) }
-        bytes(50) { #expect(session.received($0) == [.echoReceived, .pauseInput]) }
-        #expect(!session.wantsInput)
-        bytes(5) { #expect(session.received($0) == .echoReceived) }  // bytes already in flight still count, no second pause
-        #expect(session.sent(50) == .send)  // 65 owed: still above half
-        #expect(!session.wantsInput)
-        #expect(session.sent(20) == [.send, .resumeInput])  // 45 owed
-        #expect(session.wantsInput)
+        bytes(60) { let actions = session.received($0); #expect(actions == .echoReceived) }
+        bytes(50) { let actions = session.received($0); #expect(actions == [.echoReceived, .pauseInput]) }
+        do { let value = !session.wantsInput; #expect(value) }
+        bytes(5) { let actions = session.received($0); #expect(actions == .echoReceived) }  // bytes already in flight still count, no second pause
+        do { let value = session.sent(50); #expect(value == .send) }  // 65 owed: still above half
+        do { let value = !session.wantsInput; #expect(value) }
+        do { let value = session.sent(20); #expect(value == [.send, .resumeInput]) }  // 45 owed
+        do { let value = session.wantsInput; #expect(value) }
     }
 
     @Test func heldChunksAreBoundedLikeBytes() {
         var session = EchoSession(maxOwed: 1 << 20, maxHeldChunks: 4)
-        for _ in 0..<3 { bytes(1) { #expect(session.received($0) == .echoReceived) } }
-        bytes(1) { #expect(session.received($0) == [.echoReceived, .pauseInput]) }
+        for _ in 0..<3 { bytes(1) { let actions = session.received($0); #expect(actions == .echoReceived) } }
+        bytes(1) { let actions = session.received($0); #expect(actions == [.echoReceived, .pauseInput]) }
         _ = session.sent(2)
-        #expect(session.echoChunkWritten() == [])  // 3 held: above half of 4
-        #expect(session.echoChunkWritten() == .resumeInput)
-        #expect(session.wantsInput)
+        do { let value = session.echoChunkWritten(); #expect(value == []) }  // 3 held: above half of 4
+        do { let value = session.echoChunkWritten(); #expect(value == .resumeInput) }
+        do { let value = session.wantsInput; #expect(value) }
     }
 
     @Test func keptEchoBytesAreWrittenInOrderFromTheSession() {
@@ -50,32 +50,32 @@ func bytes(_ count: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
             _ = session.sent(3)  // the peer took 3 bytes straight from the read buffer
             session.keepEcho(UnsafeRawBufferPointer(rebasing: received[3...]))
         }
-        #expect(session.hasOutbound)
-        #expect(session.pinOutboundForWrite().count == 7)
-        #expect(session.sent(7) == [])
-        #expect(!session.hasOutbound)
+        do { let value = session.hasOutbound; #expect(value) }
+        do { let pinned = session.pinOutboundForWrite().count; #expect(pinned == 7) }
+        do { let value = session.sent(7); #expect(value == []) }
+        do { let value = !session.hasOutbound; #expect(value) }
     }
 
     @Test func halfCloseFinishesWritingThenCloses() {
         var session = EchoSession(maxOwed: 100)
         bytes(30) { _ = session.received($0) }
-        #expect(session.inputDidEnd() == [])
-        #expect(!session.wantsInput)
-        #expect(session.sent(10) == .send)
-        #expect(session.sent(20) == .close)
-        #expect(session.isFinished)
+        do { let value = session.inputDidEnd(); #expect(value == []) }
+        do { let value = !session.wantsInput; #expect(value) }
+        do { let value = session.sent(10); #expect(value == .send) }
+        do { let value = session.sent(20); #expect(value == .close) }
+        do { let value = session.isFinished; #expect(value) }
     }
 
     @Test func endOfInputWithNothingOwedClosesAtOnce() {
         var session = EchoSession(maxOwed: 100)
-        #expect(session.inputDidEnd() == .close)
-        #expect(session.isFinished)
+        do { let value = session.inputDidEnd(); #expect(value == .close) }
+        do { let value = session.isFinished; #expect(value) }
     }
 
     @Test func pausedSessionThatEndsDoesNotAskToResume() {
         var session = EchoSession(maxOwed: 10)
         bytes(10) { _ = session.received($0) }
         _ = session.inputDidEnd()
-        #expect(session.sent(10) == .close)
+        do { let value = session.sent(10); #expect(value == .close) }
     }
 }
