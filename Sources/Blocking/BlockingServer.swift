@@ -72,15 +72,24 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
             sys.count(.accepted)
             let connectionCounters = registry.makeCounters()
             do {
-                let sessionType = configuration.pattern.sessionType
-                let thread = try OSThread(name: "iob-conn", stackSize: configuration.threadStackSize) { [self] in
-                    serve(fd, connectionCounters, sessionType)
-                }
+                let thread = try configuration.pattern.withSessionType(ConnectionStarter(server: self, fd: fd, counters: connectionCounters))
                 thread.detach()
             } catch {
                 sys.count(.acceptErrors)
                 registry.retire(connectionCounters)
                 finish(fd, sys)
+            }
+        }
+    }
+
+    /// Starts a connection's thread serving the pattern's session type (specialised per pattern).
+    private struct ConnectionStarter: SessionTypeVisitor {
+        let server: BlockingServer
+        let fd: Int32
+        let counters: ThreadCounters
+        func visit<Session: ConnectionSession & ~Copyable>(_ type: Session.Type) throws -> OSThread {
+            try OSThread(name: "iob-conn", stackSize: server.configuration.threadStackSize) { [server, fd, counters] in
+                server.serve(fd, counters, type)
             }
         }
     }
@@ -95,74 +104,76 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
             maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize, counters: sys))
         var inputPaused = false
         serving: while true {
-            precondition(!inputPaused, "every owed byte was written, so reading was resumed")
-            let actions: SessionActions
-            let bytes: UnsafeRawBufferPointer
+            // Every owed byte was written before the next read, so reading is never paused here.
+            assert(!inputPaused)
+            let n: Int
             do {
-                guard case .bytes(let n) = try sys.recv(fd, into: buffer, count: bufferSize) else { continue }
-                bytes = UnsafeRawBufferPointer(start: buffer, count: n)
+                guard case .bytes(let count) = try sys.recv(fd, into: buffer, count: bufferSize) else { continue }
+                n = count
             } catch {
                 sys.count(.resets)
                 break
             }
-            if bytes.count == 0 {
+            var actions: SessionActions
+            if n == 0 {
                 actions = session.inputDidEnd()
             } else {
-                sys.count(.bytesIn, UInt64(bytes.count))
+                sys.count(.bytesIn, UInt64(n))
                 if configuration.injection.isActive { sys.inject(configuration.injection) }
-                actions = session.received(bytes)
+                actions = session.received(UnsafeRawBufferPointer(start: buffer, count: n))
             }
-            // Every action, including those the writes bring back, until none is left.
-            var todo = actions
-            var echo: UnsafeRawBufferPointer? = bytes
-            while !todo.isEmpty {
+            if actions.contains(.echoReceived) {
+                actions.remove(.echoReceived)
+                if session.hasOutbound {
+                    session.keepEcho(UnsafeRawBufferPointer(start: buffer, count: n))
+                    actions.insert(.send)
+                } else {
+                    // Straight back from the receive buffer: a blocking send takes it all.
+                    var offset = 0
+                    while offset < n {
+                        do {
+                            guard case .bytes(let w) = try sys.send(fd, from: buffer + offset, count: n - offset) else { continue }
+                            offset += w
+                            sys.count(.bytesOut, UInt64(w))
+                            actions.formUnion(session.sent(w))
+                        } catch {
+                            sys.count(.resets)
+                            break serving
+                        }
+                    }
+                    actions.remove(.send)  // everything owed was just written
+                }
+            }
+            // The other actions, and those the writes bring back, until none is left.
+            while !actions.isEmpty {
+                if actions.contains(.pauseInput) { inputPaused = true }
+                if actions.contains(.resumeInput) { inputPaused = false }
+                if actions.contains(.close) { break serving }
                 var next: SessionActions = []
-                if todo.contains(.pauseInput) { inputPaused = true }
-                if todo.contains(.resumeInput) { inputPaused = false }
-                if todo.contains(.echoReceived), let received = echo {
-                    echo = nil
-                    if session.hasOutbound {
-                        session.keepEcho(received)
-                    } else {
-                        do {
-                            try writeAll(received, fd, sys) { next.formUnion(session.sent($0)) }
-                        } catch {
-                            sys.count(.resets)
-                            break serving
-                        }
-                    }
-                }
-                if todo.contains(.send) || session.hasOutbound {
-                    while session.hasOutbound {
-                        let owed = session.pinOutboundForWrite()
-                        do {
-                            try writeAll(owed, fd, sys) { next.formUnion(session.sent($0)) }
-                        } catch {
+                while session.hasOutbound {
+                    let owed = session.pinOutboundForWrite()
+                    let w: Int
+                    do {
+                        guard case .bytes(let count) = try sys.send(fd, from: owed.baseAddress!, count: owed.count) else {
                             _ = session.sent(0)
-                            sys.count(.resets)
-                            break serving
+                            continue
                         }
+                        w = count
+                    } catch {
+                        _ = session.sent(0)
+                        sys.count(.resets)
+                        break serving
                     }
+                    sys.count(.bytesOut, UInt64(w))
+                    next.formUnion(session.sent(w))
                 }
-                if todo.contains(.close) || next.contains(.close) { break serving }
-                todo = next.subtracting(.send)
+                actions = next.subtracting(.send)
             }
-            if bytes.count == 0 && !session.wantsInput && session.owed == 0 { break }
+            if n == 0 && session.owed == 0 { break }
         }
         buffer.deallocate()
         finish(fd, sys)
         registry.retire(counters)
-    }
-
-    /// Writes all of `bytes`, reporting each write's size.
-    private func writeAll(_ bytes: UnsafeRawBufferPointer, _ fd: Int32, _ sys: SystemCalls, _ wrote: (Int) -> Void) throws(SystemError) {
-        var offset = 0
-        while offset < bytes.count {
-            guard case .bytes(let w) = try sys.send(fd, from: bytes.baseAddress! + offset, count: bytes.count - offset) else { continue }
-            offset += w
-            sys.count(.bytesOut, UInt64(w))
-            wrote(w)
-        }
     }
 
     private func finish(_ fd: Int32, _ sys: SystemCalls) {

@@ -3,6 +3,7 @@ import Synchronization
 
 /// The system calls the backends make, counted per kind.
 public enum SyscallKind: Int, CaseIterable, Sendable {
+    // `other` stays last: the event counters follow it in a thread's counter block.
     case accept, recv, send, close, shutdown, epollWait, epollCtl, ioUringEnter, eventfd, poll, other
 
     /// The key used in stats JSON.

@@ -8,17 +8,23 @@
 public struct EchoSession: ConnectionSession, ~Copyable {
     public static var patternName: String { "echo" }
 
-    /// Bytes received and not yet written back.
-    public private(set) var owed: Int = 0
-    /// Received buffers the backend holds and has not completely written.
-    public private(set) var heldChunks: Int = 0
-    /// The peer has shut down its sending side (a read returned end of file).
-    public private(set) var inputEnded = false
-    /// Reading is paused until enough owed output is written.
-    public private(set) var inputPaused = false
+    // Stored as usableFromInline so the hot methods inline into each backend's loop.
+    @usableFromInline var _owed = 0
+    @usableFromInline var _heldChunks = 0
+    @usableFromInline var _inputEnded = false
+    @usableFromInline var _inputPaused = false
     public let maxOwed: Int
     /// `Int.max` when the backend copies instead of holding buffers.
     public let maxHeldChunks: Int
+
+    /// Bytes received and not yet written back.
+    @inlinable public var owed: Int { _owed }
+    /// Received buffers the backend holds and has not completely written.
+    @inlinable public var heldChunks: Int { _heldChunks }
+    /// The peer has shut down its sending side (a read returned end of file).
+    @inlinable public var inputEnded: Bool { _inputEnded }
+    /// Reading is paused until enough owed output is written.
+    @inlinable public var inputPaused: Bool { _inputPaused }
     /// Echo bytes the backend handed back because the peer would not take them yet.
     @usableFromInline var kept = ByteQueue()
 
@@ -35,25 +41,34 @@ public struct EchoSession: ConnectionSession, ~Copyable {
         self.maxHeldChunks = maxHeldChunks ?? Int.max
     }
 
-    @inline(__always)
-    public var wantsInput: Bool { !inputEnded && !inputPaused }
+    @inlinable
+    public var wantsInput: Bool { !_inputEnded && !_inputPaused }
 
-    @inline(__always)
+    @inlinable
     public var hasOutbound: Bool { !kept.isEmpty }
 
     /// Whether the exchange is over (input ended and nothing is owed).
     public var isFinished: Bool { inputEnded && owed == 0 }
 
-    @inline(__always)
+    @inlinable
     public mutating func received(_ bytes: UnsafeRawBufferPointer) -> SessionActions {
         precondition(bytes.count > 0, "a read of zero bytes is end of input: call inputDidEnd()")
-        owed += bytes.count
-        if maxHeldChunks != Int.max { heldChunks += 1 }
-        if !inputPaused && (owed >= maxOwed || heldChunks >= maxHeldChunks) {
-            inputPaused = true
+        _owed += bytes.count
+        if !_inputPaused && _owed >= maxOwed {
+            _inputPaused = true
             return [.echoReceived, .pauseInput]
         }
         return .echoReceived
+    }
+
+    @inlinable
+    public mutating func holdingReceivedBuffer() -> SessionActions {
+        _heldChunks += 1
+        if !_inputPaused && _heldChunks >= maxHeldChunks {
+            _inputPaused = true
+            return .pauseInput
+        }
+        return []
     }
 
     public mutating func pinOutboundForWrite() -> UnsafeRawBufferPointer { kept.pinForWrite() }
@@ -63,38 +78,40 @@ public struct EchoSession: ConnectionSession, ~Copyable {
         kept.commit()
     }
 
-    @inline(__always)
+    @inlinable
     public mutating func sent(_ count: Int) -> SessionActions {
-        precondition(count >= 0 && count <= owed, "sent \(count) bytes but only \(owed) were owed")
-        owed -= count
+        precondition(count >= 0 && count <= _owed, "sent more bytes than were owed")
+        _owed -= count
         if !kept.isEmpty { kept.consume(count) }
         var actions: SessionActions = []
-        if owed > 0 {
+        if _owed > 0 {
             actions.insert(.send)
-        } else if inputEnded {
+        } else if _inputEnded {
             actions.insert(.close)
         }
-        if inputPaused && mayResume { actions.formUnion(resume()) }
+        if _inputPaused && mayResume { actions.formUnion(resume()) }
         return actions
     }
 
+    @inlinable
     public mutating func echoChunkWritten() -> SessionActions {
-        precondition(heldChunks > 0, "a held chunk was written but none was held")
-        heldChunks -= 1
-        return inputPaused && mayResume ? resume() : []
+        precondition(_heldChunks > 0, "a held chunk was written but none was held")
+        _heldChunks -= 1
+        return _inputPaused && mayResume ? resume() : []
     }
 
     /// The peer shut down its sending side: finish writing what is owed, then close.
     public mutating func inputDidEnd() -> SessionActions {
-        inputEnded = true
-        return owed == 0 ? .close : []
+        _inputEnded = true
+        return _owed == 0 ? .close : []
     }
 
-    @inline(__always)
-    private var mayResume: Bool { owed <= maxOwed / 2 && heldChunks <= maxHeldChunks / 2 }
+    @inlinable
+    var mayResume: Bool { _owed <= maxOwed / 2 && _heldChunks <= maxHeldChunks / 2 }
 
-    private mutating func resume() -> SessionActions {
-        inputPaused = false
-        return inputEnded ? [] : .resumeInput
+    @usableFromInline
+    mutating func resume() -> SessionActions {
+        _inputPaused = false
+        return _inputEnded ? [] : .resumeInput
     }
 }

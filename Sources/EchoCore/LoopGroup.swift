@@ -4,19 +4,6 @@ import Synchronization
 import Glibc
 #endif
 
-/// An event loop a ``LoopGroup`` runs on its own thread.
-public protocol EventLoop: ~Copyable, SendableMetatype {
-    /// Serves until the group's stop flag is set and the loop's wake descriptor fires, then
-    /// closes everything the loop owns.
-    mutating func run(until stopping: borrowing Atomic<Bool>)
-    /// What the loop set up that stats should show (io_uring: the ring's setup flags).
-    var setupDescription: String? { get }
-}
-
-extension EventLoop where Self: ~Copyable {
-    public var setupDescription: String? { nil }
-}
-
 /// What a loop is given when it is made on its thread.
 public struct LoopResources: Sendable {
     /// The loop's index in the group, 0 ..< count.
@@ -51,15 +38,17 @@ public final class LoopGroup: Sendable {
     /// The setup each loop reported (``EventLoop/setupDescription``), in no particular order.
     public var setupDescriptions: [String] { descriptions.withLock { $0 } }
 
-    /// Makes `count` loops, each by `make` on its own thread, and returns once every one is
-    /// serving. If `make` throws for any loop (it must release what it was given for that loop,
-    /// such as its listener, before throwing), every loop is stopped and the first error is
-    /// rethrown; `unclaimed` is called for each loop index `make` never ran for, to release
-    /// what was meant for it.
-    public func start<Loop: EventLoop & ~Copyable>(
+    /// Runs `count` loops, each by `serve` on its own thread, and returns once every one is
+    /// serving. `serve` makes its loop, calls `ready` with what it set up (or throws, after
+    /// releasing what it was given for that loop, such as its listener), then runs the loop
+    /// until `stopping` is set and its wake descriptor fires. The loop is written out in
+    /// `serve` itself, so the backend's compiler specialises it for its session type. If any
+    /// loop could not be made, every loop is stopped and the first error is rethrown;
+    /// `unclaimed` is called for each loop index `serve` never ran for.
+    public func start(
         count: Int, registry: CounterRegistry,
         unclaimed: (Int) -> Void = { _ in },
-        make: @escaping @Sendable (LoopResources) throws -> Loop
+        serve: @escaping @Sendable (LoopResources, _ ready: (String?) -> Void, _ stopping: borrowing Atomic<Bool>) throws -> Void
     ) throws {
         let outcomes = Mutex<[(any Error)?]>([])
         let ready = DispatchSemaphore(value: 0)
@@ -76,20 +65,19 @@ public final class LoopGroup: Sendable {
             let resources = LoopResources(index: index, wake: wake, counters: counters)
             do {
                 let thread = try OSThread(name: "\(threadName)-\(index)") { [self] in
-                    var loop: Loop
+                    var reported = false
                     do {
-                        loop = try make(resources)
+                        try serve(resources, { description in
+                            if let description { descriptions.withLock { $0.append(description) } }
+                            outcomes.withLock { $0.append(nil) }
+                            reported = true
+                            ready.signal()
+                        }, stopping)
                     } catch {
+                        precondition(!reported, "a loop failed after it reported ready")
                         outcomes.withLock { $0.append(error) }
                         ready.signal()
-                        return
                     }
-                    if let description = loop.setupDescription {
-                        descriptions.withLock { $0.append(description) }
-                    }
-                    outcomes.withLock { $0.append(nil) }
-                    ready.signal()
-                    loop.run(until: stopping)
                 }
                 started.withLock { $0.threads.append(thread); $0.wakes.append(wake) }
             } catch {

@@ -95,6 +95,10 @@ public struct RpcSession: ConnectionSession, ~Copyable {
         return actions
     }
 
+    public mutating func holdingReceivedBuffer() -> SessionActions {
+        preconditionFailure("rpc never asks to echo received bytes")
+    }
+
     public mutating func echoChunkWritten() -> SessionActions {
         preconditionFailure("rpc never holds received buffers")
     }

@@ -8,20 +8,20 @@ public struct SessionActions: OptionSet, Sendable, CustomStringConvertible {
     /// Output is owed: write it, in order, after whatever is already being written. The bytes
     /// are the session's committed outbound bytes (``ConnectionSession/pinOutboundForWrite()``)
     /// when there are any, else the received bytes the backend holds for echo.
-    public static let send = SessionActions(rawValue: 1 << 0)
+    @inlinable public static var send: SessionActions { SessionActions(rawValue: 1 << 0) }
     /// The bytes just received are output (echo): write them after everything owed before
     /// them. A backend may write them straight from where they arrived when nothing else is
     /// owed, and must keep the rest, either by holding its receive buffer (reporting
     /// ``ConnectionSession/echoChunkWritten()`` once all of it is written) or by handing them to
     /// ``ConnectionSession/keepEcho(_:)``.
-    public static let echoReceived = SessionActions(rawValue: 1 << 1)
+    @inlinable public static var echoReceived: SessionActions { SessionActions(rawValue: 1 << 1) }
     /// Stop reading this connection: the session's bound on owed output is reached.
-    public static let pauseInput = SessionActions(rawValue: 1 << 2)
+    @inlinable public static var pauseInput: SessionActions { SessionActions(rawValue: 1 << 2) }
     /// Reading may go on again.
-    public static let resumeInput = SessionActions(rawValue: 1 << 3)
+    @inlinable public static var resumeInput: SessionActions { SessionActions(rawValue: 1 << 3) }
     /// The exchange is over and nothing more will be written: close the connection once no
     /// operation on it is in flight.
-    public static let close = SessionActions(rawValue: 1 << 4)
+    @inlinable public static var close: SessionActions { SessionActions(rawValue: 1 << 4) }
 
     public var description: String {
         let names = [(Self.send, "send"), (.echoReceived, "echoReceived"), (.pauseInput, "pauseInput"),
@@ -86,6 +86,9 @@ public protocol ConnectionSession: ~Copyable, SendableMetatype {
     /// `count` owed bytes were written: from the outbound bytes when ``hasOutbound``, else from
     /// the echo bytes the backend holds.
     mutating func sent(_ count: Int) -> SessionActions
+    /// The backend holds the buffer the echoed bytes arrived in (instead of copying them): it
+    /// counts against ``SessionContext/maxHeldChunks``.
+    mutating func holdingReceivedBuffer() -> SessionActions
     /// A received buffer the backend held for echo is now completely written.
     mutating func echoChunkWritten() -> SessionActions
     /// The peer shut down its sending side.
@@ -102,15 +105,25 @@ public enum ServerPattern: String, CaseIterable, Sendable, CustomStringConvertib
 
     public var description: String { rawValue }
 
-    /// The session type that speaks this pattern. Backends open it as a generic parameter, so
-    /// each pattern gets its own specialised loop and a new pattern touches no backend.
-    public var sessionType: any (ConnectionSession & ~Copyable).Type {
+    /// Calls `visitor` with the session type that speaks this pattern. A backend builds its
+    /// loops in the visitor, generic over the session type: each pattern gets its own
+    /// specialised loop (inlinable, so the specialisation happens in the backend's module), and
+    /// a new pattern is a new case here, with no backend touched.
+    @inlinable
+    public func withSessionType<Visitor: SessionTypeVisitor>(_ visitor: Visitor) throws -> Visitor.Result {
         switch self {
-        case .echo: EchoSession.self
-        case .rpc: RpcSession.self
+        case .echo: try visitor.visit(EchoSession.self)
+        case .rpc: try visitor.visit(RpcSession.self)
         }
     }
 
     /// Whether the pattern speaks frames (and `--max-frame` applies).
     public var isFramed: Bool { self != .echo }
+}
+
+/// Something generic over a session type, handed the concrete type of a run-time pattern by
+/// ``ServerPattern/withSessionType(_:)``.
+public protocol SessionTypeVisitor {
+    associatedtype Result
+    func visit<Session: ConnectionSession & ~Copyable>(_ type: Session.Type) throws -> Result
 }

@@ -24,14 +24,14 @@ public struct SystemCalls {
 
     public init(counters: ThreadCounters) { block = counters.block }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public func count(_ kind: SyscallKind, _ amount: UInt64 = 1) {
         iobench_counter_add(block + kind.rawValue, amount)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public func count(_ event: EventCounter, _ amount: UInt64 = 1) {
-        iobench_counter_add(block + SyscallKind.allCases.count + event.rawValue, amount)
+        iobench_counter_add(block + SyscallKind.other.rawValue + 1 + event.rawValue, amount)
     }
 
     /// Runs `body` until it stops failing with `EINTR`. Returns nil for `EAGAIN`.

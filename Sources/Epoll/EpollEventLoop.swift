@@ -22,7 +22,7 @@ struct EpollConnection<Session: ConnectionSession & ~Copyable>: ~Copyable {
 /// not take is copied, into the session), produced bytes are sent from the session's outbound
 /// queue, with `EPOLLOUT` armed while any are owed. At most one `recv` per readiness event
 /// keeps the syscall count per message at about two plus a share of `epoll_wait`.
-struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: EventLoop, ~Copyable {
+struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     static var listenerToken: UInt64 { UInt64.max }
     static var wakeToken: UInt64 { UInt64.max - 1 }
     static var readBufferSize: Int { 64 * 1024 }
@@ -70,6 +70,9 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: EventLoop, ~Copya
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 64)
         events = .allocate(capacity: Int(Self.eventCapacity))
     }
+
+    /// What the loop set up, for stats (nothing to say for epoll).
+    var setupDescription: String? { nil }
 
     mutating func run(until stopping: borrowing Atomic<Bool>) {
         var running = true
@@ -189,61 +192,57 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: EventLoop, ~Copya
         }
         guard case .bytes(let n) = result else { return true }
         if n == 0 {
-            return perform(conn.pointee.session.inputDidEnd(), conn, index, received: nil)
+            return perform(conn.pointee.session.inputDidEnd(), conn, index)
         }
         sys.count(.bytesIn, UInt64(n))
         if injection.isActive { sys.inject(injection) }
         let bytes = UnsafeRawBufferPointer(start: readBuffer, count: n)
-        return perform(conn.pointee.session.received(bytes), conn, index, received: bytes)
-    }
-
-    /// Executes a session's actions. `received` is what the session was just given (for
-    /// ``SessionActions/echoReceived``). Returns false when the connection was closed.
-    @inline(__always)
-    private mutating func perform(_ actions: SessionActions, _ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int, received: UnsafeRawBufferPointer?) -> Bool {
-        if actions.contains(.pauseInput) { conn.pointee.inputPaused = true }
-        if actions.contains(.resumeInput) { conn.pointee.inputPaused = false }
-        if actions.contains(.echoReceived), let received {
+        var actions = conn.pointee.session.received(bytes)
+        if actions.contains(.echoReceived) {
+            actions.remove(.echoReceived)
             if conn.pointee.session.hasOutbound {
-                conn.pointee.session.keepEcho(received)  // behind what is already queued
+                conn.pointee.session.keepEcho(bytes)  // behind what is already queued
+                actions.insert(.send)
             } else {
-                guard echoDirectly(received, conn, index) else { return false }
+                // Straight back from the read buffer; only what the peer will not take now is
+                // copied, into the session.
+                var offset = 0
+                while offset < n {
+                    let sent: IOResult
+                    do {
+                        sent = try sys.send(fd, from: readBuffer + offset, count: n - offset)
+                    } catch {
+                        sys.count(.resets)
+                        closeConnection(index)
+                        return false
+                    }
+                    guard case .bytes(let w) = sent else { break }
+                    offset += w
+                    sys.count(.bytesOut, UInt64(w))
+                    actions.formUnion(conn.pointee.session.sent(w))
+                }
+                if offset < n {
+                    conn.pointee.session.keepEcho(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+                } else {
+                    actions.remove(.send)  // everything owed was just written
+                }
             }
         }
-        if actions.contains(.send) && conn.pointee.session.hasOutbound {
-            guard flush(conn, index) else { return false }
-        }
+        return actions.isEmpty || perform(actions, conn, index)
+    }
+
+    /// Executes a session's actions (echoed bytes are handled where they were read). Returns
+    /// false when the connection was closed.
+    private mutating func perform(_ actions: SessionActions, _ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) -> Bool {
+        if actions.contains(.pauseInput) { conn.pointee.inputPaused = true }
+        if actions.contains(.resumeInput) { conn.pointee.inputPaused = false }
         if actions.contains(.close) {
             closeConnection(index)
             return false
         }
-        return true
-    }
-
-    /// Sends received bytes straight from the read buffer; what the peer would not take goes
-    /// to the session. Returns false when the connection was closed.
-    @inline(__always)
-    private mutating func echoDirectly(_ bytes: UnsafeRawBufferPointer, _ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) -> Bool {
-        var offset = 0
-        while offset < bytes.count {
-            let sent: IOResult
-            do {
-                sent = try sys.send(conn.pointee.fd, from: bytes.baseAddress! + offset, count: bytes.count - offset)
-            } catch {
-                sys.count(.resets)
-                closeConnection(index)
-                return false
-            }
-            guard case .bytes(let w) = sent else { break }
-            offset += w
-            sys.count(.bytesOut, UInt64(w))
-            let after = conn.pointee.session.sent(w)
-            if offset == bytes.count {
-                // Everything is written: what remains is the session's answer to the write.
-                return perform(after, conn, index, received: nil)
-            }
+        if actions.contains(.send) && conn.pointee.session.hasOutbound {
+            return flush(conn, index)
         }
-        conn.pointee.session.keepEcho(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
         return true
     }
 
@@ -266,8 +265,11 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: EventLoop, ~Copya
             }
             sys.count(.bytesOut, UInt64(w))
             let actions = conn.pointee.session.sent(w)
-            if actions.contains(.pauseInput) || actions.contains(.resumeInput) || actions.contains(.close) {
-                guard perform(actions.subtracting(.send), conn, index, received: nil) else { return false }
+            if actions.contains(.pauseInput) { conn.pointee.inputPaused = true }
+            if actions.contains(.resumeInput) { conn.pointee.inputPaused = false }
+            if actions.contains(.close) {
+                closeConnection(index)
+                return false
             }
         }
         return true

@@ -23,15 +23,23 @@ public final class EpollServer: EchoServer, Sendable {
     public var boundAddress: SocketAddress { bound.withLock { $0 } }
 
     public func start() throws {
-        try start(configuration.pattern.sessionType)
+        try configuration.pattern.withSessionType(LoopStarter(server: self))
     }
 
-    private func start<Session: ConnectionSession & ~Copyable>(_ session: Session.Type) throws {
+    /// Starts the loops for the pattern's session type (a specialised loop per pattern).
+    private struct LoopStarter: SessionTypeVisitor {
+        let server: EpollServer
+        func visit<Session: ConnectionSession & ~Copyable>(_ type: Session.Type) throws { try server.startLoops(type) }
+    }
+
+    private func startLoops<Session: ConnectionSession & ~Copyable>(_: Session.Type) throws {
         let (listeners, address) = try Socket.listenOnEachLoop(configuration.address, count: max(configuration.threads, 1), nonBlocking: true)
         bound.withLock { $0 = address }
         let limit = self.limit, configuration = self.configuration
-        try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources in
-            try EpollEventLoop<Session>(listener: listeners[resources.index], resources: resources, limit: limit, configuration: configuration)
+        try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources, ready, stopping in
+            var loop = try EpollEventLoop<Session>(listener: listeners[resources.index], resources: resources, limit: limit, configuration: configuration)
+            ready(loop.setupDescription)
+            loop.run(until: stopping)
         }
     }
 

@@ -25,7 +25,7 @@ public final class IoUringServer: EchoServer, Sendable {
 
     public func start() throws {
         do {
-            try start(configuration.pattern.sessionType)
+            try configuration.pattern.withSessionType(LoopStarter(server: self))
         } catch let error as SystemError where error.call == Ring.minTimeoutCall {
             throw UsageError("--batch-wait needs Linux 6.12 or later (IORING_FEAT_MIN_TIMEOUT), which this kernel's io_uring lacks: leave --batch-wait out")
         } catch let error as SystemError where error.call.hasPrefix("io_uring") {
@@ -33,13 +33,21 @@ public final class IoUringServer: EchoServer, Sendable {
         }
     }
 
-    private func start<Session: ConnectionSession & ~Copyable>(_ session: Session.Type) throws {
+    /// Starts the loops for the pattern's session type (a specialised loop per pattern).
+    private struct LoopStarter: SessionTypeVisitor {
+        let server: IoUringServer
+        func visit<Session: ConnectionSession & ~Copyable>(_ type: Session.Type) throws { try server.startLoops(type) }
+    }
+
+    private func startLoops<Session: ConnectionSession & ~Copyable>(_: Session.Type) throws {
         let (listeners, address) = try Socket.listenOnEachLoop(configuration.address, count: max(configuration.threads, 1), nonBlocking: false)
         bound.withLock { $0 = address }
         let limit = self.limit, configuration = self.configuration
         // Each ring is made on its own loop thread: it must be created by the thread that submits to it.
-        try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources in
-            try RingEventLoop<Session>(listener: listeners[resources.index], resources: resources, limit: limit, configuration: configuration)
+        try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources, ready, stopping in
+            var loop = try RingEventLoop<Session>(listener: listeners[resources.index], resources: resources, limit: limit, configuration: configuration)
+            ready(loop.setupDescription)
+            loop.run(until: stopping)
         }
     }
 

@@ -19,7 +19,7 @@ struct RingConnection<Session: ConnectionSession & ~Copyable>: ~Copyable {
 /// completions in a batch. Received bytes go to the session from the provided buffer they
 /// arrived in; echoed bytes are sent straight from it (the buffer is held until written),
 /// produced bytes from the session's pinned outbound queue.
-struct RingEventLoop<Session: ConnectionSession & ~Copyable>: EventLoop, ~Copyable {
+struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     static var completionBatch: Int { 256 }
     static var acceptBackoffNanoseconds: Int { 50_000_000 }
     /// The fewest completions a batch wait waits for (so it applies from 32 connections).
@@ -273,9 +273,10 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: EventLoop, ~Copyab
                 sys.count(.bytesIn, UInt64(res))
                 if injection.isActive { sys.inject(injection) }
                 let bytes = UnsafeRawBufferPointer(start: buffers.address(of: id), count: Int(res))
-                let actions = conn.pointee.session.received(bytes)
+                var actions = conn.pointee.session.received(bytes)
                 if actions.contains(.echoReceived) {
                     received.append(id, bytes: UInt32(res), to: &conn.pointee.held)
+                    actions.formUnion(conn.pointee.session.holdingReceivedBuffer())
                 } else {
                     buffers.give(back: id)  // the session took what it needed during the call
                 }

@@ -35,8 +35,12 @@ func bytes(_ count: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
 
     @Test func heldChunksAreBoundedLikeBytes() {
         var session = EchoSession(maxOwed: 1 << 20, maxHeldChunks: 4)
-        for _ in 0..<3 { bytes(1) { let actions = session.received($0); #expect(actions == .echoReceived) } }
-        bytes(1) { let actions = session.received($0); #expect(actions == [.echoReceived, .pauseInput]) }
+        for _ in 0..<3 {
+            bytes(1) { let actions = session.received($0); #expect(actions == .echoReceived) }
+            do { let held = session.holdingReceivedBuffer(); #expect(held == []) }
+        }
+        bytes(1) { let actions = session.received($0); #expect(actions == .echoReceived) }
+        do { let held = session.holdingReceivedBuffer(); #expect(held == .pauseInput) }
         _ = session.sent(2)
         do { let value = session.echoChunkWritten(); #expect(value == []) }  // 3 held: above half of 4
         do { let value = session.echoChunkWritten(); #expect(value == .resumeInput) }
