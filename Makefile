@@ -3,7 +3,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG ?= release
 
-.PHONY: deps build test bench baseline check check-against clean
+.PHONY: deps build test bench baseline check check-against fuzz clean
 
 deps:
 	@if ! pkg-config --exists liburing 2>/dev/null && [ ! -f /usr/include/liburing.h ]; then \
@@ -47,3 +47,20 @@ baseline: deps build
 
 clean:
 	rm -rf .build
+
+# The fuzz target for the frame decoder and the rpc session (libFuzzer + AddressSanitizer),
+# built with swiftc directly: SwiftPM renames an executable's `main`, which libFuzzer provides.
+# Runs FUZZ_SECONDS over a copy of the committed corpus (Fuzz/corpus/rpc); any crash fails.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := .build/fuzz
+fuzz: deps
+	@mkdir -p $(FUZZ_DIR)/module $(FUZZ_DIR)/corpus
+	@printf 'module CSystemShims {\n  header "%s/Sources/CSystemShims/include/CSystemShims.h"\n  export *\n}\n' "$(CURDIR)" > $(FUZZ_DIR)/module/module.modulemap
+	clang -c -O1 -fsanitize=fuzzer-no-link,address -I Sources/CSystemShims/include Sources/CSystemShims/shims.c -o $(FUZZ_DIR)/shims.o
+	swiftc -O -g -sanitize=fuzzer,address -parse-as-library -swift-version 6 -module-name EchoCore -emit-module -emit-module-path $(FUZZ_DIR)/EchoCore.swiftmodule \
+		-Xcc -fmodule-map-file=$(FUZZ_DIR)/module/module.modulemap -c Sources/EchoCore/*.swift -wmo -o $(FUZZ_DIR)/EchoCore.o
+	swiftc -O -g -sanitize=fuzzer,address -parse-as-library -swift-version 6 -I $(FUZZ_DIR) -Xcc -fmodule-map-file=$(FUZZ_DIR)/module/module.modulemap \
+		Fuzz/FuzzRpc.swift $(FUZZ_DIR)/EchoCore.o $(FUZZ_DIR)/shims.o -o $(FUZZ_DIR)/fuzz-rpc
+	rm -rf $(FUZZ_DIR)/corpus/rpc && cp -r Fuzz/corpus/rpc $(FUZZ_DIR)/corpus/rpc
+	$(FUZZ_DIR)/fuzz-rpc -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus/rpc

@@ -43,7 +43,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        .testTarget(name: "EchoCoreTests", dependencies: ["EchoCore"]),
+        .testTarget(name: "EchoCoreTests", dependencies: ["EchoCore", "TestSupport"]),
         .testTarget(name: "IoUringTests", dependencies: ["IoUring"]),
         .target(name: "TestSupport", dependencies: ["EchoCore"], path: "Tests/TestSupport"),
         .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Bench", "TestSupport", "iobench"]),

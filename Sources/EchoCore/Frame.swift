@@ -120,6 +120,9 @@ public struct FrameDecoder: Sendable, Equatable {
     @usableFromInline var bodyLength = 0
     /// Body (or payload) bytes still to come.
     @usableFromInline var remaining = 0
+    /// While skipping a refused frame's body: why it is refused (reported once it has all
+    /// arrived, so a frame cut short by end of input is `truncated` and nothing else).
+    @usableFromInline var skipped: FrameError = .unknownType
     public let maxFrameSize: Int
 
     public init(maxFrameSize: Int) {
@@ -158,15 +161,11 @@ public struct FrameDecoder: Sendable, Equatable {
             bodyLength = length
             remaining = length
             if type == Frame.Kind.request.rawValue {
-                if length < Frame.requestFieldsSize {
-                    state = length == 0 ? .header : .skipping
-                    return (i - offset, .refused(.tooShort))
-                }
+                if length < Frame.requestFieldsSize { return skip(i - offset, .tooShort) }
                 state = .requestFields
                 return (i - offset, nil)
             }
-            state = length == 0 ? .header : .skipping
-            return (i - offset, .refused(.unknownType))
+            return skip(i - offset, .unknownType)
         case .requestFields:
             var i = offset
             let end = min(bytes.count, offset + Frame.requestFieldsSize - collected)
@@ -186,10 +185,7 @@ public struct FrameDecoder: Sendable, Equatable {
             accumulator = 0
             accumulator2 = 0
             remaining = bodyLength - Frame.requestFieldsSize
-            if work > Frame.maxWorkMicroseconds {
-                state = remaining == 0 ? .header : .skipping
-                return (i - offset, .refused(.workTooLarge))
-            }
+            if work > Frame.maxWorkMicroseconds { return skip(i - offset, .workTooLarge) }
             state = remaining == 0 ? .header : .payload
             return (i - offset, .requestStarted(id: id, workMicroseconds: work, payloadLength: remaining))
         case .payload:
@@ -200,11 +196,25 @@ public struct FrameDecoder: Sendable, Equatable {
         case .skipping:
             let n = min(available, remaining)
             remaining -= n
-            if remaining == 0 { state = .header }
-            return (n, nil)
+            guard remaining == 0 else { return (n, nil) }
+            state = .header
+            return (n, .refused(skipped))
         case .failed:
             return (available, nil)
         }
+    }
+
+    /// Refuses the current frame once the `remaining` bytes of its body have arrived (at once
+    /// when there are none).
+    @usableFromInline
+    mutating func skip(_ used: Int, _ error: FrameError) -> (used: Int, event: Event?) {
+        if remaining == 0 {
+            state = .header
+            return (used, .refused(error))
+        }
+        skipped = error
+        state = .skipping
+        return (used, nil)
     }
 
     /// Whether a request is in progress (fields read, payload still coming): after a

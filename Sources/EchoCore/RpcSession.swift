@@ -19,6 +19,7 @@ public struct RpcSession: ConnectionSession, ~Copyable {
     @usableFromInline var currentWork: UInt32 = 0
     @usableFromInline let counters: SystemCalls
     @usableFromInline let maxOwed: Int
+    @usableFromInline let performsWork: Bool
     /// Reading is paused until enough owed output is written.
     public private(set) var inputPaused = false
     public private(set) var inputEnded = false
@@ -29,6 +30,7 @@ public struct RpcSession: ConnectionSession, ~Copyable {
         decoder = FrameDecoder(maxFrameSize: context.maxFrameSize)
         counters = context.counters
         maxOwed = context.maxOwed
+        performsWork = context.performsWork
     }
 
     public var wantsInput: Bool { !inputEnded && !inputPaused }
@@ -116,7 +118,7 @@ public struct RpcSession: ConnectionSession, ~Copyable {
     /// The request's bytes are all here: do its work, then let its response be written.
     @usableFromInline
     mutating func finishRequest() {
-        if currentWork > 0 { CPUWork.spin(microseconds: currentWork) }
+        if currentWork > 0 && performsWork { CPUWork.spin(microseconds: currentWork) }
         outbound.commit()
         counters.count(.responses)
     }

@@ -42,6 +42,9 @@ public struct SessionContext {
     public var maxFrameSize: Int
     /// The owning thread's counters: sessions count requests and refused frames here.
     public var counters: SystemCalls
+    /// Whether requests' CPU work is really done (false only where the work would just slow
+    /// down a check of the protocol, as in the fuzz target).
+    public var performsWork = true
 
     public init(maxOwed: Int, maxHeldChunks: Int? = nil, maxFrameSize: Int = Frame.defaultMaxSize, counters: SystemCalls) {
         precondition(maxOwed > 0, "maxOwed must be positive")

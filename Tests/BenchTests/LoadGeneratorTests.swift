@@ -64,7 +64,7 @@ struct LoadGeneratorTests {
         options.warmup = 0
         let result = try LoadGenerator.run(options)
         #expect(result.errors >= 1)
-        #expect(result.errorDetails.contains { $0.contains("byte 5000 of its stream is wrong") }, "\(result.errorDetails)")
+        #expect(result.errorDetails.contains { $0.contains("byte 5000 of its answers (message 78) is wrong") }, "\(result.errorDetails)")
     }
 
     @Test func aServerThatDropsBytesIsCaught() throws {
@@ -77,7 +77,7 @@ struct LoadGeneratorTests {
         options.warmup = 0
         let result = try LoadGenerator.run(options)
         #expect(result.errors == 1, "\(result.errorDetails)")
-        #expect(result.errorDetails.first?.contains("byte 3000 of its stream is wrong") == true, "\(result.errorDetails)")
+        #expect(result.errorDetails.first?.contains("byte 3000 of its answers (message 30) is wrong") == true, "\(result.errorDetails)")
     }
 
     @Test func aDroppedBlockOfTheOldStreamPeriodIsCaught() throws {
@@ -110,7 +110,7 @@ struct LoadGeneratorTests {
         options.drainTimeout = 0.5
         let result = try LoadGenerator.run(options)
         #expect(result.errors == 2, "\(result.errorDetails)")
-        #expect(result.errorDetails.contains { $0.contains("never came back") }, "\(result.errorDetails)")
+        #expect(result.errorDetails.contains { $0.contains("were not answered") }, "\(result.errorDetails)")
     }
 
     @Test func openLoopMessagesStillOutAtTheEndAreIncomplete() throws {

@@ -1,19 +1,6 @@
 import EchoCore
+import TestSupport
 import Testing
-
-/// Builds frames by the specification (docs/PROTOCOL.md), independently of the server's code.
-enum Wire {
-    static func u32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * $0)) } }
-    static func u64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
-    static func frame(_ type: UInt8, _ body: [UInt8]) -> [UInt8] { u32(UInt32(body.count)) + [type] + body }
-    static func request(id: UInt64, work: UInt32 = 0, _ payload: [UInt8]) -> [UInt8] {
-        frame(0x01, u64(id) + u32(work) + payload)
-    }
-    static func response(id: UInt64, _ payload: [UInt8]) -> [UInt8] { frame(0x02, u64(id) + payload) }
-    static func error(_ code: UInt16, _ reason: String) -> [UInt8] {
-        frame(0x7F, [UInt8(code >> 8), UInt8(code & 0xFF)] + Array(reason.utf8))
-    }
-}
 
 /// An rpc session with its own counters, fed like a backend feeds it, writing everything.
 final class RpcHarness {

@@ -15,8 +15,13 @@ public let iobenchPath: String = {
 
 /// Runs the CLI to completion (bounded) and returns its exit status and output.
 public func runCLI(_ arguments: [String], timeout: Double = 60) throws -> (status: Int32, stdout: String, stderr: String) {
+    try runProcess(iobenchPath, arguments, timeout: timeout)
+}
+
+/// Runs a program to completion (bounded) and returns its exit status and output.
+public func runProcess(_ executable: String, _ arguments: [String], timeout: Double = 60) throws -> (status: Int32, stdout: String, stderr: String) {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: iobenchPath)
+    process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
@@ -49,3 +54,18 @@ public func eventually(timeout: Double = 10, _ condition: () throws -> Bool) ret
     }
     return try condition()
 }
+
+/// Builds frames by the specification (docs/PROTOCOL.md), independently of the server's code.
+public enum Wire {
+    public static func u32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * $0)) } }
+    public static func u64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
+    public static func frame(_ type: UInt8, _ body: [UInt8]) -> [UInt8] { u32(UInt32(body.count)) + [type] + body }
+    public static func request(id: UInt64, work: UInt32 = 0, _ payload: [UInt8]) -> [UInt8] {
+        frame(0x01, u64(id) + u32(work) + payload)
+    }
+    public static func response(id: UInt64, _ payload: [UInt8]) -> [UInt8] { frame(0x02, u64(id) + payload) }
+    public static func error(_ code: UInt16, _ reason: String) -> [UInt8] {
+        frame(0x7F, [UInt8(code >> 8), UInt8(code & 0xFF)] + Array(reason.utf8))
+    }
+}
+
