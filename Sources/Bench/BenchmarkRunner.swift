@@ -272,7 +272,7 @@ public final class BenchmarkRunner {
     /// What a server's probes saw at one edge of a window: its stats (system calls), its
     /// threads' context switches and memory, and the messages the generator had back then.
     private struct ProbeReading {
-        var stats: JSONObject?
+        var stats: StatsLine?
         var sample: ProcessProbe.Sample?
         var messages: Double
     }
@@ -373,7 +373,7 @@ public final class BenchmarkRunner {
         defer { server.stopUnderValgrind() }
         var options = loadOptions(server.address, connections: connections, size: size)
         options.quietEdges = true
-        var before: JSONObject?, after: JSONObject?, counts: Callgrind.Counts?
+        var before: StatsLine?, after: StatsLine?, counts: Callgrind.Counts?
         var probeError: (any Error)?
         var hooks = LoadHooks()
         // Quiet edges: nothing is in flight, so the stats and the zero/dump see the same messages.
@@ -454,7 +454,7 @@ public final class BenchmarkRunner {
         let deadline = start + 60_000_000_000
         var open = server == nil ? plan.idleConnections : 0
         while let server, ProcessResources.monotonicNanoseconds() < deadline {
-            open = ((try? server.stats())?.int("connections_open")) ?? 0
+            open = ((try? server.stats())?.connectionsOpen) ?? 0
             if open >= plan.idleConnections { break }
             usleep(5_000)
         }
@@ -502,10 +502,10 @@ public enum BenchError: Error, CustomStringConvertible {
 extension ResultRow {
     /// System calls per message from two stats readings; a peer that cannot count its system
     /// calls reports them as null, and the columns stay empty.
-    mutating func fill(syscallsFrom before: JSONObject?, to after: JSONObject?, perMessage: Double) {
-        guard let st0 = before, let st1 = after, let total0 = st0.int("syscalls_total"), let total1 = st1.int("syscalls_total") else { return }
+    mutating func fill(syscallsFrom before: StatsLine?, to after: StatsLine?, perMessage: Double) {
+        guard let st0 = before, let st1 = after, let total0 = st0.syscallsTotal, let total1 = st1.syscallsTotal else { return }
         let delta = { (key: String) -> Double in
-            Double((st1.object("syscalls")?.int(key) ?? 0) - (st0.object("syscalls")?.int(key) ?? 0))
+            Double((st1.syscalls?[key] ?? 0) - (st0.syscalls?[key] ?? 0))
         }
         self["syscalls_per_msg"] = fixed(Double(total1 - total0) * perMessage, 4)
         self["io_uring_enter_per_msg"] = fixed(delta("io_uring_enter") * perMessage, 4)

@@ -67,13 +67,16 @@ public final class ServerProcess {
         self.address = address
     }
 
-    /// Asks for counters (`stats`) and returns the JSON answer.
-    public func stats(timeout: Double = 5) throws -> JSONObject {
+    /// Asks for counters (`stats`) and returns the server's stats line.
+    public func stats(timeout: Double = 5) throws -> StatsLine {
         try send("stats")
-        guard let line = output.readLine(timeout: timeout), let json = JSONObject(line: line) else {
+        guard let line = output.readLine(timeout: timeout) else {
             throw Failure.noAnswer("the server (pid \(pid)) did not answer 'stats' within \(timeout) s")
         }
-        return json
+        guard let stats = StatsLine(json: line) else {
+            throw Failure.noAnswer("the server (pid \(pid)) answered 'stats' with something else: \(line)")
+        }
+        return stats
     }
 
     public func send(_ command: String) throws {
@@ -82,7 +85,7 @@ public final class ServerProcess {
 
     /// What stopping produced.
     public struct Stopped {
-        public let finalStats: JSONObject?
+        public let finalStats: StatsLine?
         public let exitStatus: Int32
         public let seconds: Double
         public let standardError: String
@@ -94,9 +97,9 @@ public final class ServerProcess {
     public func stop(signal: Int32 = SIGTERM, timeout: Double = 10) -> Stopped {
         let started = ProcessResources.monotonicNanoseconds()
         if process.isRunning { kill(pid, signal) }
-        var final: JSONObject?
+        var final: StatsLine?
         while let line = output.readLine(timeout: timeout) {
-            if let json = JSONObject(line: line), json["final"] as? Bool == true { final = json; break }
+            if let stats = StatsLine(json: line), stats.final == true { final = stats; break }
         }
         let deadline = started + UInt64(timeout * 1e9)
         while process.isRunning && ProcessResources.monotonicNanoseconds() < deadline { usleep(1000) }

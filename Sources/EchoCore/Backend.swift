@@ -110,38 +110,8 @@ public struct ServerStats: Sendable {
     public var accepted: UInt64 { counters[.accepted] }
     public var open: UInt64 { counters[.accepted] &- counters[.closed] }
 
-    /// One line of JSON, keys in a fixed order.
-    public func jsonLine(extra: [(String, String)] = []) -> String {
-        var fields: [(String, String)] = [
-            ("backend", quoted(backend.rawValue)),
-            ("threads", "\(threads)"),
-            ("connections_accepted", "\(counters[.accepted])"),
-            ("connections_open", "\(open)"),
-            ("connections_refused", "\(counters[.refused])"),
-            ("connections_reset", "\(counters[.resets])"),
-            ("accept_errors", "\(counters[.acceptErrors])"),
-            ("bytes_in", "\(counters[.bytesIn])"),
-            ("bytes_out", "\(counters[.bytesOut])"),
-            ("pattern", quoted(pattern.rawValue)),
-            ("requests", "\(counters[.requests])"),
-            ("responses", "\(counters[.responses])"),
-            ("malformed_frames", "{" + FrameError.allCases.map { "\(quoted($0.name)):\(counters[$0.counter])" }.joined(separator: ",") + "}"),
-        ]
-        if unavailable.contains("syscalls") {
-            fields.append(("syscalls", "null"))
-            fields.append(("syscalls_total", "null"))
-        } else {
-            let syscalls = SyscallKind.allCases.map { "\(quoted($0.name)):\(counters[$0])" }.joined(separator: ",")
-            fields.append(("syscalls", "{\(syscalls)}"))
-            fields.append(("syscalls_total", "\(counters.totalSyscalls)"))
-        }
-        fields.append(("io_uring_setup", ioUringSetup.map(quoted) ?? "null"))
-        fields.append(("unavailable", "[" + unavailable.map(quoted).joined(separator: ",") + "]"))
-        fields += extra
-        return "{" + fields.map { "\(quoted($0.0)):\($0.1)" }.joined(separator: ",") + "}"
-    }
-
-    private func quoted(_ s: String) -> String { "\"\(s)\"" }
+    /// The stats line (one JSON object, the type the harness reads).
+    public var line: StatsLine { StatsLine(self) }
 }
 
 /// A server backend. The protocol sessions are shared; a backend maps their actions onto its

@@ -182,12 +182,12 @@ struct ServeCommand: ParsableCommand {
             usleep(1000)
             leakedThreads = ProcessResources.threadCount(namePrefix: OSThread.serverThreadPrefix)
         }
-        control.emit(server.stats().jsonLine(extra: [
-            ("final", "true"),
-            ("stop_ms", "\((stopMilliseconds * 10).rounded() / 10)"),
-            ("leaked_fds", "\(leakedFDs)"),
-            ("leaked_threads", "\(leakedThreads)"),
-        ]))
+        var final = server.stats().line
+        final.final = true
+        final.stopMilliseconds = (stopMilliseconds * 10).rounded() / 10
+        final.leakedFileDescriptors = leakedFDs
+        final.leakedThreads = leakedThreads
+        control.emit(final.json)
     }
 }
 
@@ -237,7 +237,7 @@ final class ServeControl: Sendable {
             _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(ProcessResources.threadID()), -10)
             while let line = readLine() {
                 switch line.trimmingCharacters() {
-                case "stats": emit(server.stats().jsonLine())
+                case "stats": emit(server.stats().line.json)
                 case "quit", "stop": requestStop(); return
                 case "": continue
                 case let other: emit("{\"error\":\"unknown command '\(other)': use stats or quit\"}")

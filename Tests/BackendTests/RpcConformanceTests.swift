@@ -35,12 +35,12 @@ struct RpcConformanceTests {
             #expect(result.messages > 0, "\(kind), \(size) B: no request was answered")
         }
         let stats = try server.stats()
-        answered = stats.int("responses") ?? -1
+        answered = stats.responses
         // Every request the generator sent was parsed and answered (the generator drained them all).
-        #expect(stats.int("requests") == answered && answered > 0, "\(kind): \(stats.int("requests") ?? -1) requests, \(answered) responses")
-        let malformed = try #require(stats.object("malformed_frames"))
-        for error in FrameError.allCases { #expect(malformed.int(error.name) == 0, "\(kind): \(error.name)") }
-        #expect(stats.string("pattern") == "rpc")
+        #expect(stats.requests == answered && answered > 0, "\(kind): \(stats.requests) requests, \(answered) responses")
+        let malformed = stats.malformedFrames
+        for error in FrameError.allCases { #expect(malformed[error.name] == 0, "\(kind): \(error.name)") }
+        #expect(stats.pattern == "rpc")
     }
 
     @Test("work_us is CPU the server spends on the request", arguments: backends)
@@ -74,12 +74,12 @@ struct RpcConformanceTests {
             #expect(result.status == 0, "\(kind) \(arguments): \(result.stdout) \(result.stderr)")
         }
         let stats = try server.stats()
-        let malformed = try #require(stats.object("malformed_frames"))
+        let malformed = stats.malformedFrames
         for error in FrameError.allCases {
-            #expect(malformed.int(error.name) == 1, "\(kind): \(error.name) counted \(malformed.int(error.name) ?? -1) times")
+            #expect(malformed[error.name] == 1, "\(kind): \(error.name) counted \(malformed[error.name] ?? -1) times")
         }
         // 350 good requests plus the three skippable cases' follow-up requests.
-        #expect(stats.int("responses") == 353, "\(kind): \(stats.int("responses") ?? -1) responses")
+        #expect(stats.responses == 353, "\(kind): \(stats.responses) responses")
     }
 
     @Test("malformed clients cost a well-behaved one nothing", arguments: backends)
@@ -113,8 +113,8 @@ struct RpcConformanceTests {
         }
         try good.send(Array(first[cut...]))
         #expect(try good.receive(expected.count) == expected, "\(kind): the well-behaved client's answers changed")
-        let malformed = try #require(try server.stats().object("malformed_frames"))
-        for error in FrameError.allCases { #expect(malformed.int(error.name) == 1, "\(kind): \(error.name)") }
+        let malformed = try server.stats().malformedFrames
+        for error in FrameError.allCases { #expect(malformed[error.name] == 1, "\(kind): \(error.name)") }
     }
 
     @Test("memory follows bytes received, never a declared length; stop leaves nothing open", arguments: backends)
@@ -135,18 +135,18 @@ struct RpcConformanceTests {
             clients.append(client)
         }
         let arrived = 20 * 8 + 200 * 105
-        #expect(try eventually { (try server.stats().int("bytes_in") ?? 0) >= arrived }, "\(kind): not every byte sent was read")
+        #expect(try eventually { (try server.stats().bytesIn) >= arrived }, "\(kind): not every byte sent was read")
         let grown = residentBytes(pid: server.pid) - rssBefore
         // Following the declared lengths would take 3.2 GB; what arrived is 21 KB.
         #expect(grown < 64 << 20, "\(kind): RSS grew by \(grown >> 20) MiB for 200 partial requests")
         let stopped = server.stop()
         let final = try #require(stopped.finalStats, "\(kind): no final stats line")
         if !kind.isReferencePeer {  // SwiftNIO 2.101 leaves 3 descriptors open after shutdown (see the echo suite)
-            #expect(final.int("leaked_fds") == 0, "\(kind): \(final.int("leaked_fds") ?? -1) descriptors left open")
+            #expect(final.leakedFileDescriptors == 0, "\(kind): \(final.leakedFileDescriptors ?? -1) descriptors left open")
         }
-        #expect(final.int("connections_open") == 0)
-        let malformed = try #require(final.object("malformed_frames"))
-        #expect(malformed.int("too_large") == 20)
+        #expect(final.connectionsOpen == 0)
+        let malformed = final.malformedFrames
+        #expect(malformed["too_large"] == 20)
         _ = clients
     }
 }

@@ -54,7 +54,7 @@ import Glibc
         try server.send("quit")
         let stopped = server.stop(signal: 0)
         #expect(stopped.exitStatus == 0)
-        #expect(stopped.finalStats?.int("bytes_out") == 3)
+        #expect(stopped.finalStats?.bytesOut == 3)
     }
 }
 
@@ -79,7 +79,7 @@ import Glibc
             defer { server.stop() }
             let idle = try (0..<63).map { _ in try Client(server.address) }
             let client = try Client(server.address)
-            #expect(try eventually { try server.stats().int("connections_open") == 64 })
+            #expect(try eventually { try server.stats().connectionsOpen == 64 })
             var slow = 0
             for _ in 0..<6 {
                 let start = ProcessResources.monotonicNanoseconds()

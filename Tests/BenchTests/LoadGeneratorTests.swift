@@ -30,7 +30,7 @@ struct LoadGeneratorTests {
         #expect(result.generatorCPUSeconds > 0)
         #expect(result.uncorrectedLatency == nil && result.sendLag == nil)
         // Echoes still in flight when the generator stopped may take a moment to be counted.
-        #expect(try eventually { let s = try server.stats(); return s.int("bytes_in") == s.int("bytes_out") })
+        #expect(try eventually { let s = try server.stats(); return s.bytesIn == s.bytesOut })
     }
 
     @Test func openLoopKeepsItsRateAndReportsLag() throws {
@@ -144,12 +144,12 @@ struct LoadGeneratorTests {
         options.duration = 0.5
         options.warmup = 0.2
         options.quietEdges = true
-        var before: JSONObject?, after: JSONObject?
+        var before: StatsLine?, after: StatsLine?
         var hooks = LoadHooks()
         hooks.beforeWindow = { _ in before = try? server.stats() }
         hooks.afterWindow = { _ in after = try? server.stats() }
         let result = try LoadGenerator.run(options, hooks: hooks)
-        let echoed = try #require(after?.int("bytes_out")) - (try #require(before?.int("bytes_out")))
+        let echoed = try #require(after?.bytesOut) - (try #require(before?.bytesOut))
         #expect(result.errors == 0)
         #expect(result.messages > 1000)
         #expect(echoed == Int(result.messages) * 100, "server echoed \(echoed) bytes for \(result.messages) messages")

@@ -134,3 +134,32 @@ import Glibc
         #expect(value == 2)
     }
 }
+
+@Suite struct StatsLineTests {
+    @Test func theServersLineIsWhatTheHarnessReads() throws {
+        var totals = CounterTotals()
+        totals.events[.accepted] = 3
+        totals.events[.closed] = 1
+        totals.events[.malformedTooLarge] = 2
+        totals.syscalls[.recv] = 7
+        var stats = ServerStats(backend: .epoll, threads: 2, counters: totals)
+        stats.pattern = .rpc
+        let line = stats.line
+        let parsed = try #require(StatsLine(json: line.json))
+        #expect(parsed == line)
+        #expect(parsed.connectionsOpen == 2)
+        #expect(parsed.malformedFrames["too_large"] == 2)
+        #expect(parsed.syscalls?["recv"] == 7)
+        #expect(parsed.syscallsTotal == 7)
+        #expect(parsed.final == nil && !line.json.contains("final"))
+    }
+
+    @Test func countersAPeerCannotProvideAreNullNotZero() throws {
+        var stats = ServerStats(backend: .nio, threads: 1, counters: CounterTotals())
+        stats.unavailable = ["syscalls"]
+        let json = stats.line.json
+        #expect(json.contains("\"syscalls\":null") && json.contains("\"syscalls_total\":null"))
+        #expect(StatsLine(json: json)?.syscalls == nil)
+        #expect(StatsLine(json: "{\"error\":\"unknown command\"}") == nil)
+    }
+}

@@ -1,0 +1,128 @@
+import FoundationEssentials
+
+/// The stats line: what `iobench serve` answers to `stats` on stdin (and prints once more, with
+/// the `final` fields, when it stops), one JSON object per line. One `Codable` type, written by
+/// the server and read by the harness, so the wire format has one definition. Keys are
+/// snake_case and sorted; fields a backend cannot provide are `null` (a peer runtime's system
+/// calls), never guessed.
+public struct StatsLine: Codable, Sendable, Equatable {
+    public var backend: String
+    public var pattern: String
+    /// Threads serving: event loops, or for blocking the acceptor plus one per connection.
+    public var threads: Int
+    public var connectionsAccepted: Int
+    public var connectionsOpen: Int
+    public var connectionsRefused: Int
+    public var connectionsReset: Int
+    public var acceptErrors: Int
+    public var bytesIn: Int
+    public var bytesOut: Int
+    /// Framed patterns: REQUEST frames whose fields were read, and RESPONSE frames produced.
+    public var requests: Int
+    public var responses: Int
+    /// Refused frames by reason (``FrameError/name``).
+    public var malformedFrames: [String: Int]
+    /// System calls by kind (``SyscallKind/name``); null when the backend cannot count them.
+    public var syscalls: [String: Int]?
+    public var syscallsTotal: Int?
+    /// io_uring: the setup flags in use.
+    public var ioUringSetup: String?
+    /// Counters this backend cannot provide.
+    public var unavailable: [String]
+    /// Only in the line printed at stop: true, how long stopping took, and what the server
+    /// left behind (descriptors it opened and did not close, threads it started that still run).
+    public var final: Bool?
+    public var stopMilliseconds: Double?
+    public var leakedFileDescriptors: Int?
+    public var leakedThreads: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case backend, pattern, threads
+        case connectionsAccepted = "connections_accepted"
+        case connectionsOpen = "connections_open"
+        case connectionsRefused = "connections_refused"
+        case connectionsReset = "connections_reset"
+        case acceptErrors = "accept_errors"
+        case bytesIn = "bytes_in"
+        case bytesOut = "bytes_out"
+        case requests, responses
+        case malformedFrames = "malformed_frames"
+        case syscalls
+        case syscallsTotal = "syscalls_total"
+        case ioUringSetup = "io_uring_setup"
+        case unavailable
+        case final
+        case stopMilliseconds = "stop_ms"
+        case leakedFileDescriptors = "leaked_fds"
+        case leakedThreads = "leaked_threads"
+    }
+
+    /// Writes every counter field, with an explicit `null` for what is unavailable; the final
+    /// fields only when present.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(backend, forKey: .backend)
+        try c.encode(pattern, forKey: .pattern)
+        try c.encode(threads, forKey: .threads)
+        try c.encode(connectionsAccepted, forKey: .connectionsAccepted)
+        try c.encode(connectionsOpen, forKey: .connectionsOpen)
+        try c.encode(connectionsRefused, forKey: .connectionsRefused)
+        try c.encode(connectionsReset, forKey: .connectionsReset)
+        try c.encode(acceptErrors, forKey: .acceptErrors)
+        try c.encode(bytesIn, forKey: .bytesIn)
+        try c.encode(bytesOut, forKey: .bytesOut)
+        try c.encode(requests, forKey: .requests)
+        try c.encode(responses, forKey: .responses)
+        try c.encode(malformedFrames, forKey: .malformedFrames)
+        try c.encode(syscalls, forKey: .syscalls)
+        try c.encode(syscallsTotal, forKey: .syscallsTotal)
+        try c.encode(ioUringSetup, forKey: .ioUringSetup)
+        try c.encode(unavailable, forKey: .unavailable)
+        try c.encodeIfPresent(final, forKey: .final)
+        try c.encodeIfPresent(stopMilliseconds, forKey: .stopMilliseconds)
+        try c.encodeIfPresent(leakedFileDescriptors, forKey: .leakedFileDescriptors)
+        try c.encodeIfPresent(leakedThreads, forKey: .leakedThreads)
+    }
+
+    /// One line of JSON (no newline).
+    public var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        // Encoding plain integers, strings and dictionaries of them cannot fail.
+        let data = (try? encoder.encode(self)) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Parses one line; nil when it is not a stats line (for example an error answer).
+    public init?(json line: String) {
+        guard let decoded = try? JSONDecoder().decode(StatsLine.self, from: Data(line.utf8)) else { return nil }
+        self = decoded
+    }
+
+    /// A stats line from a server's counters.
+    public init(_ stats: ServerStats) {
+        let c = stats.counters
+        backend = stats.backend.rawValue
+        pattern = stats.pattern.rawValue
+        threads = stats.threads
+        connectionsAccepted = Int(c[.accepted])
+        connectionsOpen = Int(stats.open)
+        connectionsRefused = Int(c[.refused])
+        connectionsReset = Int(c[.resets])
+        acceptErrors = Int(c[.acceptErrors])
+        bytesIn = Int(c[.bytesIn])
+        bytesOut = Int(c[.bytesOut])
+        requests = Int(c[.requests])
+        responses = Int(c[.responses])
+        malformedFrames = Dictionary(uniqueKeysWithValues: FrameError.allCases.map { ($0.name, Int(c[$0.counter])) })
+        if stats.unavailable.contains("syscalls") {
+            syscalls = nil
+            syscallsTotal = nil
+        } else {
+            syscalls = Dictionary(uniqueKeysWithValues: SyscallKind.allCases.map { ($0.name, Int(c[$0])) })
+            syscallsTotal = Int(c.totalSyscalls)
+        }
+        ioUringSetup = stats.ioUringSetup
+        unavailable = stats.unavailable
+    }
+}
