@@ -46,7 +46,7 @@ let package = Package(
         .testTarget(name: "EchoCoreTests", dependencies: ["EchoCore", "TestSupport"]),
         .testTarget(name: "IoUringTests", dependencies: ["IoUring"]),
         .target(name: "TestSupport", dependencies: ["EchoCore"], path: "Tests/TestSupport"),
-        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Bench", "TestSupport", "iobench"]),
+        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Blocking", "Epoll", "IoUring", "Bench", "TestSupport", "iobench"]),
         .testTarget(name: "BenchTests", dependencies: ["EchoCore", "Bench", "TestSupport", "iobench"]),
     ],
     swiftLanguageModes: [.v6]

@@ -7,7 +7,7 @@ import Glibc
 /// The thread-per-connection model: one acceptor thread blocks in `accept`, and each connection
 /// gets its own small-stack OS thread that blocks in `recv` and `send`. Back-pressure is the
 /// kernel's: a thread blocked in `send` to a slow reader simply stops reading.
-public final class BlockingServer: EchoServer, @unchecked Sendable {
+public final class BlockingServer: EchoServer, Sendable {
     public let kind = BackendKind.blocking
     private let configuration: ServerConfiguration
     private let registry = CounterRegistry()
@@ -15,10 +15,12 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     /// Open connection sockets and the number of connection threads still running.
     private let live = Mutex<(fds: Set<Int32>, threads: Int)>(([], 0))
-    // Written by start()/stop() on the controlling thread only.
-    private var acceptor: OSThread?
-    private var listener: Int32 = -1
-    private var bound: SocketAddress
+    /// The acceptor thread, the listener and the bound address: set by start(), read by stop().
+    private let lifecycle: Mutex<(acceptor: OSThread?, listener: Int32, bound: SocketAddress)>
+    /// Notifications between connection threads (each thread is its own loop).
+    private let notifier = Notifier()
+    /// Starts a connection's thread for the server's session type.
+    private let startConnection: @Sendable (BlockingServer, Int32, ThreadCounters) throws -> OSThread
 
     static let bufferSize = 16 * 1024
     static let acceptBackoffMicroseconds: UInt32 = 50_000
@@ -26,18 +28,38 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
     public init(configuration: ServerConfiguration) {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
-        self.bound = configuration.address
+        lifecycle = Mutex((nil, -1, configuration.address))
+        let pattern = configuration.pattern
+        startConnection = { server, fd, counters in
+            try pattern.withSessionType(ConnectionStarter(server: server, fd: fd, counters: counters))
+        }
     }
 
-    public var boundAddress: SocketAddress { bound }
+    /// A server whose connections speak `Session`, any conforming type (`configuration.pattern`
+    /// is then only what stats report).
+    public init<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) {
+        self.configuration = configuration
+        self.limit = ConnectionLimit(maximum: configuration.maxConnections)
+        lifecycle = Mutex((nil, -1, configuration.address))
+        startConnection = { server, fd, counters in
+            try ConnectionStarter(server: server, fd: fd, counters: counters).visit(Session.self)
+        }
+    }
+
+    public var boundAddress: SocketAddress { lifecycle.withLock { $0.bound } }
 
     public func start() throws {
         let (fds, address) = try Socket.listenOnEachLoop(configuration.address, count: 1, nonBlocking: false)
-        listener = fds[0]
-        bound = address
         let counters = registry.makeCounters()
-        let listenFD = listener
-        acceptor = try OSThread(name: "iob-accept") { [self] in acceptLoop(listenFD, counters) }
+        let listenFD = fds[0]
+        let acceptor: OSThread
+        do {
+            acceptor = try OSThread(name: "iob-accept") { [self] in acceptLoop(listenFD, counters) }
+        } catch {
+            close(listenFD)
+            throw error
+        }
+        lifecycle.withLock { $0 = (acceptor, listenFD, address) }
     }
 
     private func acceptLoop(_ listenFD: Int32, _ counters: ThreadCounters) {
@@ -72,7 +94,7 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
             sys.count(.accepted)
             let connectionCounters = registry.makeCounters()
             do {
-                let thread = try configuration.pattern.withSessionType(ConnectionStarter(server: self, fd: fd, counters: connectionCounters))
+                let thread = try startConnection(self, fd, connectionCounters)
                 thread.detach()
             } catch {
                 sys.count(.acceptErrors)
@@ -101,11 +123,60 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
         let bufferSize = min(Self.bufferSize, configuration.maxOwedPerConnection)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 16)
         var session = Session(context: SessionContext(
-            maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize, counters: sys))
+            maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize, counters: sys,
+            notifier: Session.usesServices ? notifier : nil))
         var inputPaused = false
+        // Timers and notifications (only for sessions that use them: they cost a poll per read).
+        var mailbox: LoopMailbox?
+        var loopNumber: UInt32 = 0
+        var wake: Int32 = -1
+        if Session.usesServices {
+            do {
+                wake = try sys.makeEventFD()
+            } catch {
+                reportError("iobench: a blocking connection cannot have timers or notifications: \(error)")
+                buffer.deallocate()
+                finish(fd, sys)
+                registry.retire(counters)
+                return
+            }
+            (loopNumber, mailbox) = notifier.register(wake: wake)
+            let opened = session.opened(at: ConnectionAddress(loop: loopNumber, slot: 0, generation: 0))
+            if !Self.perform(opened, &session, fd, sys, &inputPaused) { closeServices(); return }
+        }
+        func closeServices() {
+            if let mailbox {
+                notifier.unregister(loopNumber)
+                sys.close(mailbox.wake)
+            }
+            buffer.deallocate()
+            finish(fd, sys)
+            registry.retire(counters)
+        }
         serving: while true {
             // Every owed byte was written before the next read, so reading is never paused here.
             assert(!inputPaused)
+            if let mailbox {
+                // Wait for the socket, a notification or the timer, whichever comes first.
+                var timeout: Int32 = -1
+                if let deadline = session.timerDeadline {
+                    let now = ProcessResources.monotonicNanoseconds()
+                    timeout = deadline <= now ? 0 : Int32(clamping: (deadline - now + 999_999) / 1_000_000)
+                }
+                var watched = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
+                sys.count(.poll)
+                if poll(&watched, 2, timeout) < 0 && errno != EINTR { break }
+                var actions: SessionActions = []
+                if watched[1].revents != 0 {
+                    sys.drain(eventFD: wake)
+                    for note in mailbox.take() { actions.formUnion(session.notified(note.value)) }
+                }
+                if let deadline = session.timerDeadline, ProcessResources.monotonicNanoseconds() >= deadline {
+                    actions.formUnion(session.timerFired())
+                }
+                if !actions.isEmpty && !Self.perform(actions, &session, fd, sys, &inputPaused) { break }
+                if watched[0].revents == 0 { continue }
+            }
             let n: Int
             do {
                 guard case .bytes(let count) = try sys.recv(fd, into: buffer, count: bufferSize) else { continue }
@@ -144,36 +215,44 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
                     actions.remove(.send)  // everything owed was just written
                 }
             }
-            // The other actions, and those the writes bring back, until none is left.
-            while !actions.isEmpty {
-                if actions.contains(.pauseInput) { inputPaused = true }
-                if actions.contains(.resumeInput) { inputPaused = false }
-                if actions.contains(.close) { break serving }
-                var next: SessionActions = []
-                while session.hasOutbound {
-                    let owed = session.pinOutboundForWrite()
-                    let w: Int
-                    do {
-                        guard case .bytes(let count) = try sys.send(fd, from: owed.baseAddress!, count: owed.count) else {
-                            _ = session.sent(0)
-                            continue
-                        }
-                        w = count
-                    } catch {
-                        _ = session.sent(0)
-                        sys.count(.resets)
-                        break serving
-                    }
-                    sys.count(.bytesOut, UInt64(w))
-                    next.formUnion(session.sent(w))
-                }
-                actions = next.subtracting(.send)
-            }
+            if !actions.isEmpty && !Self.perform(actions, &session, fd, sys, &inputPaused) { break }
             if n == 0 && session.owed == 0 { break }
         }
-        buffer.deallocate()
-        finish(fd, sys)
-        registry.retire(counters)
+        closeServices()
+    }
+
+    /// Executes a session's actions, and those its writes bring back, until none is left.
+    /// Returns false when the connection is to close (the session said so, or a write failed).
+    /// A timer change needs nothing here: the deadline is read before every wait.
+    private static func perform<Session: ConnectionSession & ~Copyable>(
+        _ first: SessionActions, _ session: inout Session, _ fd: Int32, _ sys: SystemCalls, _ inputPaused: inout Bool
+    ) -> Bool {
+        var actions = first
+        while !actions.isEmpty {
+            if actions.contains(.pauseInput) { inputPaused = true }
+            if actions.contains(.resumeInput) { inputPaused = false }
+            if actions.contains(.close) { return false }
+            var next: SessionActions = []
+            while session.hasOutbound {
+                let owed = session.pinOutboundForWrite()
+                let w: Int
+                do {
+                    guard case .bytes(let count) = try sys.send(fd, from: owed.baseAddress!, count: owed.count) else {
+                        _ = session.sent(0)
+                        continue
+                    }
+                    w = count
+                } catch {
+                    _ = session.sent(0)
+                    sys.count(.resets)
+                    return false
+                }
+                sys.count(.bytesOut, UInt64(w))
+                next.formUnion(session.sent(w))
+            }
+            actions = next.subtracting([.send, .timerChanged])
+        }
+        return true
     }
 
     private func finish(_ fd: Int32, _ sys: SystemCalls) {
@@ -194,11 +273,14 @@ public final class BlockingServer: EchoServer, @unchecked Sendable {
 
     public func stop() {
         stopping.store(true, ordering: .relaxed)
+        let (acceptor, listener) = lifecycle.withLock { state in
+            defer { state.acceptor = nil; state.listener = -1 }
+            return (state.acceptor, state.listener)
+        }
         // shutdown() wakes a thread blocked in accept (EINVAL) or recv/send (EOF/EPIPE).
         if listener >= 0 { shutdown(listener, Int32(SHUT_RDWR)) }
         acceptor?.join()
-        acceptor = nil
-        if listener >= 0 { close(listener); listener = -1 }
+        if listener >= 0 { close(listener) }
         live.withLock { state in
             for fd in state.fds { shutdown(fd, Int32(SHUT_RDWR)) }
         }

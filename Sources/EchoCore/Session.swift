@@ -22,10 +22,13 @@ public struct SessionActions: OptionSet, Sendable, CustomStringConvertible {
     /// The exchange is over and nothing more will be written: close the connection once no
     /// operation on it is in flight.
     @inlinable public static var close: SessionActions { SessionActions(rawValue: 1 << 4) }
+    /// The session's timer changed: read ``ConnectionSession/timerDeadline`` and arm the
+    /// backend's timer for it (or cancel it when nil).
+    @inlinable public static var timerChanged: SessionActions { SessionActions(rawValue: 1 << 5) }
 
     public var description: String {
         let names = [(Self.send, "send"), (.echoReceived, "echoReceived"), (.pauseInput, "pauseInput"),
-                     (.resumeInput, "resumeInput"), (.close, "close")]
+                     (.resumeInput, "resumeInput"), (.close, "close"), (.timerChanged, "timerChanged")]
         return "[" + names.filter { contains($0.0) }.map(\.1).joined(separator: ", ") + "]"
     }
 }
@@ -42,11 +45,15 @@ public struct SessionContext {
     public var maxFrameSize: Int
     /// The owning thread's counters: sessions count requests and refused frames here.
     public var counters: SystemCalls
+    /// Posts notifications to connections on other loops or threads (nil where a session has
+    /// nobody to notify, as in unit tests).
+    public var notifier: Notifier?
     /// Whether requests' CPU work is really done (false only where the work would just slow
     /// down a check of the protocol, as in the fuzz target).
     public var performsWork = true
 
-    public init(maxOwed: Int, maxHeldChunks: Int? = nil, maxFrameSize: Int = Frame.defaultMaxSize, counters: SystemCalls) {
+    public init(maxOwed: Int, maxHeldChunks: Int? = nil, maxFrameSize: Int = Frame.defaultMaxSize, counters: SystemCalls, notifier: Notifier? = nil) {
+        self.notifier = notifier
         precondition(maxOwed > 0, "maxOwed must be positive")
         self.maxOwed = maxOwed
         self.maxHeldChunks = maxHeldChunks
@@ -96,6 +103,31 @@ public protocol ConnectionSession: ~Copyable, SendableMetatype {
     mutating func echoChunkWritten() -> SessionActions
     /// The peer shut down its sending side.
     mutating func inputDidEnd() -> SessionActions
+
+    // Backend services: timers and notifications. A session that uses neither needs none of
+    // these (the defaults do nothing).
+
+    /// Whether the session uses timers or notifications. A backend that has to pay for them
+    /// on every read (blocking: a poll(2) on the socket and a mailbox) does so only then.
+    static var usesServices: Bool { get }
+    /// The connection is open at `address`, the address other sessions post to through the
+    /// context's ``Notifier``. Called once, before any bytes arrive.
+    mutating func opened(at address: ConnectionAddress) -> SessionActions
+    /// When the session's timer is to fire (monotonic nanoseconds), or nil for none. Read by
+    /// the backend after ``SessionActions/timerChanged``.
+    var timerDeadline: UInt64? { get }
+    /// The timer's deadline has passed. The timer is not re-armed unless the session says so.
+    mutating func timerFired() -> SessionActions
+    /// A notification posted to this connection arrived.
+    mutating func notified(_ value: UInt64) -> SessionActions
+}
+
+extension ConnectionSession where Self: ~Copyable {
+    @inlinable public static var usesServices: Bool { false }
+    @inlinable public mutating func opened(at address: ConnectionAddress) -> SessionActions { [] }
+    @inlinable public var timerDeadline: UInt64? { nil }
+    @inlinable public mutating func timerFired() -> SessionActions { [] }
+    @inlinable public mutating func notified(_ value: UInt64) -> SessionActions { [] }
 }
 
 /// The protocol a server speaks on every connection (`serve --pattern`).

@@ -13,6 +13,9 @@ struct EpollConnection<Session: ConnectionSession & ~Copyable>: ~Copyable {
     var interest: UInt32
     /// Reading is paused (the session said ``SessionActions/pauseInput``).
     var inputPaused = false
+    /// The session's armed timer (monotonic ns), 0 for none: a timer-queue entry that does not
+    /// match it when it comes due is stale.
+    var timerDeadline: UInt64 = 0
     var session: Session
 }
 
@@ -42,10 +45,16 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     private let events: UnsafeMutablePointer<EpollEvent>
     /// Non-zero while accepting is paused after `EMFILE`: when to resume (monotonic ns).
     private var acceptResumeAt: UInt64 = 0
+    /// Sessions' timers; `epoll_wait` sleeps no later than the first.
+    private var timers = TimerQueue()
+    /// Notifications from other loops, announced on the wake eventfd.
+    private let notifier: Notifier
+    private let mailbox: LoopMailbox
+    private let loopNumber: UInt32
 
     /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
     /// ``run(until:)``.
-    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration) throws(SystemError) {
+    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration, notifier: Notifier) throws(SystemError) {
         sys = SystemCalls(counters: resources.counters)
         let epfd: Int32
         do throws(SystemError) {
@@ -66,7 +75,10 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         wake = resources.wake
         self.limit = limit
         injection = configuration.injection
-        context = SessionContext(maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize, counters: sys)
+        context = SessionContext(maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize,
+                                 counters: sys, notifier: notifier)
+        self.notifier = notifier
+        (loopNumber, mailbox) = notifier.register(wake: resources.wake)
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 64)
         events = .allocate(capacity: Int(Self.eventCapacity))
     }
@@ -78,13 +90,16 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         var running = true
         while running {
             var timeout: Int32 = -1
-            if acceptResumeAt != 0 {
+            if acceptResumeAt != 0 || !timers.isEmpty {
                 let now = ProcessResources.monotonicNanoseconds()
-                if now >= acceptResumeAt {
-                    resumeAccepting()
-                } else {
-                    timeout = Int32((acceptResumeAt - now) / 1_000_000) + 1
+                if acceptResumeAt != 0 {
+                    if now >= acceptResumeAt {
+                        resumeAccepting()
+                    } else {
+                        timeout = Int32((acceptResumeAt - now) / 1_000_000) + 1
+                    }
                 }
+                timeout = timers.waitMilliseconds(now: now, cap: timeout)
             }
             let ready: Int
             do {
@@ -101,10 +116,12 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
                 case Self.wakeToken:
                     sys.drain(eventFD: wake)
                     if stopping.load(ordering: .sequentiallyConsistent) { running = false }
+                    deliverNotes()
                 default:
                     handle(token: event.data.u64, events: event.events)
                 }
             }
+            if !timers.isEmpty { fireDueTimers() }
         }
         shutDown()
     }
@@ -144,7 +161,45 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
                 continue
             }
             sys.count(.accepted)
+            let conn = connections.slots + index
+            let actions = conn.pointee.session.opened(at: ConnectionAddress(loop: loopNumber, slot: UInt32(index), generation: connections.generation(index)))
+            if !actions.isEmpty && perform(actions, conn, index) { updateInterest(conn, index) }
         }
+    }
+
+    // MARK: Services
+
+    /// Notifications posted from other threads: each to its connection, if it is still there.
+    private mutating func deliverNotes() {
+        for note in mailbox.take() {
+            let index = Int(note.slot)
+            guard connections.isLive(index, generation: note.generation) else { continue }
+            let conn = connections.slots + index
+            if perform(conn.pointee.session.notified(note.value), conn, index) { updateInterest(conn, index) }
+        }
+    }
+
+    /// Runs every timer that is due; stale entries (cancelled, re-armed, closed) are dropped.
+    private mutating func fireDueTimers() {
+        let now = ProcessResources.monotonicNanoseconds()
+        while let entry = timers.popDue(now) {
+            let index = Int(entry.slot)
+            guard connections.isLive(index, generation: entry.generation) else { continue }
+            let conn = connections.slots + index
+            guard conn.pointee.timerDeadline == entry.deadline else { continue }
+            conn.pointee.timerDeadline = 0
+            if perform(conn.pointee.session.timerFired(), conn, index) { updateInterest(conn, index) }
+        }
+    }
+
+    /// Arms the connection's timer for what its session now asks (or cancels it).
+    private mutating func timerChanged(_ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) {
+        guard let deadline = conn.pointee.session.timerDeadline else {
+            conn.pointee.timerDeadline = 0
+            return
+        }
+        conn.pointee.timerDeadline = max(deadline, 1)
+        timers.schedule(conn.pointee.timerDeadline, slot: UInt32(index), generation: connections.generation(index))
     }
 
     private mutating func pauseAccepting() {
@@ -236,6 +291,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     private mutating func perform(_ actions: SessionActions, _ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) -> Bool {
         if actions.contains(.pauseInput) { conn.pointee.inputPaused = true }
         if actions.contains(.resumeInput) { conn.pointee.inputPaused = false }
+        if actions.contains(.timerChanged) { timerChanged(conn, index) }
         if actions.contains(.close) {
             closeConnection(index)
             return false
@@ -267,6 +323,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
             let actions = conn.pointee.session.sent(w)
             if actions.contains(.pauseInput) { conn.pointee.inputPaused = true }
             if actions.contains(.resumeInput) { conn.pointee.inputPaused = false }
+            if actions.contains(.timerChanged) { timerChanged(conn, index) }
             if actions.contains(.close) {
                 closeConnection(index)
                 return false
@@ -298,6 +355,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     private mutating func shutDown() {
+        notifier.unregister(loopNumber)
         for index in connections.liveIndices() { closeConnection(index) }
         sys.close(listener)
         sys.close(epoll)

@@ -13,17 +13,35 @@ public final class EpollServer: EchoServer, Sendable {
     private let limit: ConnectionLimit
     private let group = LoopGroup(threadName: "iob-epoll")
     private let bound: Mutex<SocketAddress>
+    /// Notifications between connections on different loops.
+    private let notifier = Notifier()
+    /// Set when the server was made for one session type (not a pattern's).
+    private let startForSessionType: (@Sendable (EpollServer) throws -> Void)?
 
     public init(configuration: ServerConfiguration) {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
         self.bound = Mutex(configuration.address)
+        startForSessionType = nil
+    }
+
+    /// A server whose connections speak `Session`, any conforming type (`configuration.pattern`
+    /// is then only what stats report): the backend is generic over the protocol it serves.
+    public init<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) {
+        self.configuration = configuration
+        self.limit = ConnectionLimit(maximum: configuration.maxConnections)
+        self.bound = Mutex(configuration.address)
+        startForSessionType = { try $0.startLoops(Session.self) }
     }
 
     public var boundAddress: SocketAddress { bound.withLock { $0 } }
 
     public func start() throws {
-        try configuration.pattern.withSessionType(LoopStarter(server: self))
+        if let startForSessionType {
+            try startForSessionType(self)
+        } else {
+            try configuration.pattern.withSessionType(LoopStarter(server: self))
+        }
     }
 
     /// Starts the loops for the pattern's session type (a specialised loop per pattern).
@@ -32,12 +50,13 @@ public final class EpollServer: EchoServer, Sendable {
         func visit<Session: ConnectionSession & ~Copyable>(_ type: Session.Type) throws { try server.startLoops(type) }
     }
 
-    private func startLoops<Session: ConnectionSession & ~Copyable>(_: Session.Type) throws {
+    fileprivate func startLoops<Session: ConnectionSession & ~Copyable>(_: Session.Type) throws {
         let (listeners, address) = try Socket.listenOnEachLoop(configuration.address, count: max(configuration.threads, 1), nonBlocking: true)
         bound.withLock { $0 = address }
-        let limit = self.limit, configuration = self.configuration
+        let limit = self.limit, configuration = self.configuration, notifier = self.notifier
         try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources, ready, stopping in
-            var loop = try EpollEventLoop<Session>(listener: listeners[resources.index], resources: resources, limit: limit, configuration: configuration)
+            var loop = try EpollEventLoop<Session>(listener: listeners[resources.index], resources: resources, limit: limit,
+                                               configuration: configuration, notifier: notifier)
             ready(loop.setupDescription)
             loop.run(until: stopping)
         }

@@ -11,6 +11,8 @@ struct RingConnection<Session: ConnectionSession & ~Copyable>: ~Copyable {
     var state = RingConnectionState()
     /// Received buffers held for echo, not yet completely written.
     var held = HeldBuffers()
+    /// The session's armed timer (monotonic ns), 0 for none; stale queue entries do not match it.
+    var timerDeadline: UInt64 = 0
     var session: Session
 }
 
@@ -44,6 +46,14 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     /// Microseconds a wait may hold out for a batch (0: wake on the first completion).
     private let batchWait: UInt32
     private let waitByPoll: Bool
+    /// Sessions' timers: the wait returns no later than the first (the wait's own timeout,
+    /// passed through `IORING_ENTER_EXT_ARG`, no timeout operation in the ring).
+    private var timers = TimerQueue()
+    private let waitTimeout: UnsafeMutablePointer<__kernel_timespec>
+    /// Notifications from other loops, announced by a read completing on the wake eventfd.
+    private let notifier: Notifier
+    private let mailbox: LoopMailbox
+    private let loopNumber: UInt32
 
     var setupDescription: String? {
         batchWait > 0 ? "\(ring.setupFlagNames)|MIN_TIMEOUT=\(batchWait)us" : ring.setupFlagNames
@@ -51,7 +61,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
     /// ``run(until:)``. Must run on the thread that will run the loop (`SINGLE_ISSUER`).
-    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration) throws(SystemError) {
+    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration, notifier: Notifier) throws(SystemError) {
         sys = SystemCalls(counters: resources.counters)
         let newRing: Ring
         do throws(SystemError) {
@@ -80,7 +90,10 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         // about its --max-owed in buffers (at least 4) before it stops reading.
         let maxHeld = max(4, configuration.maxOwedPerConnection / configuration.ringBufferSize + 1)
         context = SessionContext(maxOwed: configuration.maxOwedPerConnection, maxHeldChunks: maxHeld,
-                                 maxFrameSize: configuration.maxFrameSize, counters: sys)
+                                 maxFrameSize: configuration.maxFrameSize, counters: sys, notifier: notifier)
+        self.notifier = notifier
+        (loopNumber, mailbox) = notifier.register(wake: resources.wake)
+        waitTimeout = .allocate(capacity: 1)
         received = ReceiveQueue(buffers: configuration.ringBufferCount)
         completions = .allocate(capacity: Self.completionBatch)
         wakeBuffer = .allocate(capacity: 1)
@@ -98,7 +111,9 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
             sys.count(.ioUringEnter)
             let rc: Int32
             let batch = connections.count / 4
-            if batchWait > 0 && batch >= Self.smallestBatch {
+            if !timers.isEmpty {
+                rc = waitNoLaterThanTheNextTimer()
+            } else if batchWait > 0 && batch >= Self.smallestBatch {
                 // A batch of a completion per four connections (at depth 1 a message brings a
                 // recv and a send completion). Smaller batches save too few wake-ups to pay for
                 // the timer the kernel arms for the wait.
@@ -118,14 +133,78 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
                 for i in 0..<n {
                     let cqe = completions[i]!
                     if !handle(UserData(rawValue: cqe.pointee.user_data), cqe.pointee.res, cqe.pointee.flags) {
+                        // The wake eventfd was read: a stop, or notifications to deliver.
                         running = !stopping.load(ordering: .sequentiallyConsistent)
+                        if running {
+                            deliverNotes()
+                            armWake()
+                        }
                     }
                 }
                 io_uring_cq_advance(ring.raw, UInt32(n))
                 if n < Self.completionBatch { break }
             }
+            if !timers.isEmpty { fireDueTimers() }
         }
         shutDown()
+    }
+
+    // MARK: Services
+
+    /// Submits and waits for a completion or the first timer's deadline, whichever is first.
+    @inline(never)  // not per message: out of line, so the completion loop stays compact
+    private mutating func waitNoLaterThanTheNextTimer() -> Int32 {
+        let now = ProcessResources.monotonicNanoseconds()
+        let wait = (timers.nextDeadline ?? now) > now ? timers.nextDeadline! - now : 0
+        if waitByPoll {
+            let rc = io_uring_submit_and_get_events(ring.raw)
+            guard rc >= 0, io_uring_cq_ready(ring.raw) == 0, wait > 0 else { return rc }
+            sys.count(.poll)
+            var descriptor = pollfd(fd: ring.raw.pointee.ring_fd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&descriptor, 1, Int32(clamping: (wait + 999_999) / 1_000_000))
+            sys.count(.ioUringEnter)
+            return io_uring_get_events(ring.raw)
+        }
+        waitTimeout.pointee = __kernel_timespec(tv_sec: Int64(wait / 1_000_000_000), tv_nsec: Int64(wait % 1_000_000_000))
+        var cqe: UnsafeMutablePointer<io_uring_cqe>?
+        return io_uring_submit_and_wait_timeout(ring.raw, &cqe, 1, waitTimeout, nil)
+    }
+
+    /// Notifications posted from other threads: each to its connection, if it is still there.
+    @inline(never)  // not per message: out of line, so the completion loop stays compact
+    private mutating func deliverNotes() {
+        for note in mailbox.take() {
+            let index = Int(note.slot)
+            guard index < connections.capacity, connections.isLive(index, generation: note.generation) else { continue }
+            let conn = connections.slots + index
+            guard !conn.pointee.state.closing else { continue }
+            perform(conn.pointee.session.notified(note.value), conn, index, recvStillArmed: conn.pointee.state.recvArmed)
+        }
+    }
+
+    /// Runs every timer that is due; stale entries (cancelled, re-armed, closed) are dropped.
+    @inline(never)  // not per message: out of line, so the completion loop stays compact
+    private mutating func fireDueTimers() {
+        let now = ProcessResources.monotonicNanoseconds()
+        while let entry = timers.popDue(now) {
+            let index = Int(entry.slot)
+            guard connections.isLive(index, generation: entry.generation) else { continue }
+            let conn = connections.slots + index
+            guard conn.pointee.timerDeadline == entry.deadline, !conn.pointee.state.closing else { continue }
+            conn.pointee.timerDeadline = 0
+            perform(conn.pointee.session.timerFired(), conn, index, recvStillArmed: conn.pointee.state.recvArmed)
+        }
+    }
+
+    /// Arms the connection's timer for what its session now asks (or cancels it).
+    @inline(never)  // not per message: out of line, so the completion loop stays compact
+    private mutating func timerChanged(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+        guard let deadline = conn.pointee.session.timerDeadline else {
+            conn.pointee.timerDeadline = 0
+            return
+        }
+        conn.pointee.timerDeadline = max(deadline, 1)
+        timers.schedule(conn.pointee.timerDeadline, slot: UInt32(index), generation: connections.generation(index))
     }
 
     // MARK: Submissions
@@ -213,6 +292,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         return connections.slots + index
     }
 
+    @inline(never)  // not per message: out of line, so the completion loop stays compact
     private mutating func onAccept(_ res: Int32, _ flags: UInt32) {
         if res >= 0 {
             accepted(res)
@@ -242,6 +322,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         }
     }
 
+    @inline(never)  // not per message: out of line, so the completion loop stays compact
     private mutating func accepted(_ fd: Int32) {
         guard limit.acquire() else {
             sys.count(.refused)
@@ -251,7 +332,10 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         Socket.setNoDelay(fd)
         let index = connections.insert(RingConnection(fd: fd, session: Session(context: context)))
         sys.count(.accepted)
-        armRecv(connections.slots + index, index)
+        let conn = connections.slots + index
+        armRecv(conn, index)
+        let actions = conn.pointee.session.opened(at: ConnectionAddress(loop: loopNumber, slot: UInt32(index), generation: connections.generation(index)))
+        if !actions.isEmpty { perform(actions, conn, index, recvStillArmed: true) }
     }
 
     @inline(__always)
@@ -332,6 +416,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     /// Executes a session's actions (every one of them).
     @inline(__always)
     private mutating func perform(_ actions: SessionActions, _ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int, recvStillArmed: Bool) {
+        if actions.contains(.timerChanged) { timerChanged(conn, index) }
         if actions.contains(.close) {
             beginClose(conn, index)
             return
@@ -362,6 +447,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         }
     }
 
+    @inline(never)  // not per message: out of line, so the completion loop stays compact
     private mutating func beginClose(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
         guard !conn.pointee.state.closing else { return }
         let recvArmed = conn.pointee.state.recvArmed
@@ -373,6 +459,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     /// Nothing is in flight on this socket any more: return its buffers and close it.
+    @inline(never)  // not per message: out of line, so the completion loop stays compact
     private mutating func finishClose(_ index: Int) {
         let record = connections.remove(index)  // dropping it frees the session's memory
         var id = record.held.head
@@ -387,6 +474,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     /// Re-arms as many connections that hit `ENOBUFS` as there are buffers to receive into.
+    @inline(never)  // not per message: out of line, so the completion loop stays compact
     private mutating func rearmWaiting() {
         var budget = buffers.available
         var kept: [UInt64] = []
@@ -407,6 +495,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         // Tearing the ring down cancels and reaps every operation still in flight, so after it
         // no buffer or socket is in the kernel's hands and all may be released.
         ring.exit()
+        notifier.unregister(loopNumber)
         for index in connections.liveIndices() {
             let record = connections.remove(index)
             sys.close(record.fd)
@@ -417,5 +506,6 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         completions.deallocate()
         wakeBuffer.deallocate()
         backoff.deallocate()
+        waitTimeout.deallocate()
     }
 }

@@ -1,0 +1,149 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a connection lives: its loop (for blocking, its thread) and its slot there, with the
+/// slot's generation so a note for a connection that has since closed is dropped, not
+/// delivered to a newcomer in the same slot.
+public struct ConnectionAddress: Hashable, Sendable, CustomStringConvertible {
+    public let loop: UInt32
+    public let slot: UInt32
+    public let generation: UInt32
+
+    public init(loop: UInt32, slot: UInt32, generation: UInt32) {
+        self.loop = loop
+        self.slot = slot
+        self.generation = generation
+    }
+
+    public var description: String { "\(loop).\(slot).\(generation)" }
+}
+
+/// A notification on its way to a connection.
+public struct Note: Sendable, Equatable {
+    public let slot: UInt32
+    public let generation: UInt32
+    public let value: UInt64
+}
+
+/// A loop's inbox for notifications posted from other threads: a locked list and an eventfd
+/// the poster writes when the list goes from empty to non-empty, so a burst of posts costs the
+/// receiving loop one wake-up (epoll: readiness on the eventfd; io_uring: a read completing on it;
+/// blocking: poll(2) on it).
+public final class LoopMailbox: Sendable {
+    /// The eventfd the loop watches. Owned by whoever registered the mailbox.
+    public let wake: Int32
+    private let notes = Mutex<[Note]>([])
+
+    init(wake: Int32) { self.wake = wake }
+
+    func post(_ note: Note) {
+        let wasEmpty = notes.withLock { list in
+            list.append(note)
+            return list.count == 1
+        }
+        if wasEmpty {
+            var one: UInt64 = 1
+            _ = write(wake, &one, 8)
+        }
+    }
+
+    /// Everything posted so far (the loop reads its eventfd first, then takes).
+    public func take() -> [Note] {
+        notes.withLock { list in
+            defer { list.removeAll(keepingCapacity: true) }
+            return list
+        }
+    }
+}
+
+/// Posting notifications to connections owned by other loops or threads: the backend service
+/// sessions use to wake each other (a publish reaching subscribers on every loop). Loops
+/// register their mailbox when they start and unregister when they stop; a post to a loop that
+/// is gone, or to a connection that has closed, is dropped.
+public final class Notifier: Sendable {
+    private let loops = Mutex<[UInt32: LoopMailbox]>([:])
+    private let nextLoop = Atomic<UInt32>(0)
+
+    public init() {}
+
+    /// Registers a loop that watches `wake`; returns its number and mailbox.
+    public func register(wake: Int32) -> (loop: UInt32, mailbox: LoopMailbox) {
+        let loop = nextLoop.wrappingAdd(1, ordering: .relaxed).oldValue
+        let mailbox = LoopMailbox(wake: wake)
+        loops.withLock { $0[loop] = mailbox }
+        return (loop, mailbox)
+    }
+
+    public func unregister(_ loop: UInt32) {
+        loops.withLock { _ = $0.removeValue(forKey: loop) }
+    }
+
+    /// Posts `value` to the connection at `address`; false when its loop is gone.
+    @discardableResult
+    public func post(_ value: UInt64, to address: ConnectionAddress) -> Bool {
+        guard let mailbox = loops.withLock({ $0[address.loop] }) else { return false }
+        mailbox.post(Note(slot: address.slot, generation: address.generation, value: value))
+        return true
+    }
+}
+
+/// A loop's timers: a min-heap of deadlines (monotonic nanoseconds), one entry per arming.
+/// Cancelled or re-armed timers are not searched for: each connection keeps its one armed
+/// deadline, and an entry that no longer matches it when it comes due is dropped.
+public struct TimerQueue: Sendable {
+    public struct Entry: Sendable, Equatable {
+        public let deadline: UInt64
+        public let slot: UInt32
+        public let generation: UInt32
+    }
+
+    @usableFromInline var heap: [Entry] = []
+
+    public init() {}
+
+    @inlinable public var isEmpty: Bool { heap.isEmpty }
+    @inlinable public var count: Int { heap.count }
+    /// The earliest deadline, if any.
+    @inlinable public var nextDeadline: UInt64? { heap.first?.deadline }
+
+    public mutating func schedule(_ deadline: UInt64, slot: UInt32, generation: UInt32) {
+        heap.append(Entry(deadline: deadline, slot: slot, generation: generation))
+        var i = heap.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard heap[i].deadline < heap[parent].deadline else { break }
+            heap.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    /// Removes and returns the earliest entry if it is due at `now`.
+    public mutating func popDue(_ now: UInt64) -> Entry? {
+        guard let first = heap.first, first.deadline <= now else { return nil }
+        let last = heap.removeLast()
+        if !heap.isEmpty {
+            heap[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var smallest = i
+                if l < heap.count && heap[l].deadline < heap[smallest].deadline { smallest = l }
+                if r < heap.count && heap[r].deadline < heap[smallest].deadline { smallest = r }
+                if smallest == i { break }
+                heap.swapAt(i, smallest)
+                i = smallest
+            }
+        }
+        return first
+    }
+
+    /// Milliseconds an `epoll_wait`/`poll` may sleep before the next deadline (rounded up;
+    /// -1 when there is none), capped by `cap` when it is not -1.
+    public func waitMilliseconds(now: UInt64, cap: Int32 = -1) -> Int32 {
+        guard let next = nextDeadline else { return cap }
+        let ms = next <= now ? 0 : Int32(clamping: (next - now + 999_999) / 1_000_000)
+        return cap < 0 ? ms : min(ms, cap)
+    }
+}
