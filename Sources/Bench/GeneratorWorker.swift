@@ -26,7 +26,7 @@ struct LoadConnection {
 /// `rate / threads` messages per second, round-robin over its connections, and measures
 /// latency from the scheduled time.
 struct GeneratorWorker {
-    struct Setup: @unchecked Sendable {
+    struct Setup: Sendable {
         let fds: [Int32]
         let firstIndex: Int
         let options: LoadOptions

@@ -5,8 +5,8 @@ import Glibc
 
 /// A joinable POSIX thread with a chosen stack size. The backends use these rather than a pool
 /// so each connection (blocking) or loop (epoll, io_uring) is exactly one kernel thread.
-public final class OSThread: @unchecked Sendable {
-    private var handle = pthread_t()
+public final class OSThread: Sendable {
+    private let handle: pthread_t
 
     private final class Box {
         let body: () -> Void
@@ -20,6 +20,7 @@ public final class OSThread: @unchecked Sendable {
     /// Starts `body` on a new thread named `name` (15 bytes at most are kept).
     /// `stackSize` 0 keeps the system default.
     public init(name: String, stackSize: Int = 0, _ body: @escaping @Sendable () -> Void) throws(SystemError) {
+        var handle = pthread_t()
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
         defer { pthread_attr_destroy(&attributes) }
@@ -41,6 +42,7 @@ public final class OSThread: @unchecked Sendable {
             Unmanaged<Box>.fromOpaque(box).release()
             throw SystemError("pthread_create", Errno(rawValue: rc))
         }
+        self.handle = handle
     }
 
     /// Waits for the thread to end.

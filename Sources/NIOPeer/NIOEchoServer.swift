@@ -1,33 +1,31 @@
 import EchoCore
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// SwiftNIO, the Swift ecosystem's standard runtime, as a reference peer: a plain echo handler,
 /// or for rpc a `ByteToMessageDecoder` and a handler, on a `MultiThreadedEventLoopGroup` with
 /// `threads` loops. It is measured beside the three models,
 /// not one of them. NIO makes its own system calls, so its stats cannot count them.
-public final class NIOEchoServer: EchoServer, @unchecked Sendable {
+public final class NIOEchoServer: EchoServer, Sendable {
     public let kind = BackendKind.nio
     private let configuration: ServerConfiguration
     private let registry = CounterRegistry()
     private let limit: ConnectionLimit
-    // Written by start()/stop() on the controlling thread only.
-    private var group: MultiThreadedEventLoopGroup?
-    private var listener: Channel?
-    private var bound: EchoCore.SocketAddress
+    /// The event loops, the listening channel and the bound address: set by start(), read by stop().
+    private let lifecycle: Mutex<(group: MultiThreadedEventLoopGroup?, listener: Channel?, bound: EchoCore.SocketAddress)>
 
     public init(configuration: ServerConfiguration) {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
-        self.bound = configuration.address
+        lifecycle = Mutex((nil, nil, configuration.address))
     }
 
-    public var boundAddress: EchoCore.SocketAddress { bound }
+    public var boundAddress: EchoCore.SocketAddress { lifecycle.withLock { $0.bound } }
 
     public func start() throws {
         let threads = max(configuration.threads, 1)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        self.group = group
         // One counter block per event loop: a handler only ever runs on its channel's loop.
         var byLoop: [ObjectIdentifier: ThreadCounters] = [:]
         for loop in group.makeIterator() { byLoop[ObjectIdentifier(loop)] = registry.makeCounters() }
@@ -63,13 +61,13 @@ public final class NIOEchoServer: EchoServer, @unchecked Sendable {
             }
         do {
             let channel = try bootstrap.bind(host: configuration.address.hostText, port: Int(configuration.address.port)).wait()
-            listener = channel
+            var bound = configuration.address
             if let local = channel.localAddress, let port = local.port {
                 bound = try EchoCore.SocketAddress(host: configuration.address.hostText, port: port)
             }
+            lifecycle.withLock { $0 = (group, channel, bound) }
         } catch let error as IOError {
             try? group.syncShutdownGracefully()
-            self.group = nil
             let errno = Errno(rawValue: error.errnoCode)
             if errno == .addressInUse {
                 throw UsageError("port \(configuration.address.port) on \(configuration.address.hostText) is already in use: pick another port, or 0 for a free one")
@@ -86,10 +84,12 @@ public final class NIOEchoServer: EchoServer, @unchecked Sendable {
     }
 
     public func stop() {
-        try? listener?.close().wait()
-        listener = nil
+        let (group, listener) = lifecycle.withLock { state in
+            defer { state.group = nil; state.listener = nil }
+            return (state.group, state.listener)
+        }
+        try? listener?.close().wait()  // already closed: nothing to do
         try? group?.syncShutdownGracefully()
-        group = nil
     }
 }
 
