@@ -320,14 +320,8 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
                 return true
             }
             sys.count(.bytesOut, UInt64(w))
-            let actions = conn.pointee.session.sent(w)
-            if actions.contains(.pauseInput) { conn.pointee.inputPaused = true }
-            if actions.contains(.resumeInput) { conn.pointee.inputPaused = false }
-            if actions.contains(.timerChanged) { timerChanged(conn, index) }
-            if actions.contains(.close) {
-                closeConnection(index)
-                return false
-            }
+            // Everything but .send (this loop writes until nothing is owed).
+            guard perform(conn.pointee.session.sent(w).subtracting(.send), conn, index) else { return false }
         }
         return true
     }

@@ -95,13 +95,13 @@ public final class NIOEchoServer: EchoServer, Sendable {
 
 /// Echoes every buffer back on the loop that read it. Back-pressure: reading stops while the
 /// channel is not writable (its outbound buffer passed the high watermark, `--max-owed`).
-final class NIOEchoHandler: ChannelDuplexHandler {
+final class NIOEchoHandler: ChannelDuplexHandler, NIOConnectionLifecycle {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let counters: ThreadCounters
-    private let limit: ConnectionLimit
+    let counters: ThreadCounters
+    let limit: ConnectionLimit
 
     init(counters: ThreadCounters, limit: ConnectionLimit) {
         self.counters = counters
@@ -118,7 +118,18 @@ final class NIOEchoHandler: ChannelDuplexHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         context.flush()
     }
+}
 
+/// What every connection handler of the peer does the same way, whatever its pattern:
+/// back-pressure (reading stops while the channel is not writable, its outbound buffer past the
+/// high watermark `--max-owed`), half-close (everything owed is written, then the connection
+/// closes), and the close and reset counters.
+protocol NIOConnectionLifecycle: ChannelInboundHandler where OutboundOut == ByteBuffer {
+    var counters: ThreadCounters { get }
+    var limit: ConnectionLimit { get }
+}
+
+extension NIOConnectionLifecycle {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         context.channel.setOption(.autoRead, value: context.channel.isWritable).whenFailure { _ in }
         context.fireChannelWritabilityChanged()
@@ -126,8 +137,8 @@ final class NIOEchoHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
-            // Half-close: writes complete in order, so once an empty write is done every echo
-            // before it has been written; then close.
+            // Writes complete in order: once an empty write is done, every answer before it
+            // has been written; then close.
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
                 channel.close(promise: nil)

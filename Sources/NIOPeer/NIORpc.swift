@@ -84,12 +84,12 @@ final class NIOInboundByteCounter: ChannelInboundHandler {
 
 /// Answers each request in order after its `work_us` of CPU; refused frames get an ERROR frame
 /// in their place, and a fatal one closes the connection once it is written.
-final class NIORpcHandler: ChannelInboundHandler {
+final class NIORpcHandler: ChannelInboundHandler, NIOConnectionLifecycle {
     typealias InboundIn = RpcInbound
     typealias OutboundOut = ByteBuffer
 
-    private let counters: ThreadCounters
-    private let limit: ConnectionLimit
+    let counters: ThreadCounters
+    let limit: ConnectionLimit
     private var closing = false
 
     init(counters: ThreadCounters, limit: ConnectionLimit) {
@@ -132,34 +132,5 @@ final class NIORpcHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         context.flush()
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        // Back-pressure: stop reading while the outbound buffer is over --max-owed.
-        context.channel.setOption(.autoRead, value: context.channel.isWritable).whenFailure { _ in }
-        context.fireChannelWritabilityChanged()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case ChannelEvent.inputClosed = event {
-            // Every answer is written in order; once an empty write is done, close.
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
-                channel.close(promise: nil)
-            }
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        counters.add(.closed)
-        limit.release()
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        counters.add(.resets)
-        context.close(promise: nil)
     }
 }
