@@ -238,12 +238,12 @@ public final class BlockingServer: EchoServer, Sendable {
                 let w: Int
                 do {
                     guard case .bytes(let count) = try sys.send(fd, from: owed.baseAddress!, count: owed.count) else {
-                        _ = session.sent(0)
+                        session.unpinOutbound()
                         continue
                     }
                     w = count
                 } catch {
-                    _ = session.sent(0)
+                    session.unpinOutbound()
                     sys.count(.resets)
                     return false
                 }

@@ -73,6 +73,8 @@ public struct EchoSession: ConnectionSession, ~Copyable {
 
     public mutating func pinOutboundForWrite() -> UnsafeRawBufferPointer { kept.pinForWrite() }
 
+    public mutating func unpinOutbound() { kept.consume(0) }
+
     public mutating func keepEcho(_ bytes: UnsafeRawBufferPointer) {
         kept.append(bytes)
         kept.commit()

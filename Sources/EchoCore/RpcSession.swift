@@ -78,6 +78,8 @@ public struct RpcSession: ConnectionSession, ~Copyable {
 
     public mutating func pinOutboundForWrite() -> UnsafeRawBufferPointer { outbound.pinForWrite() }
 
+    public mutating func unpinOutbound() { outbound.consume(0) }
+
     public mutating func keepEcho(_ bytes: UnsafeRawBufferPointer) {
         preconditionFailure("rpc never asks to echo received bytes")
     }

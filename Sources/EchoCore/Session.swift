@@ -90,6 +90,9 @@ public protocol ConnectionSession: ~Copyable, SendableMetatype {
     /// The committed outbound bytes. Their address stays valid, and they stay in place, until
     /// ``sent(_:)`` reports the write.
     mutating func pinOutboundForWrite() -> UnsafeRawBufferPointer
+    /// The write of the pinned outbound bytes did not happen (the socket was full, or the
+    /// connection failed): the bytes stay owed and are no longer pinned.
+    mutating func unpinOutbound()
     /// Keeps echoed bytes the backend could not write straight away (a copy, after everything
     /// else owed).
     mutating func keepEcho(_ bytes: UnsafeRawBufferPointer)

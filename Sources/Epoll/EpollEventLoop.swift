@@ -316,7 +316,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
                 return false
             }
             guard case .bytes(let w) = result else {
-                _ = conn.pointee.session.sent(0)  // releases the pin; nothing changed
+                conn.pointee.session.unpinOutbound()  // nothing was written
                 return true
             }
             sys.count(.bytesOut, UInt64(w))
@@ -353,6 +353,9 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         for index in connections.liveIndices() { closeConnection(index) }
         sys.close(listener)
         sys.close(epoll)
+    }
+
+    deinit {
         readBuffer.deallocate()
         events.deallocate()
     }

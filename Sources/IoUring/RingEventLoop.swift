@@ -392,7 +392,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         conn.pointee.state.sendCompleted()
         if res < 0 {
             if conn.pointee.session.hasOutbound && conn.pointee.state.sendingOutbound {
-                _ = conn.pointee.session.sent(0)  // releases the pin: the kernel is done with it
+                conn.pointee.session.unpinOutbound()  // the kernel is done with the bytes
             }
             if !conn.pointee.state.closing {
                 sys.count(.resets)
@@ -503,6 +503,11 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
             limit.release()
         }
         sys.close(listener)
+    }
+
+    deinit {
+        // run() tore the ring down before returning, and a loop that never ran submitted
+        // nothing: no operation in the kernel refers to this memory any more.
         completions.deallocate()
         wakeBuffer.deallocate()
         backoff.deallocate()

@@ -17,7 +17,7 @@ struct RpcConformanceTests {
         try startServer(kind, ["--pattern", "rpc"] + extra)
     }
 
-    @Test("pipelined requests of 1 B to 60 KB are answered exactly, in order, and counted", arguments: backends)
+    @Test("pipelined and scheduled requests of 1 B to 60 KB are answered exactly, in order, and counted", arguments: backends)
     func pipelinedRequestsAreAnsweredExactly(kind: BackendKind) throws {
         let server = try Self.startRpcServer(kind)
         defer { server.stop() }
@@ -34,6 +34,17 @@ struct RpcConformanceTests {
             #expect(result.errors == 0, "\(kind), \(size) B: \(result.errorDetails)")
             #expect(result.messages > 0, "\(kind), \(size) B: no request was answered")
         }
+        // Open loop: requests on a fixed schedule, every answer checked the same way.
+        var open = LoadOptions(target: server.address)
+        open.pattern = .rpc
+        open.connections = 16
+        open.messageSize = 200
+        open.rate = 5000
+        open.duration = 0.4
+        open.warmup = 0.1
+        let scheduled = try LoadGenerator.run(open)
+        #expect(scheduled.errors == 0, "\(kind), open loop: \(scheduled.errorDetails)")
+        #expect(scheduled.messages >= 1500, "\(kind), open loop: \(scheduled.messages) of about 2,000 scheduled requests answered")
         let stats = try server.stats()
         answered = stats.responses
         // Every request the generator sent was parsed and answered (the generator drained them all).

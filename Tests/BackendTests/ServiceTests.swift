@@ -70,6 +70,7 @@ struct ServiceProbeSession: ConnectionSession, ~Copyable {
     mutating func notified(_ value: UInt64) -> SessionActions { say("note \(value)") }
 
     mutating func pinOutboundForWrite() -> UnsafeRawBufferPointer { outbound.pinForWrite() }
+    mutating func unpinOutbound() { outbound.consume(0) }
     mutating func keepEcho(_ bytes: UnsafeRawBufferPointer) { preconditionFailure("no echo") }
     mutating func holdingReceivedBuffer() -> SessionActions { preconditionFailure("no echo") }
     mutating func echoChunkWritten() -> SessionActions { preconditionFailure("no echo") }
