@@ -27,33 +27,33 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     /// The fewest completions a batch wait waits for (so it applies from 32 connections).
     static var smallestBatch: Int { 8 }
 
-    private let listener: Int32
-    private let wake: Int32
-    private let limit: ConnectionLimit
-    private let injection: CostInjection
-    private let context: SessionContext
-    private let sys: SystemCalls
-    private var ring: Ring
-    private var buffers: BufferRing
-    private let received: ReceiveQueue
-    private var connections = ConnectionTable<RingConnection<Session>>(initialCapacity: 256)
-    private let completions: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
+    let listener: Int32
+    let wake: Int32
+    let limit: ConnectionLimit
+    let injection: CostInjection
+    let context: SessionContext
+    let sys: SystemCalls
+    var ring: Ring
+    var buffers: BufferRing
+    let received: ReceiveQueue
+    var connections = ConnectionTable<RingConnection<Session>>(initialCapacity: 256)
+    let completions: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
     /// Connections whose multishot recv ended with `ENOBUFS`, to re-arm as buffers return.
-    private var waiting: [UInt64] = []
-    private let wakeBuffer: UnsafeMutablePointer<UInt64>
-    private let backoff: UnsafeMutablePointer<__kernel_timespec>
-    private var acceptExhausted = false
+    var waiting: [UInt64] = []
+    let wakeBuffer: UnsafeMutablePointer<UInt64>
+    let backoff: UnsafeMutablePointer<__kernel_timespec>
+    var acceptExhausted = false
     /// Microseconds a wait may hold out for a batch (0: wake on the first completion).
-    private let batchWait: UInt32
-    private let waitByPoll: Bool
+    let batchWait: UInt32
+    let waitByPoll: Bool
     /// Sessions' timers: the wait returns no later than the first (the wait's own timeout,
     /// passed through `IORING_ENTER_EXT_ARG`, no timeout operation in the ring).
-    private var timers = TimerQueue()
-    private let waitTimeout: UnsafeMutablePointer<__kernel_timespec>
+    var timers = TimerQueue()
+    let waitTimeout: UnsafeMutablePointer<__kernel_timespec>
     /// Notifications from other loops, announced by a read completing on the wake eventfd.
-    private let notifier: Notifier
-    private let mailbox: LoopMailbox
-    private let loopNumber: UInt32
+    let notifier: Notifier
+    let mailbox: LoopMailbox
+    let loopNumber: UInt32
 
     var setupDescription: String? {
         batchWait > 0 ? "\(ring.setupFlagNames)|MIN_TIMEOUT=\(batchWait)us" : ring.setupFlagNames
@@ -149,80 +149,22 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         shutDown()
     }
 
-    // MARK: Services
-
-    /// Submits and waits for a completion or the first timer's deadline, whichever is first.
-    @inline(never)  // not per message: out of line, so the completion loop stays compact
-    private mutating func waitNoLaterThanTheNextTimer() -> Int32 {
-        let now = ProcessResources.monotonicNanoseconds()
-        let wait = (timers.nextDeadline ?? now) > now ? timers.nextDeadline! - now : 0
-        if waitByPoll {
-            let rc = io_uring_submit_and_get_events(ring.raw)
-            guard rc >= 0, io_uring_cq_ready(ring.raw) == 0, wait > 0 else { return rc }
-            sys.count(.poll)
-            var descriptor = pollfd(fd: ring.raw.pointee.ring_fd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&descriptor, 1, Int32(clamping: (wait + 999_999) / 1_000_000))
-            sys.count(.ioUringEnter)
-            return io_uring_get_events(ring.raw)
-        }
-        waitTimeout.pointee = __kernel_timespec(tv_sec: Int64(wait / 1_000_000_000), tv_nsec: Int64(wait % 1_000_000_000))
-        var cqe: UnsafeMutablePointer<io_uring_cqe>?
-        return io_uring_submit_and_wait_timeout(ring.raw, &cqe, 1, waitTimeout, nil)
-    }
-
-    /// Notifications posted from other threads: each to its connection, if it is still there.
-    @inline(never)  // not per message: out of line, so the completion loop stays compact
-    private mutating func deliverNotes() {
-        for note in mailbox.take() {
-            let index = Int(note.slot)
-            guard index < connections.capacity, connections.isLive(index, generation: note.generation) else { continue }
-            let conn = connections.slots + index
-            guard !conn.pointee.state.closing else { continue }
-            perform(conn.pointee.session.notified(note.value), conn, index, recvStillArmed: conn.pointee.state.recvArmed)
-        }
-    }
-
-    /// Runs every timer that is due; stale entries (cancelled, re-armed, closed) are dropped.
-    @inline(never)  // not per message: out of line, so the completion loop stays compact
-    private mutating func fireDueTimers() {
-        let now = ProcessResources.monotonicNanoseconds()
-        while let entry = timers.popDue(now) {
-            let index = Int(entry.slot)
-            guard connections.isLive(index, generation: entry.generation) else { continue }
-            let conn = connections.slots + index
-            guard conn.pointee.timerDeadline == entry.deadline, !conn.pointee.state.closing else { continue }
-            conn.pointee.timerDeadline = 0
-            perform(conn.pointee.session.timerFired(), conn, index, recvStillArmed: conn.pointee.state.recvArmed)
-        }
-    }
-
-    /// Arms the connection's timer for what its session now asks (or cancels it).
-    @inline(never)  // not per message: out of line, so the completion loop stays compact
-    private mutating func timerChanged(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
-        guard let deadline = conn.pointee.session.timerDeadline else {
-            conn.pointee.timerDeadline = 0
-            return
-        }
-        conn.pointee.timerDeadline = max(deadline, 1)
-        timers.schedule(conn.pointee.timerDeadline, slot: UInt32(index), generation: connections.generation(index))
-    }
-
     // MARK: Submissions
 
-    private mutating func armAccept() {
+    mutating func armAccept() {
         let sqe = ring.nextSQE(sys)
         io_uring_prep_multishot_accept(sqe, listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
         io_uring_sqe_set_data64(sqe, UserData(.accept).rawValue)
     }
 
-    private mutating func armWake() {
+    mutating func armWake() {
         let sqe = ring.nextSQE(sys)
         io_uring_prep_read(sqe, wake, wakeBuffer, 8, 0)
         io_uring_sqe_set_data64(sqe, UserData(.wake).rawValue)
     }
 
     @inline(__always)
-    private mutating func armRecv(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+    mutating func armRecv(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
         let sqe = ring.nextSQE(sys)
         io_uring_prep_recv_multishot(sqe, conn.pointee.fd, nil, 0, 0)
         sqe.pointee.flags |= UInt8(1 << IOSQE_BUFFER_SELECT_BIT)
@@ -234,7 +176,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     /// Sends what is owed next: the session's outbound bytes (pinned until the send completes)
     /// or else the rest of the head held buffer, straight from the ring memory it arrived in.
     @inline(__always)
-    private mutating func submitSend(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+    mutating func submitSend(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
         let address: UnsafeRawPointer
         let count: Int
         let outbound = conn.pointee.session.hasOutbound
@@ -254,7 +196,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         conn.pointee.state.sendSubmitted(outbound: outbound)
     }
 
-    private mutating func cancelRecv(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+    mutating func cancelRecv(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
         let sqe = ring.nextSQE(sys)
         io_uring_prep_cancel64(sqe, UserData(.recv, slot: index, generation: connections.generation(index)).rawValue, 0)
         io_uring_sqe_set_data64(sqe, UserData(.cancel, slot: index, generation: connections.generation(index)).rawValue)
@@ -265,7 +207,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Handles one completion. Returns false when it was the stop signal.
     @inline(__always)
-    private mutating func handle(_ data: UserData, _ res: Int32, _ flags: UInt32) -> Bool {
+    mutating func handle(_ data: UserData, _ res: Int32, _ flags: UInt32) -> Bool {
         switch data.operation {
         case .recv?: onRecv(data, res, flags)
         case .send?: onSend(data, res)
@@ -284,7 +226,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     @inline(__always)
-    private func live(_ data: UserData) -> UnsafeMutablePointer<RingConnection<Session>>? {
+    func live(_ data: UserData) -> UnsafeMutablePointer<RingConnection<Session>>? {
         let index = data.slot
         guard index < connections.capacity else { return nil }
         let generation = connections.generation(index)
@@ -293,7 +235,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     @inline(never)  // not per message: out of line, so the completion loop stays compact
-    private mutating func onAccept(_ res: Int32, _ flags: UInt32) {
+    mutating func onAccept(_ res: Int32, _ flags: UInt32) {
         if res >= 0 {
             accepted(res)
         } else {
@@ -323,7 +265,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     @inline(never)  // not per message: out of line, so the completion loop stays compact
-    private mutating func accepted(_ fd: Int32) {
+    mutating func accepted(_ fd: Int32) {
         guard limit.acquire() else {
             sys.count(.refused)
             sys.close(fd)
@@ -339,7 +281,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     @inline(__always)
-    private mutating func onRecv(_ data: UserData, _ res: Int32, _ flags: UInt32) {
+    mutating func onRecv(_ data: UserData, _ res: Int32, _ flags: UInt32) {
         guard let conn = live(data) else {
             // A connection's slot is freed only when nothing is in flight, so this cannot carry
             // a buffer; ignore it.
@@ -386,7 +328,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     @inline(__always)
-    private mutating func onSend(_ data: UserData, _ res: Int32) {
+    mutating func onSend(_ data: UserData, _ res: Int32) {
         guard let conn = live(data) else { return }
         let index = data.slot
         conn.pointee.state.sendCompleted()
@@ -415,7 +357,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Executes a session's actions (every one of them).
     @inline(__always)
-    private mutating func perform(_ actions: SessionActions, _ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int, recvStillArmed: Bool) {
+    mutating func perform(_ actions: SessionActions, _ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int, recvStillArmed: Bool) {
         if actions.contains(.timerChanged) { timerChanged(conn, index) }
         if actions.contains(.close) {
             beginClose(conn, index)
@@ -439,7 +381,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     /// An operation on `conn` completed for good. Re-arms reading where it should go on, and
     /// closes the socket once a closing connection has nothing in flight.
     @inline(__always)
-    private mutating func finishOperation(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+    mutating func finishOperation(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
         if conn.pointee.state.operationFinished() {
             finishClose(index)
         } else if conn.pointee.state.shouldArmRecv(sessionWantsInput: conn.pointee.session.wantsInput) {
@@ -448,7 +390,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     @inline(never)  // not per message: out of line, so the completion loop stays compact
-    private mutating func beginClose(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+    mutating func beginClose(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
         guard !conn.pointee.state.closing else { return }
         let recvArmed = conn.pointee.state.recvArmed
         if conn.pointee.state.beginClose() {
@@ -460,7 +402,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Nothing is in flight on this socket any more: return its buffers and close it.
     @inline(never)  // not per message: out of line, so the completion loop stays compact
-    private mutating func finishClose(_ index: Int) {
+    mutating func finishClose(_ index: Int) {
         let record = connections.remove(index)  // dropping it frees the session's memory
         var id = record.held.head
         while id != HeldBuffers.none {
@@ -475,7 +417,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Re-arms as many connections that hit `ENOBUFS` as there are buffers to receive into.
     @inline(never)  // not per message: out of line, so the completion loop stays compact
-    private mutating func rearmWaiting() {
+    mutating func rearmWaiting() {
         var budget = buffers.available
         var kept: [UInt64] = []
         for raw in waiting {
@@ -491,7 +433,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         waiting = kept
     }
 
-    private mutating func shutDown() {
+    mutating func shutDown() {
         // Tearing the ring down cancels and reaps every operation still in flight, so after it
         // no buffer or socket is in the kernel's hands and all may be released.
         ring.exit()
