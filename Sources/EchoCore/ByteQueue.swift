@@ -33,8 +33,6 @@ public struct ByteQueue: ~Copyable {
     /// All bytes held, the uncommitted tail included.
     @inlinable public var count: Int { tail - head }
     @inlinable public var isEmpty: Bool { tail == head }
-    /// Bytes of memory this queue holds (for memory-per-connection accounting).
-    public var allocatedBytes: Int { capacity }
 
     /// The committed bytes; valid until the next mutation. Use ``pinForWrite()`` when the
     /// address outlives the call.

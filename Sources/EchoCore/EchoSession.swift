@@ -6,8 +6,6 @@
 /// output owed is bounded (reads pause at `maxOwed`, or at `maxHeldChunks` held buffers, and
 /// resume at half), and after half-close everything owed is written before the connection closes.
 public struct EchoSession: ConnectionSession, ~Copyable {
-    public static var patternName: String { "echo" }
-
     // Stored as usableFromInline so the hot methods inline into each backend's loop.
     @usableFromInline var _owed = 0
     @usableFromInline var _heldChunks = 0

@@ -12,8 +12,6 @@ import Glibc
 /// so nothing is allocated by a declared length, only by bytes that actually came (at most one
 /// frame ahead of the flow-control bound).
 public struct RpcSession: ConnectionSession, ~Copyable {
-    public static var patternName: String { "rpc" }
-
     @usableFromInline var decoder: FrameDecoder
     @usableFromInline var outbound = ByteQueue()
     @usableFromInline var currentWork: UInt32 = 0

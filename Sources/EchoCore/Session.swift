@@ -71,9 +71,6 @@ public struct SessionContext {
 /// Sessions are values kept inline in a loop's connection table; one that owns memory is
 /// `~Copyable` and frees it when the connection's record is dropped.
 public protocol ConnectionSession: ~Copyable, SendableMetatype {
-    /// The pattern's name on the command line (`--pattern`).
-    static var patternName: String { get }
-
     init(context: SessionContext)
 
     /// Whether the backend should be reading this connection now.
@@ -154,9 +151,6 @@ public enum ServerPattern: String, CaseIterable, Sendable, CustomStringConvertib
         case .rpc: try visitor.visit(RpcSession.self)
         }
     }
-
-    /// Whether the pattern speaks frames (and `--max-frame` applies).
-    public var isFramed: Bool { self != .echo }
 }
 
 /// Something generic over a session type, handed the concrete type of a run-time pattern by

@@ -18,7 +18,6 @@ import Glibc
 ///     "cancel"                   cancel the timer
 ///     "post LOOP SLOT GEN VALUE" post VALUE to that connection; it writes "note VALUE"
 struct ServiceProbeSession: ConnectionSession, ~Copyable {
-    static var patternName: String { "service-probe" }
     static var usesServices: Bool { true }
 
     private var outbound = ByteQueue()
