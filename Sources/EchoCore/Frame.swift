@@ -142,6 +142,14 @@ public struct FrameDecoder: Sendable, Equatable {
         guard available > 0 else { return (0, nil) }
         switch state {
         case .header:
+            if collected == 0 && available >= Frame.headerSize {
+                // The whole header is here (the usual case): read it at once.
+                let length = UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+                let type = bytes[offset + 4]
+                accumulator = UInt64(length) << 8 | UInt64(type)
+                collected = Frame.headerSize
+                return headerComplete(used: Frame.headerSize)
+            }
             var i = offset
             let end = min(bytes.count, offset + Frame.headerSize - collected)
             while i < end {
@@ -150,23 +158,14 @@ public struct FrameDecoder: Sendable, Equatable {
             }
             collected += i - offset
             guard collected == Frame.headerSize else { return (i - offset, nil) }
-            let length = Int(accumulator >> 8)  // 32 bits of length, then the type byte
-            let type = UInt8(truncatingIfNeeded: accumulator)
-            collected = 0
-            accumulator = 0
-            if length > maxFrameSize - Frame.headerSize {
-                state = .failed
-                return (i - offset, .refused(.tooLarge))
-            }
-            bodyLength = length
-            remaining = length
-            if type == Frame.Kind.request.rawValue {
-                if length < Frame.requestFieldsSize { return skip(i - offset, .tooShort) }
-                state = .requestFields
-                return (i - offset, nil)
-            }
-            return skip(i - offset, .unknownType)
+            return headerComplete(used: i - offset)
         case .requestFields:
+            if collected == 0 && available >= Frame.requestFieldsSize {
+                accumulator = UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+                accumulator2 = UInt64(UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)))
+                collected = Frame.requestFieldsSize
+                return fieldsComplete(used: Frame.requestFieldsSize)
+            }
             var i = offset
             let end = min(bytes.count, offset + Frame.requestFieldsSize - collected)
             while i < end {
@@ -179,15 +178,7 @@ public struct FrameDecoder: Sendable, Equatable {
             }
             collected += i - offset
             guard collected == Frame.requestFieldsSize else { return (i - offset, nil) }
-            let id = accumulator
-            let work = UInt32(truncatingIfNeeded: accumulator2)
-            collected = 0
-            accumulator = 0
-            accumulator2 = 0
-            remaining = bodyLength - Frame.requestFieldsSize
-            if work > Frame.maxWorkMicroseconds { return skip(i - offset, .workTooLarge) }
-            state = remaining == 0 ? .header : .payload
-            return (i - offset, .requestStarted(id: id, workMicroseconds: work, payloadLength: remaining))
+            return fieldsComplete(used: i - offset)
         case .payload:
             let n = min(available, remaining)
             remaining -= n
@@ -202,6 +193,41 @@ public struct FrameDecoder: Sendable, Equatable {
         case .failed:
             return (available, nil)
         }
+    }
+
+    /// The 5 header bytes are in `accumulator`: check the declared length and the type.
+    @inlinable
+    mutating func headerComplete(used: Int) -> (used: Int, event: Event?) {
+        let length = Int(accumulator >> 8)  // 32 bits of length, then the type byte
+        let type = UInt8(truncatingIfNeeded: accumulator)
+        collected = 0
+        accumulator = 0
+        if length > maxFrameSize - Frame.headerSize {
+            state = .failed
+            return (used, .refused(.tooLarge))
+        }
+        bodyLength = length
+        remaining = length
+        if type == Frame.Kind.request.rawValue {
+            if length < Frame.requestFieldsSize { return skip(used, .tooShort) }
+            state = .requestFields
+            return (used, nil)
+        }
+        return skip(used, .unknownType)
+    }
+
+    /// The request's id and work are in the accumulators: start the request (or refuse it).
+    @inlinable
+    mutating func fieldsComplete(used: Int) -> (used: Int, event: Event?) {
+        let id = accumulator
+        let work = UInt32(truncatingIfNeeded: accumulator2)
+        collected = 0
+        accumulator = 0
+        accumulator2 = 0
+        remaining = bodyLength - Frame.requestFieldsSize
+        if work > Frame.maxWorkMicroseconds { return skip(used, .workTooLarge) }
+        state = remaining == 0 ? .header : .payload
+        return (used, .requestStarted(id: id, workMicroseconds: work, payloadLength: remaining))
     }
 
     /// Refuses the current frame once the `remaining` bytes of its body have arrived (at once
