@@ -42,6 +42,10 @@ public struct RpcSession: ConnectionSession, ~Copyable {
         let committedBefore = outbound.committedCount
         var offset = 0
         while offset < bytes.count {
+            if decoder.atBoundary, let size = answerWholeRequest(bytes, at: offset) {
+                offset += size
+                continue
+            }
             let (used, event) = decoder.next(bytes, from: offset)
             guard let event else {
                 offset += used
@@ -113,6 +117,32 @@ public struct RpcSession: ConnectionSession, ~Copyable {
         }
         if outbound.committedCount > 0 { return .send }
         return .close
+    }
+
+    /// The usual case, without the decoder's state machine: a valid REQUEST lies whole in the
+    /// chunk at `offset`. Answers it and returns its size; nil when it is not whole or not
+    /// valid (the decoder then takes it byte by byte and refuses what it must).
+    @inline(__always)
+    mutating func answerWholeRequest(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Int? {
+        let fixed = Frame.headerSize + Frame.requestFieldsSize
+        guard bytes.count - offset >= fixed, bytes[offset + 4] == Frame.Kind.request.rawValue else { return nil }
+        let length = Int(UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+        let size = Frame.headerSize + length
+        guard length >= Frame.requestFieldsSize, size <= decoder.maxFrameSize, size <= bytes.count - offset else { return nil }
+        let work = UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset + 13, as: UInt32.self))
+        guard work <= Frame.maxWorkMicroseconds else { return nil }
+        counters.count(.requests)
+        let payload = length - Frame.requestFieldsSize
+        let responseHeader = Frame.headerSize + Frame.responseFieldsSize
+        let at = outbound.reserve(responseHeader + payload)
+        Frame.writeHeader(at, kind: .response, bodyLength: Frame.responseFieldsSize + payload)
+        // The id goes back as it came, byte for byte.
+        (at + Frame.headerSize).copyMemory(from: bytes.baseAddress! + offset + Frame.headerSize, byteCount: 8)
+        if payload > 0 { (at + responseHeader).copyMemory(from: bytes.baseAddress! + offset + fixed, byteCount: payload) }
+        outbound.extend(by: responseHeader + payload)
+        currentWork = work
+        finishRequest()
+        return size
     }
 
     /// The request's bytes are all here: do its work, then let its response be written.
