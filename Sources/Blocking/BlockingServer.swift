@@ -140,14 +140,14 @@ public final class BlockingServer: EchoServer, Sendable {
                 registry.retire(counters)
                 return
             }
-            (loopNumber, mailbox) = notifier.register(wake: wake)
+            (loopNumber, mailbox) = notifier.register(wake: wake, closingWake: true)
             let opened = session.opened(at: ConnectionAddress(loop: loopNumber, slot: 0, generation: 0))
             if !Self.perform(opened, &session, fd, sys, &inputPaused) { closeServices(); return }
         }
         func closeServices() {
-            if let mailbox {
+            if mailbox != nil {
                 notifier.unregister(loopNumber)
-                sys.close(mailbox.wake)
+                mailbox = nil  // the mailbox closes its eventfd when no poster holds it any more
             }
             buffer.deallocate()
             finish(fd, sys)

@@ -32,11 +32,22 @@ public struct Note: Sendable, Equatable {
 /// receiving loop one wake-up (epoll: readiness on the eventfd; io_uring: a read completing on it;
 /// blocking: poll(2) on it).
 public final class LoopMailbox: Sendable {
-    /// The eventfd the loop watches. Owned by whoever registered the mailbox.
+    /// The eventfd the loop watches.
     public let wake: Int32
+    /// Whether the mailbox closes `wake` when the last reference to it goes: a poster on
+    /// another thread may hold the mailbox a moment after the loop unregistered it, and must
+    /// never write to a descriptor number that has since been reused.
+    private let ownsWake: Bool
     private let notes = Mutex<[Note]>([])
 
-    init(wake: Int32) { self.wake = wake }
+    init(wake: Int32, ownsWake: Bool) {
+        self.wake = wake
+        self.ownsWake = ownsWake
+    }
+
+    deinit {
+        if ownsWake { close(wake) }
+    }
 
     func post(_ note: Note) {
         let wasEmpty = notes.withLock { list in
@@ -68,10 +79,13 @@ public final class Notifier: Sendable {
 
     public init() {}
 
-    /// Registers a loop that watches `wake`; returns its number and mailbox.
-    public func register(wake: Int32) -> (loop: UInt32, mailbox: LoopMailbox) {
+    /// Registers a loop that watches `wake`; returns its number and mailbox. With
+    /// `closingWake`, the mailbox takes `wake` over and closes it once nobody holds the mailbox
+    /// (for a loop that ends before the server does); otherwise `wake` must outlive every
+    /// poster (the event-loop servers close theirs after joining every thread).
+    public func register(wake: Int32, closingWake: Bool = false) -> (loop: UInt32, mailbox: LoopMailbox) {
         let loop = nextLoop.wrappingAdd(1, ordering: .relaxed).oldValue
-        let mailbox = LoopMailbox(wake: wake)
+        let mailbox = LoopMailbox(wake: wake, ownsWake: closingWake)
         loops.withLock { $0[loop] = mailbox }
         return (loop, mailbox)
     }
