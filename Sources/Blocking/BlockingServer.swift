@@ -17,8 +17,9 @@ public final class BlockingServer: EchoServer, Sendable {
     private let live = Mutex<(fds: Set<Int32>, threads: Int)>(([], 0))
     /// The acceptor thread, the listener and the bound address: set by start(), read by stop().
     private let lifecycle: Mutex<(acceptor: OSThread?, listener: Int32, bound: SocketAddress)>
-    /// Notifications between connection threads (each thread is its own loop).
-    private let notifier = Notifier()
+    /// Notifications between connection threads (each thread is its own loop), and the
+    /// notification patterns' topics and jobs.
+    private let hub: Hub
     /// Starts a connection's thread for the server's session type.
     private let startConnection: @Sendable (BlockingServer, Int32, ThreadCounters) throws -> OSThread
 
@@ -29,6 +30,7 @@ public final class BlockingServer: EchoServer, Sendable {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
         lifecycle = Mutex((nil, -1, configuration.address))
+        hub = Hub(options: configuration.notifications)
         let pattern = configuration.pattern
         startConnection = { server, fd, counters in
             try pattern.withSessionType(ConnectionStarter(server: server, fd: fd, counters: counters))
@@ -41,6 +43,7 @@ public final class BlockingServer: EchoServer, Sendable {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
         lifecycle = Mutex((nil, -1, configuration.address))
+        hub = Hub(options: configuration.notifications)
         startConnection = { server, fd, counters in
             try ConnectionStarter(server: server, fd: fd, counters: counters).visit(Session.self)
         }
@@ -60,6 +63,12 @@ public final class BlockingServer: EchoServer, Sendable {
             throw error
         }
         lifecycle.withLock { $0 = (acceptor, listenFD, address) }
+        do {
+            try hub.start(registry: registry)
+        } catch {
+            stop()
+            throw error
+        }
     }
 
     private func acceptLoop(_ listenFD: Int32, _ counters: ThreadCounters) {
@@ -118,44 +127,50 @@ public final class BlockingServer: EchoServer, Sendable {
 
     /// One connection's thread: read, give the bytes to the session, write what it owes (a
     /// blocking send returns only when the kernel took everything), until it says close.
+    ///
+    /// A session that uses timers or notifications must hear of them while its peer is slow to
+    /// read, too: its thread waits in `poll(2)` on the socket (readable while it wants input,
+    /// writable while it owes output) and its mailbox's eventfd, and sends without blocking.
     private func serve<Session: ConnectionSession & ~Copyable>(_ fd: Int32, _ counters: ThreadCounters, _: Session.Type) {
         let sys = SystemCalls(counters: counters)
         let bufferSize = min(Self.bufferSize, configuration.maxOwedPerConnection)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 16)
         var session = Session(context: SessionContext(
             maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize, counters: sys,
-            notifier: Session.usesServices ? notifier : nil))
+            notifier: Session.usesServices ? hub.notifier : nil, hub: Session.usesServices ? hub : nil))
         var inputPaused = false
         // Timers and notifications (only for sessions that use them: they cost a poll per read).
         var mailbox: LoopMailbox?
         var loopNumber: UInt32 = 0
         var wake: Int32 = -1
-        if Session.usesServices {
-            do {
-                wake = try sys.makeEventFD()
-            } catch {
-                reportError("iobench: a blocking connection cannot have timers or notifications: \(error)")
-                buffer.deallocate()
-                finish(fd, sys)
-                registry.retire(counters)
-                return
-            }
-            (loopNumber, mailbox) = notifier.register(wake: wake, closingWake: true)
-            let opened = session.opened(at: ConnectionAddress(loop: loopNumber, slot: 0, generation: 0))
-            if !Self.perform(opened, &session, fd, sys, &inputPaused) { closeServices(); return }
-        }
-        func closeServices() {
+        let services = Session.usesServices
+        let watched = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
+        func closeServices(_ session: consuming Session) {
+            _ = consume session  // first: its end may unsubscribe and count
             if mailbox != nil {
-                notifier.unregister(loopNumber)
+                hub.notifier.unregister(loopNumber)
                 mailbox = nil  // the mailbox closes its eventfd when no poster holds it any more
             }
+            watched.deallocate()
             buffer.deallocate()
             finish(fd, sys)
             registry.retire(counters)
         }
+        if services {
+            do {
+                wake = try sys.makeEventFD()
+            } catch {
+                reportError("iobench: a blocking connection cannot have timers or notifications: \(error)")
+                closeServices(session)
+                return
+            }
+            let registered = hub.notifier.register(wake: wake, closingWake: true)
+            loopNumber = registered.loop
+            mailbox = registered.mailbox
+            let opened = session.opened(at: ConnectionAddress(loop: loopNumber, slot: 0, generation: 0))
+            if !Self.perform(opened, &session, fd, sys, &inputPaused, dontWait: true) { closeServices(session); return }
+        }
         serving: while true {
-            // Every owed byte was written before the next read, so reading is never paused here.
-            assert(!inputPaused)
             if let mailbox {
                 // Wait for the socket, a notification or the timer, whichever comes first.
                 var timeout: Int32 = -1
@@ -163,9 +178,13 @@ public final class BlockingServer: EchoServer, Sendable {
                     let now = ProcessResources.monotonicNanoseconds()
                     timeout = deadline <= now ? 0 : Int32(clamping: (deadline - now + 999_999) / 1_000_000)
                 }
-                var watched = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
+                var interest: Int16 = 0
+                if !inputPaused && session.wantsInput { interest |= Int16(POLLIN) }
+                if session.hasOutbound { interest |= Int16(POLLOUT) }
+                watched[0] = pollfd(fd: fd, events: interest, revents: 0)
+                watched[1] = pollfd(fd: wake, events: Int16(POLLIN), revents: 0)
                 sys.count(.poll)
-                if poll(&watched, 2, timeout) < 0 && errno != EINTR { break }
+                if poll(watched, 2, timeout) < 0 && errno != EINTR { break }
                 var actions: SessionActions = []
                 if watched[1].revents != 0 {
                     sys.drain(eventFD: wake)
@@ -174,9 +193,13 @@ public final class BlockingServer: EchoServer, Sendable {
                 if let deadline = session.timerDeadline, ProcessResources.monotonicNanoseconds() >= deadline {
                     actions.formUnion(session.timerFired())
                 }
-                if !actions.isEmpty && !Self.perform(actions, &session, fd, sys, &inputPaused) { break }
-                if watched[0].revents == 0 { continue }
+                let socketEvents = watched[0].revents
+                if socketEvents & Int16(POLLOUT | POLLERR | POLLHUP) != 0 && session.hasOutbound { actions.insert(.send) }
+                if !actions.isEmpty && !Self.perform(actions, &session, fd, sys, &inputPaused, dontWait: true) { break }
+                if socketEvents & Int16(POLLIN | POLLERR | POLLHUP) == 0 || inputPaused || !session.wantsInput { continue }
             }
+            // Every owed byte was written before the next read, so reading is never paused here.
+            assert(services || !inputPaused)
             let n: Int
             do {
                 guard case .bytes(let count) = try sys.recv(fd, into: buffer, count: bufferSize) else { continue }
@@ -199,11 +222,15 @@ public final class BlockingServer: EchoServer, Sendable {
                     session.keepEcho(UnsafeRawBufferPointer(start: buffer, count: n))
                     actions.insert(.send)
                 } else {
-                    // Straight back from the receive buffer: a blocking send takes it all.
+                    // Straight back from the receive buffer: a blocking send takes it all (a
+                    // session with services keeps what the socket would not take now).
                     var offset = 0
                     while offset < n {
                         do {
-                            guard case .bytes(let w) = try sys.send(fd, from: buffer + offset, count: n - offset) else { continue }
+                            guard case .bytes(let w) = try sys.send(fd, from: buffer + offset, count: n - offset, dontWait: services) else {
+                                if services { break }
+                                continue
+                            }
                             offset += w
                             sys.count(.bytesOut, UInt64(w))
                             actions.formUnion(session.sent(w))
@@ -212,20 +239,26 @@ public final class BlockingServer: EchoServer, Sendable {
                             break serving
                         }
                     }
-                    actions.remove(.send)  // everything owed was just written
+                    if offset < n {
+                        session.keepEcho(UnsafeRawBufferPointer(start: buffer + offset, count: n - offset))
+                    } else {
+                        actions.remove(.send)  // everything owed was just written
+                    }
                 }
             }
-            if !actions.isEmpty && !Self.perform(actions, &session, fd, sys, &inputPaused) { break }
+            if !actions.isEmpty && !Self.perform(actions, &session, fd, sys, &inputPaused, dontWait: services) { break }
             if n == 0 && session.owed == 0 { break }
         }
-        closeServices()
+        closeServices(session)
     }
 
     /// Executes a session's actions, and those its writes bring back, until none is left.
     /// Returns false when the connection is to close (the session said so, or a write failed).
-    /// A timer change needs nothing here: the deadline is read before every wait.
+    /// A timer change needs nothing here: the deadline is read before every wait. With
+    /// `dontWait`, writing stops when the socket is full (the caller waits for it to drain).
     private static func perform<Session: ConnectionSession & ~Copyable>(
-        _ first: SessionActions, _ session: inout Session, _ fd: Int32, _ sys: SystemCalls, _ inputPaused: inout Bool
+        _ first: SessionActions, _ session: inout Session, _ fd: Int32, _ sys: SystemCalls, _ inputPaused: inout Bool,
+        dontWait: Bool = false
     ) -> Bool {
         var actions = first
         while !actions.isEmpty {
@@ -233,12 +266,13 @@ public final class BlockingServer: EchoServer, Sendable {
             if actions.contains(.resumeInput) { inputPaused = false }
             if actions.contains(.close) { return false }
             var next: SessionActions = []
-            while session.hasOutbound {
+            writing: while session.hasOutbound {
                 let owed = session.pinOutboundForWrite()
                 let w: Int
                 do {
-                    guard case .bytes(let count) = try sys.send(fd, from: owed.baseAddress!, count: owed.count) else {
+                    guard case .bytes(let count) = try sys.send(fd, from: owed.baseAddress!, count: owed.count, dontWait: dontWait) else {
                         session.unpinOutbound()
+                        if dontWait { break writing }
                         continue
                     }
                     w = count
@@ -268,10 +302,12 @@ public final class BlockingServer: EchoServer, Sendable {
     public func stats() -> ServerStats {
         var stats = ServerStats(backend: kind, threads: 1 + live.withLock { $0.threads }, counters: registry.totals())
         stats.pattern = configuration.pattern
+        hub.record(into: &stats)
         return stats
     }
 
     public func stop() {
+        hub.stop()
         stopping.store(true, ordering: .relaxed)
         let (acceptor, listener) = lifecycle.withLock { state in
             defer { state.acceptor = nil; state.listener = -1 }

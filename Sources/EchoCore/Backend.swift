@@ -39,6 +39,8 @@ public struct ServerConfiguration: Sendable {
     public var pattern: ServerPattern = .echo
     /// Framed patterns: the largest frame accepted, header included.
     public var maxFrameSize: Int = Frame.defaultMaxSize
+    /// push and poll: queue bound, slow-consumer policy, the server's own events, jobs.
+    public var notifications = NotificationOptions()
     /// io_uring: buffers in each ring's provided buffer ring (a power of two).
     public var ringBufferCount: Int = 1024
     /// io_uring: size of each provided buffer.
@@ -99,6 +101,9 @@ public struct ServerStats: Sendable {
     /// Counters this backend cannot provide (reported as null), for example `syscalls` for a
     /// runtime that makes its own system calls.
     public var unavailable: [String] = []
+    /// The notification patterns: subscriptions and held long polls now.
+    public var subscribers = 0
+    public var heldWaits = 0
 
     public init(backend: BackendKind, threads: Int, counters: CounterTotals, ioUringSetup: String? = nil) {
         self.backend = backend

@@ -7,7 +7,10 @@
 /// the session keeps appending. While pinned, the block being written is never moved or freed:
 /// growing allocates a new block and keeps the pinned one in `retired` until the write that
 /// pinned it is reported through ``consume(_:)``. Only one write per connection is in flight.
-public struct ByteQueue: ~Copyable {
+///
+/// Sendable: it is the sole owner of its memory and cannot be copied, so whichever thread holds
+/// it is the only one that can touch the bytes (a topic's lock fills it for a session).
+public struct ByteQueue: ~Copyable, @unchecked Sendable {
     @usableFromInline var storage: UnsafeMutableRawPointer?
     @usableFromInline var capacity = 0
     @usableFromInline var head = 0
@@ -64,6 +67,9 @@ public struct ByteQueue: ~Copyable {
 
     /// Counts `count` bytes just written at ``reserve(_:)``'s address as held.
     @inlinable public mutating func extend(by count: Int) { tail += count }
+
+    /// Where the uncommitted tail begins (valid until the next mutation).
+    @inlinable public var uncommittedStart: UnsafeMutableRawPointer { storage! + committedEnd }
 
     /// Everything appended so far may be written.
     @inlinable public mutating func commit() { committedEnd = tail }

@@ -30,6 +30,16 @@ public enum EventCounter: Int, CaseIterable, Sendable {
     /// Framed patterns: requests parsed, responses committed, frames refused by reason.
     case requests, responses
     case malformedTooLarge, malformedUnknownType, malformedTooShort, malformedTruncated, malformedWorkTooLarge
+    case malformedUnknownJob, malformedWaitPending, malformedAlreadySubscribed, malformedOutOfRange
+    /// push: events published (by PUBLISH or the server's own timer), EVENT frames completely
+    /// written to subscribers, events a slow subscriber lost to drop-oldest, subscribers
+    /// disconnected for being slow.
+    case eventsPublished, eventsDelivered, eventsDropped, slowDisconnects
+    /// short polling: jobs started, STATUS frames answered, of which PENDING (empty polls).
+    case jobsSubmitted, statusPolls, statusPending
+    /// long polling: valid WAITs, WAITs held (no event yet), answered with EVENTS (and the
+    /// events in them), answered with TIMEOUT.
+    case waits, waitsHeld, waitsAnswered, eventsAnswered, waitsTimedOut
     /// Chunks seen by an injected loop (``CostInjection/loopIterations``), which runs every 16th.
     case injectionTicks
 }

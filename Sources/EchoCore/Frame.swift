@@ -20,6 +20,39 @@ public enum Frame {
         case response = 0x02
         /// `code:u16 reason:utf8`: a frame the server refused (see ``FrameError``).
         case error = 0x7F
+
+        // push (client → server, then server → client)
+        /// `topic:u32`: deliver every event published to `topic` from now on.
+        case subscribe = 0x10
+        /// `topic:u32 publish_ns:u64 payload`: publish an event (publish_ns 0: the server stamps it).
+        case publish = 0x11
+        /// `topic:u32 next_seq:u64`: subscribed; the first event delivered will have `next_seq`.
+        case subscribed = 0x90
+        /// `topic:u32 seq:u64 subscribers:u32`: published as `seq`, to this many listeners.
+        case published = 0x91
+        /// `topic:u32 seq:u64 publish_ns:u64 payload`: one event.
+        case event = 0x92
+
+        // short polling
+        /// `duration_ms:u32`: start a job that finishes after `duration_ms`.
+        case submit = 0x20
+        /// `job_id:u64`: is the job done?
+        case status = 0x21
+        /// `job_id:u64`: the job was started.
+        case accepted = 0xA0
+        /// `job_id:u64`: not done yet.
+        case pending = 0xA1
+        /// `job_id:u64 completed_ns:u64 result:u64`: done.
+        case done = 0xA2
+
+        // long polling
+        /// `topic:u32 after_seq:u64 timeout_ms:u32`: answer with the events after `after_seq`
+        /// as soon as there are any, or TIMEOUT.
+        case wait = 0x30
+        /// `topic:u32 count:u32` then `count` × (`seq:u64 publish_ns:u64 length:u32 payload`).
+        case events = 0xB0
+        /// `topic:u32 after_seq:u64`: nothing after `after_seq` before the timeout.
+        case timeout = 0xB1
     }
 
     /// REQUEST body before the payload: id (8) and work_us (4).
@@ -28,6 +61,18 @@ public enum Frame {
     public static let responseFieldsSize = 8
     /// The most CPU work one request may ask for (`work_us`), in microseconds.
     public static let maxWorkMicroseconds: UInt32 = 1_000_000
+    /// EVENT body before the payload: topic (4), seq (8), publish_ns (8).
+    public static let eventFieldsSize = 20
+    /// Each event record of an EVENTS body before its payload: seq (8), publish_ns (8), length (4).
+    public static let eventRecordFieldsSize = 20
+    /// The bytes an event's frames add to its payload at most (an EVENTS frame of one event:
+    /// header, topic and count, one record's fields). A PUBLISH payload may be at most
+    /// `--max-frame` minus this.
+    public static let eventOverhead = headerSize + 8 + eventRecordFieldsSize
+    /// The longest job (SUBMIT `duration_ms`) and long-poll timeout (WAIT `timeout_ms`): one hour.
+    public static let maxDurationMilliseconds: UInt32 = 3_600_000
+    /// WAIT's `after_seq` meaning "only events published from now on".
+    public static let fromNow = UInt64.max
 
     /// Writes a frame header at `at`.
     @inlinable
@@ -62,8 +107,20 @@ public enum FrameError: UInt16, CaseIterable, Sendable, CustomStringConvertible 
     case truncated = 4
     /// A request asked for more than ``Frame/maxWorkMicroseconds`` of work. Skipped.
     case workTooLarge = 5
+    /// STATUS for a job id the server does not know (never issued, or expired). Skipped.
+    case unknownJob = 6
+    /// WAIT while this connection already has one held. Skipped (the held one stays).
+    case waitPending = 7
+    /// SUBSCRIBE on a connection that is already subscribed. Skipped.
+    case alreadySubscribed = 8
+    /// A duration or timeout beyond ``Frame/maxDurationMilliseconds``, or a job beyond the
+    /// server's job table. Skipped.
+    case outOfRange = 9
 
     public var isFatal: Bool { self == .tooLarge || self == .truncated }
+
+    /// The refusals of the rpc pattern (the others concern push and poll frames).
+    public static let rpcCases: [FrameError] = [.tooLarge, .unknownType, .tooShort, .truncated, .workTooLarge]
 
     /// The key in `stats` (under `malformed_frames`) and the reason an ERROR frame carries.
     public var name: String {
@@ -73,6 +130,10 @@ public enum FrameError: UInt16, CaseIterable, Sendable, CustomStringConvertible 
         case .tooShort: "too_short"
         case .truncated: "truncated"
         case .workTooLarge: "work_too_large"
+        case .unknownJob: "unknown_job"
+        case .waitPending: "wait_pending"
+        case .alreadySubscribed: "already_subscribed"
+        case .outOfRange: "out_of_range"
         }
     }
 
@@ -86,6 +147,10 @@ public enum FrameError: UInt16, CaseIterable, Sendable, CustomStringConvertible 
         case .tooShort: .malformedTooShort
         case .truncated: .malformedTruncated
         case .workTooLarge: .malformedWorkTooLarge
+        case .unknownJob: .malformedUnknownJob
+        case .waitPending: .malformedWaitPending
+        case .alreadySubscribed: .malformedAlreadySubscribed
+        case .outOfRange: .malformedOutOfRange
         }
     }
 }

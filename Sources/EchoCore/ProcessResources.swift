@@ -50,11 +50,18 @@ public enum ProcessResources {
         }
     }
 
-    /// Raises the soft file-descriptor limit as far as the hard limit allows; returns the new soft limit.
+    /// Raises the file-descriptor limit: the hard limit too, to `wanted`, where the process may
+    /// (root), else the soft limit as far as the hard one allows. Returns the new soft limit.
     @discardableResult
-    public static func raiseDescriptorLimit() -> Int {
+    public static func raiseDescriptorLimit(wanted: Int = 262_144) -> Int {
         var limit = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return -1 }
+        if limit.rlim_max < rlim_t(wanted) {
+            var higher = limit
+            higher.rlim_max = rlim_t(wanted)
+            higher.rlim_cur = rlim_t(wanted)
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &higher) == 0 { return wanted }
+        }
         if limit.rlim_cur < limit.rlim_max {
             limit.rlim_cur = limit.rlim_max
             _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)

@@ -38,11 +38,29 @@ public final class LoopMailbox: Sendable {
     /// another thread may hold the mailbox a moment after the loop unregistered it, and must
     /// never write to a descriptor number that has since been reused.
     private let ownsWake: Bool
+    /// Called instead of writing `wake` (a runtime with its own way to run work on a loop).
+    private let waker: (@Sendable () -> Void)?
     private let notes = Mutex<[Note]>([])
 
     init(wake: Int32, ownsWake: Bool) {
         self.wake = wake
         self.ownsWake = ownsWake
+        waker = nil
+    }
+
+    init(waker: @escaping @Sendable () -> Void) {
+        wake = -1
+        ownsWake = false
+        self.waker = waker
+    }
+
+    private func signal() {
+        if let waker {
+            waker()
+        } else {
+            var one: UInt64 = 1
+            _ = write(wake, &one, 8)
+        }
     }
 
     deinit {
@@ -54,10 +72,15 @@ public final class LoopMailbox: Sendable {
             list.append(note)
             return list.count == 1
         }
-        if wasEmpty {
-            var one: UInt64 = 1
-            _ = write(wake, &one, 8)
+        if wasEmpty { signal() }
+    }
+
+    func post(contentsOf batch: [Note]) {
+        let wasEmpty = notes.withLock { list in
+            list.append(contentsOf: batch)
+            return list.count == batch.count
         }
+        if wasEmpty { signal() }
     }
 
     /// Everything posted so far (the loop reads its eventfd first, then takes).
@@ -90,8 +113,22 @@ public final class Notifier: Sendable {
         return (loop, mailbox)
     }
 
+    /// Registers a loop that is woken by `waker` (called on the posting thread when its
+    /// mailbox goes from empty to non-empty; it must arrange for the loop to ``LoopMailbox/take()``).
+    public func register(waker: @escaping @Sendable () -> Void) -> (loop: UInt32, mailbox: LoopMailbox) {
+        let loop = nextLoop.wrappingAdd(1, ordering: .relaxed).oldValue
+        let mailbox = LoopMailbox(waker: waker)
+        loops.withLock { $0[loop] = mailbox }
+        return (loop, mailbox)
+    }
+
     public func unregister(_ loop: UInt32) {
         loops.withLock { _ = $0.removeValue(forKey: loop) }
+    }
+
+    /// The mailbox of loop `loop`, if it is registered.
+    public func mailbox(for loop: UInt32) -> LoopMailbox? {
+        loops.withLock { $0[loop] }
     }
 
     /// Posts `value` to the connection at `address`; false when its loop is gone.

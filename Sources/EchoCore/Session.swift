@@ -48,12 +48,17 @@ public struct SessionContext {
     /// Posts notifications to connections on other loops or threads (nil where a session has
     /// nobody to notify, as in unit tests).
     public var notifier: Notifier?
+    /// The server's shared state for the notification patterns (topics, jobs); nil for the
+    /// others.
+    public var hub: Hub?
     /// Whether requests' CPU work is really done (false only where the work would just slow
     /// down a check of the protocol, as in the fuzz target).
     public var performsWork = true
 
-    public init(maxOwed: Int, maxHeldChunks: Int? = nil, maxFrameSize: Int = Frame.defaultMaxSize, counters: SystemCalls, notifier: Notifier? = nil) {
+    public init(maxOwed: Int, maxHeldChunks: Int? = nil, maxFrameSize: Int = Frame.defaultMaxSize, counters: SystemCalls,
+                notifier: Notifier? = nil, hub: Hub? = nil) {
         self.notifier = notifier
+        self.hub = hub
         precondition(maxOwed > 0, "maxOwed must be positive")
         self.maxOwed = maxOwed
         self.maxHeldChunks = maxHeldChunks
@@ -137,6 +142,15 @@ public enum ServerPattern: String, CaseIterable, Sendable, CustomStringConvertib
     /// Framed request/response (`docs/PROTOCOL.md`): each REQUEST is parsed, costs the server
     /// its `work_us` of CPU, and is answered in order by a RESPONSE.
     case rpc
+    /// SUBSCRIBE to a topic, then every EVENT published to it (by PUBLISH on any connection or
+    /// the server's `--event-rate`), through a bounded queue with a slow-consumer policy.
+    case push
+    /// Short polling (SUBMIT a job, ask its STATUS until DONE) and long polling (WAIT for the
+    /// events after a cursor, held until there are some or the timeout); PUBLISH feeds them.
+    case poll
+
+    /// Whether connections share server state (topics, jobs) through a ``Hub``.
+    public var usesHub: Bool { self == .push || self == .poll }
 
     public var description: String { rawValue }
 
@@ -149,6 +163,8 @@ public enum ServerPattern: String, CaseIterable, Sendable, CustomStringConvertib
         switch self {
         case .echo: try visitor.visit(EchoSession.self)
         case .rpc: try visitor.visit(RpcSession.self)
+        case .push: try visitor.visit(NotificationSession<PushPattern>.self)
+        case .poll: try visitor.visit(NotificationSession<PollPattern>.self)
         }
     }
 }

@@ -22,6 +22,10 @@ public struct StatsLine: Codable, Sendable, Equatable {
     public var responses: Int
     /// Refused frames by reason (``FrameError/name``).
     public var malformedFrames: [String: Int]
+    /// push and poll: the counters of ``NotificationCounter`` by name, and the gauges
+    /// `subscribers` and `held_waits` (zero for the other patterns). Optional only so lines
+    /// of servers built before it existed still parse (`check --against` runs older builds).
+    public var notifications: [String: Int]?
     /// System calls by kind (``SyscallKind/name``); null when the backend cannot count them.
     public var syscalls: [String: Int]?
     public var syscallsTotal: Int?
@@ -47,6 +51,7 @@ public struct StatsLine: Codable, Sendable, Equatable {
         case bytesOut = "bytes_out"
         case requests, responses
         case malformedFrames = "malformed_frames"
+        case notifications
         case syscalls
         case syscallsTotal = "syscalls_total"
         case ioUringSetup = "io_uring_setup"
@@ -74,6 +79,7 @@ public struct StatsLine: Codable, Sendable, Equatable {
         try c.encode(requests, forKey: .requests)
         try c.encode(responses, forKey: .responses)
         try c.encode(malformedFrames, forKey: .malformedFrames)
+        try c.encode(notifications, forKey: .notifications)
         try c.encode(syscalls, forKey: .syscalls)
         try c.encode(syscallsTotal, forKey: .syscallsTotal)
         try c.encode(ioUringSetup, forKey: .ioUringSetup)
@@ -115,6 +121,10 @@ public struct StatsLine: Codable, Sendable, Equatable {
         requests = Int(c[.requests])
         responses = Int(c[.responses])
         malformedFrames = Dictionary(uniqueKeysWithValues: FrameError.allCases.map { ($0.name, Int(c[$0.counter])) })
+        var notifications = Dictionary(uniqueKeysWithValues: NotificationCounter.allCases.map { ($0.rawValue, Int(c[$0.counter])) })
+        notifications["subscribers"] = stats.subscribers
+        notifications["held_waits"] = stats.heldWaits
+        self.notifications = notifications
         if stats.unavailable.contains("syscalls") {
             syscalls = nil
             syscallsTotal = nil
@@ -125,4 +135,43 @@ public struct StatsLine: Codable, Sendable, Equatable {
         ioUringSetup = stats.ioUringSetup
         unavailable = stats.unavailable
     }
+}
+
+/// The notification patterns' counters in the stats line, by their key there.
+public enum NotificationCounter: String, CaseIterable, Sendable {
+    case eventsPublished = "events_published"
+    case eventsDelivered = "events_delivered"
+    case eventsDropped = "events_dropped"
+    case slowDisconnects = "slow_disconnects"
+    case jobsSubmitted = "jobs_submitted"
+    case statusPolls = "status_polls"
+    case statusPending = "status_pending"
+    case waits
+    case waitsHeld = "waits_held"
+    case waitsAnswered = "waits_answered"
+    case eventsAnswered = "events_answered"
+    case waitsTimedOut = "waits_timed_out"
+
+    public var counter: EventCounter {
+        switch self {
+        case .eventsPublished: .eventsPublished
+        case .eventsDelivered: .eventsDelivered
+        case .eventsDropped: .eventsDropped
+        case .slowDisconnects: .slowDisconnects
+        case .jobsSubmitted: .jobsSubmitted
+        case .statusPolls: .statusPolls
+        case .statusPending: .statusPending
+        case .waits: .waits
+        case .waitsHeld: .waitsHeld
+        case .waitsAnswered: .waitsAnswered
+        case .eventsAnswered: .eventsAnswered
+        case .waitsTimedOut: .waitsTimedOut
+        }
+    }
+}
+
+extension StatsLine {
+    /// A notification counter or gauge (`subscribers`, `held_waits`) by its key; 0 when absent.
+    public func notification(_ key: String) -> Int { notifications?[key] ?? 0 }
+    public func notification(_ counter: NotificationCounter) -> Int { notifications?[counter.rawValue] ?? 0 }
 }

@@ -54,7 +54,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
     /// ``run(until:)``.
-    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration, notifier: Notifier) throws(SystemError) {
+    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration, hub: Hub) throws(SystemError) {
         sys = SystemCalls(counters: resources.counters)
         let epfd: Int32
         do throws(SystemError) {
@@ -76,9 +76,9 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         self.limit = limit
         injection = configuration.injection
         context = SessionContext(maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize,
-                                 counters: sys, notifier: notifier)
-        self.notifier = notifier
-        (loopNumber, mailbox) = notifier.register(wake: resources.wake)
+                                 counters: sys, notifier: hub.notifier, hub: hub)
+        notifier = hub.notifier
+        (loopNumber, mailbox) = hub.notifier.register(wake: resources.wake)
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 64)
         events = .allocate(capacity: Int(Self.eventCapacity))
     }

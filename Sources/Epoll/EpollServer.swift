@@ -13,8 +13,9 @@ public final class EpollServer: EchoServer, Sendable {
     private let limit: ConnectionLimit
     private let group = LoopGroup(threadName: "iob-epoll")
     private let bound: Mutex<SocketAddress>
-    /// Notifications between connections on different loops.
-    private let notifier = Notifier()
+    /// Notifications between connections on different loops, and the notification patterns'
+    /// topics and jobs.
+    private let hub: Hub
     /// Set when the server was made for one session type (not a pattern's).
     private let startForSessionType: (@Sendable (EpollServer) throws -> Void)?
 
@@ -22,6 +23,7 @@ public final class EpollServer: EchoServer, Sendable {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
         self.bound = Mutex(configuration.address)
+        hub = Hub(options: configuration.notifications)
         startForSessionType = nil
     }
 
@@ -31,6 +33,7 @@ public final class EpollServer: EchoServer, Sendable {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
         self.bound = Mutex(configuration.address)
+        hub = Hub(options: configuration.notifications)
         startForSessionType = { try $0.startLoops(Session.self) }
     }
 
@@ -41,6 +44,12 @@ public final class EpollServer: EchoServer, Sendable {
             try startForSessionType(self)
         } else {
             try configuration.pattern.withSessionType(LoopStarter(server: self))
+        }
+        do {
+            try hub.start(registry: registry)
+        } catch {
+            group.stop()
+            throw error
         }
     }
 
@@ -53,10 +62,10 @@ public final class EpollServer: EchoServer, Sendable {
     fileprivate func startLoops<Session: ConnectionSession & ~Copyable>(_: Session.Type) throws {
         let (listeners, address) = try Socket.listenOnEachLoop(configuration.address, count: max(configuration.threads, 1), nonBlocking: true)
         bound.withLock { $0 = address }
-        let limit = self.limit, configuration = self.configuration, notifier = self.notifier
+        let limit = self.limit, configuration = self.configuration, hub = self.hub
         try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources, ready, stopping in
             var loop = try EpollEventLoop<Session>(listener: listeners[resources.index], resources: resources, limit: limit,
-                                               configuration: configuration, notifier: notifier)
+                                               configuration: configuration, hub: hub)
             ready(loop.setupDescription)
             loop.run(until: stopping)
         }
@@ -65,8 +74,12 @@ public final class EpollServer: EchoServer, Sendable {
     public func stats() -> ServerStats {
         var stats = ServerStats(backend: kind, threads: max(configuration.threads, 1), counters: registry.totals())
         stats.pattern = configuration.pattern
+        hub.record(into: &stats)
         return stats
     }
 
-    public func stop() { group.stop() }
+    public func stop() {
+        hub.stop()
+        group.stop()
+    }
 }

@@ -14,8 +14,9 @@ public final class IoUringServer: EchoServer, Sendable {
     private let limit: ConnectionLimit
     private let group = LoopGroup(threadName: "iob-uring")
     private let bound: Mutex<SocketAddress>
-    /// Notifications between connections on different loops.
-    private let notifier = Notifier()
+    /// Notifications between connections on different loops, and the notification patterns'
+    /// topics and jobs.
+    private let hub: Hub
     /// Set when the server was made for one session type (not a pattern's).
     private let startForSessionType: (@Sendable (IoUringServer) throws -> Void)?
 
@@ -23,6 +24,7 @@ public final class IoUringServer: EchoServer, Sendable {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
         self.bound = Mutex(configuration.address)
+        hub = Hub(options: configuration.notifications)
         startForSessionType = nil
     }
 
@@ -32,6 +34,7 @@ public final class IoUringServer: EchoServer, Sendable {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
         self.bound = Mutex(configuration.address)
+        hub = Hub(options: configuration.notifications)
         startForSessionType = { try $0.startLoops(Session.self) }
     }
 
@@ -49,6 +52,12 @@ public final class IoUringServer: EchoServer, Sendable {
         } catch let error as SystemError where error.call.hasPrefix("io_uring") {
             throw UsageError("cannot start io_uring: \(error); the kernel refused the ring (is io_uring enabled? see /proc/sys/kernel/io_uring_disabled)")
         }
+        do {
+            try hub.start(registry: registry)
+        } catch {
+            group.stop()
+            throw error
+        }
     }
 
     /// Starts the loops for the pattern's session type (a specialised loop per pattern).
@@ -60,11 +69,11 @@ public final class IoUringServer: EchoServer, Sendable {
     fileprivate func startLoops<Session: ConnectionSession & ~Copyable>(_: Session.Type) throws {
         let (listeners, address) = try Socket.listenOnEachLoop(configuration.address, count: max(configuration.threads, 1), nonBlocking: false)
         bound.withLock { $0 = address }
-        let limit = self.limit, configuration = self.configuration, notifier = self.notifier
+        let limit = self.limit, configuration = self.configuration, hub = self.hub
         // Each ring is made on its own loop thread: it must be created by the thread that submits to it.
         try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources, ready, stopping in
             var loop = try RingEventLoop<Session>(listener: listeners[resources.index], resources: resources, limit: limit,
-                                               configuration: configuration, notifier: notifier)
+                                               configuration: configuration, hub: hub)
             ready(loop.setupDescription)
             loop.run(until: stopping)
         }
@@ -74,8 +83,12 @@ public final class IoUringServer: EchoServer, Sendable {
         var stats = ServerStats(backend: kind, threads: max(configuration.threads, 1), counters: registry.totals(),
                                 ioUringSetup: group.setupDescriptions.first)
         stats.pattern = configuration.pattern
+        hub.record(into: &stats)
         return stats
     }
 
-    public func stop() { group.stop() }
+    public func stop() {
+        hub.stop()
+        group.stop()
+    }
 }

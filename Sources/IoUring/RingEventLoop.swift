@@ -61,7 +61,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
     /// ``run(until:)``. Must run on the thread that will run the loop (`SINGLE_ISSUER`).
-    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration, notifier: Notifier) throws(SystemError) {
+    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration, hub: Hub) throws(SystemError) {
         sys = SystemCalls(counters: resources.counters)
         let newRing: Ring
         do throws(SystemError) {
@@ -90,9 +90,9 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         // about its --max-owed in buffers (at least 4) before it stops reading.
         let maxHeld = max(4, configuration.maxOwedPerConnection / configuration.ringBufferSize + 1)
         context = SessionContext(maxOwed: configuration.maxOwedPerConnection, maxHeldChunks: maxHeld,
-                                 maxFrameSize: configuration.maxFrameSize, counters: sys, notifier: notifier)
-        self.notifier = notifier
-        (loopNumber, mailbox) = notifier.register(wake: resources.wake)
+                                 maxFrameSize: configuration.maxFrameSize, counters: sys, notifier: hub.notifier, hub: hub)
+        notifier = hub.notifier
+        (loopNumber, mailbox) = hub.notifier.register(wake: resources.wake)
         waitTimeout = .allocate(capacity: 1)
         received = ReceiveQueue(buffers: configuration.ringBufferCount)
         completions = .allocate(capacity: Self.completionBatch)
@@ -393,6 +393,10 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     mutating func beginClose(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
         guard !conn.pointee.state.closing else { return }
         let recvArmed = conn.pointee.state.recvArmed
+        // A send still in flight at a close is one the peer is not reading (a session closes
+        // only once its output is written, unless it gives up on a slow peer): shutting the
+        // socket down completes it, so the close does not wait on the peer.
+        if conn.pointee.state.sendInFlight { sys.shutdown(conn.pointee.fd, Int32(SHUT_RDWR)) }
         if conn.pointee.state.beginClose() {
             finishClose(index)
         } else if recvArmed {

@@ -14,11 +14,14 @@ public final class NIOEchoServer: EchoServer, Sendable {
     private let limit: ConnectionLimit
     /// The event loops, the listening channel and the bound address: set by start(), read by stop().
     private let lifecycle: Mutex<(group: MultiThreadedEventLoopGroup?, listener: Channel?, bound: EchoCore.SocketAddress)>
+    /// push and poll: topics, jobs and notes between channels on any loop.
+    private let hub: Hub
 
     public init(configuration: ServerConfiguration) {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
         lifecycle = Mutex((nil, nil, configuration.address))
+        hub = Hub(options: configuration.notifications)
     }
 
     public var boundAddress: EchoCore.SocketAddress { lifecycle.withLock { $0.bound } }
@@ -33,7 +36,7 @@ public final class NIOEchoServer: EchoServer, Sendable {
         let acceptCounters = registry.makeCounters()
         let limit = self.limit
         let maxOwed = configuration.maxOwedPerConnection
-        let pattern = configuration.pattern, maxFrame = configuration.maxFrameSize
+        let pattern = configuration.pattern, maxFrame = configuration.maxFrameSize, hub = self.hub
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -56,6 +59,12 @@ public final class NIOEchoServer: EchoServer, Sendable {
                         try pipeline.addHandler(NIOInboundByteCounter(counters: counters))
                         try pipeline.addHandler(ByteToMessageHandler(RpcFrameDecoder(maxFrameSize: maxFrame)))
                         try pipeline.addHandler(NIORpcHandler(counters: counters, limit: limit))
+                    case .push:
+                        try pipeline.addHandler(NIOSessionHandler<NotificationSession<PushPattern>>(
+                            counters: counters, limit: limit, hub: hub, maxOwed: maxOwed, maxFrameSize: maxFrame))
+                    case .poll:
+                        try pipeline.addHandler(NIOSessionHandler<NotificationSession<PollPattern>>(
+                            counters: counters, limit: limit, hub: hub, maxOwed: maxOwed, maxFrameSize: maxFrame))
                     }
                 }
             }
@@ -66,6 +75,12 @@ public final class NIOEchoServer: EchoServer, Sendable {
                 bound = try EchoCore.SocketAddress(host: configuration.address.hostText, port: port)
             }
             lifecycle.withLock { $0 = (group, channel, bound) }
+            do {
+                try hub.start(registry: registry)
+            } catch {
+                stop()
+                throw error
+            }
         } catch let error as IOError {
             try? group.syncShutdownGracefully()
             let errno = Errno(rawValue: error.errnoCode)
@@ -80,10 +95,12 @@ public final class NIOEchoServer: EchoServer, Sendable {
         var stats = ServerStats(backend: kind, threads: max(configuration.threads, 1), counters: registry.totals())
         stats.pattern = configuration.pattern
         stats.unavailable = ["syscalls"]
+        hub.record(into: &stats)
         return stats
     }
 
     public func stop() {
+        hub.stop()
         let (group, listener) = lifecycle.withLock { state in
             defer { state.group = nil; state.listener = nil }
             return (state.group, state.listener)

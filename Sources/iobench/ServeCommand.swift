@@ -13,7 +13,7 @@ import Glibc
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run one server backend (echo or rpc) until SIGINT, SIGTERM or 'quit' on stdin.",
+        abstract: "Run one server backend (echo, rpc, push or poll) until SIGINT, SIGTERM or 'quit' on stdin.",
         discussion: """
         Once listening it prints one line: 'listening on ADDRESS backend=B threads=N pid=P'. \
         On stdin it accepts 'stats' (answers one JSON line of counters) and 'quit'. It stops \
@@ -24,8 +24,23 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "I/O model: blocking (a thread per connection), epoll (readiness) or io_uring (completion); or nio, SwiftNIO as a reference peer.")
     var backend: BackendKind
 
-    @Option(help: "Protocol on every connection: echo (bytes back as they came, no framing) or rpc (framed request/response, docs/PROTOCOL.md).")
+    @Option(help: "Protocol on every connection: echo (bytes back as they came, no framing), rpc (framed request/response), push (SUBSCRIBE, then every EVENT) or poll (short polling: SUBMIT/STATUS; long polling: WAIT). See docs/PROTOCOL.md.")
     var pattern: ServerPattern = .echo
+
+    @Option(help: "push, poll: events that may wait in the server for one subscriber (and that each topic keeps for long polls); past it --slow-consumer acts.")
+    var maxQueue: Int = 1024
+
+    @Option(help: "push: what happens to a subscriber with more than --max-queue events waiting: drop-oldest (skip the oldest; the subscriber sees the gap by sequence number) or disconnect.")
+    var slowConsumer: SlowConsumerPolicy = .dropOldest
+
+    @Option(help: "push, poll: events the server itself publishes per second to every topic that has a subscriber or a held WAIT (0: only PUBLISH frames publish).")
+    var eventRate: Double = 0
+
+    @Option(help: "push, poll: payload size of the server's own events.")
+    var eventSize: String = "64"
+
+    @Option(help: "poll: how long a finished job can still be asked about (for example 10s).")
+    var jobTtl: String = "10s"
 
     @Option(help: "Framed patterns: the largest frame accepted, header included (for example 64k); a longer declared length is refused with an ERROR frame and the connection closed.")
     var maxFrame: String = "64k"
@@ -140,6 +155,25 @@ struct ServeCommand: ParsableCommand {
             guard configuration.maxOwedPerConnection >= 1024 else {
                 throw UsageError("--max-owed \(maxOwed) is too small: use at least 1k")
             }
+            guard (1...1_000_000).contains(maxQueue) else {
+                throw UsageError("--max-queue \(maxQueue) is out of range: use 1 to 1000000 events")
+            }
+            configuration.notifications.maxQueue = maxQueue
+            configuration.notifications.slowConsumer = slowConsumer
+            guard eventRate.isFinite, (0...1_000_000).contains(eventRate) else {
+                throw UsageError("--event-rate \(eventRate) is out of range: use 0 to 1000000 events per second")
+            }
+            configuration.notifications.eventRate = eventRate
+            let eventBytes = try Units.parseByteCount(eventSize)
+            guard (0...(configuration.maxFrameSize - Frame.eventOverhead)).contains(eventBytes) else {
+                throw UsageError("--event-size \(eventSize) is out of range: use 0 to \(configuration.maxFrameSize - Frame.eventOverhead) (--max-frame minus \(Frame.eventOverhead))")
+            }
+            configuration.notifications.eventSize = eventBytes
+            let ttl = try Units.parseDuration(jobTtl)
+            guard ttl >= 0.001, ttl <= 86_400 else {
+                throw UsageError("--job-ttl \(jobTtl) is out of range: use 1ms to 24h")
+            }
+            configuration.notifications.jobTTLMilliseconds = UInt32((ttl * 1000).rounded())
             cpuList = try cpus.map(Units.parseCPUList)
             if let cpuList { try ProcessResources.pin(to: cpuList) }
         } catch {
@@ -147,6 +181,7 @@ struct ServeCommand: ParsableCommand {
         }
 
         signal(SIGPIPE, SIG_IGN)
+        ProcessResources.raiseDescriptorLimit()
         let control = ServeControl()
         control.startSignalWatcher()
         let server: EchoServer = switch backend {

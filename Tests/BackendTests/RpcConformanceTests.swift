@@ -79,14 +79,14 @@ struct RpcConformanceTests {
         let runs: [[String]] = [
             ["--requests", "300", "--pipeline", "7", "--work-us", "20", "--payload", "3000"],
             ["--requests", "50", "--pipeline", "1", "--payload", "0"],
-        ] + FrameError.allCases.map { ["--malformed", $0.name] }
+        ] + FrameError.rpcCases.map { ["--malformed", $0.name] }
         for arguments in runs {
             let result = try runProcess("/usr/bin/python3", [script, host, port] + arguments, timeout: 60)
             #expect(result.status == 0, "\(kind) \(arguments): \(result.stdout) \(result.stderr)")
         }
         let stats = try server.stats()
         let malformed = stats.malformedFrames
-        for error in FrameError.allCases {
+        for error in FrameError.rpcCases {
             #expect(malformed[error.name] == 1, "\(kind): \(error.name) counted \(malformed[error.name] ?? -1) times")
         }
         // 350 good requests plus the three skippable cases' follow-up requests.
@@ -125,7 +125,7 @@ struct RpcConformanceTests {
         try good.send(Array(first[cut...]))
         #expect(try good.receive(expected.count) == expected, "\(kind): the well-behaved client's answers changed")
         let malformed = try server.stats().malformedFrames
-        for error in FrameError.allCases { #expect(malformed[error.name] == 1, "\(kind): \(error.name)") }
+        for error in FrameError.rpcCases { #expect(malformed[error.name] == 1, "\(kind): \(error.name)") }
     }
 
     @Test("memory follows bytes received, never a declared length; stop leaves nothing open", arguments: backends)

@@ -1,0 +1,408 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a push subscriber's server does when the subscriber cannot keep up (`--slow-consumer`).
+public enum SlowConsumerPolicy: String, CaseIterable, Sendable, CustomStringConvertible {
+    /// Skip the oldest events not yet being written; the subscriber sees the gap by sequence
+    /// number. Counted as `events_dropped`.
+    case dropOldest = "drop-oldest"
+    /// Close the subscriber's connection. Counted as `slow_disconnects`.
+    case disconnect
+
+    public var description: String { rawValue }
+}
+
+/// The options of the notification patterns (push, poll).
+public struct NotificationOptions: Sendable, Equatable {
+    /// Events that may wait in the server for one subscriber (`--max-queue`); also how many
+    /// events each topic keeps for long polls and late readers.
+    public var maxQueue = 1024
+    public var slowConsumer = SlowConsumerPolicy.dropOldest
+    /// Events the server itself publishes per second to every topic that has a listener
+    /// (`--event-rate`, 0 for none).
+    public var eventRate: Double = 0
+    /// Payload bytes of the server's own events (`--event-size`).
+    public var eventSize = 64
+    /// How long a finished job can still be asked about (`--job-ttl`), in milliseconds.
+    public var jobTTLMilliseconds: UInt32 = 10_000
+    /// The most jobs the server keeps at once (pending or finished and not yet expired).
+    public var maxJobs = 1_000_000
+    /// The most topics that may exist at once.
+    public var maxTopics = 65_536
+
+    public init() {}
+}
+
+/// The payload byte at `index` of the server's own event `seq` (clients check payloads with it).
+@inlinable public func serverEventByte(seq: UInt64, index: Int) -> UInt8 {
+    UInt8(truncatingIfNeeded: seq &+ UInt64(index))
+}
+
+/// The result of job `id` (a client checks a DONE frame with it).
+@inlinable public func jobResult(_ id: UInt64) -> UInt64 { id &* 0x9E37_79B9_7F4A_7C15 }
+
+/// One connection listening to a topic: its address, its loop's mailbox, and whether a note is
+/// already on its way (then a new event needs no second one: the connection reads everything
+/// up to the newest when it looks).
+struct Listener {
+    /// Nil where nobody delivers notes (a session driven by hand, as in the fuzz target).
+    let mailbox: LoopMailbox?
+    var notePending: Bool
+}
+
+/// A topic's state, behind its lock: the last events (a ring of whole EVENT frames, each slot's
+/// memory reused, so publishing allocates nothing once a slot has grown to its event size) and
+/// who listens.
+struct TopicState: ~Copyable {
+    struct Slot {
+        var frame: UnsafeMutableRawPointer?
+        var capacity = 0
+        var length = 0
+    }
+
+    /// The sequence number the next event gets (the first is 1).
+    var nextSeq: UInt64 = 1
+    let capacity: Int
+    /// Allocated at the first publish: a topic only listened to costs no log.
+    var slots: UnsafeMutablePointer<Slot>?
+    var listeners: [ConnectionAddress: Listener] = [:]
+    /// Notes to post, by mailbox, reused from publish to publish.
+    var outgoing: [ObjectIdentifier: (LoopMailbox, [Note])] = [:]
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    deinit {
+        if let slots {
+            for i in 0..<capacity { slots[i].frame?.deallocate() }
+            slots.deallocate()
+        }
+    }
+
+    /// The oldest sequence number still kept.
+    var oldestSeq: UInt64 { nextSeq > UInt64(capacity) ? nextSeq - UInt64(capacity) : 1 }
+
+    /// The EVENT frame of `seq` (which must be kept).
+    func frame(_ seq: UInt64) -> UnsafeRawBufferPointer {
+        let slot = slots![Int(seq % UInt64(capacity))]
+        return UnsafeRawBufferPointer(start: slot.frame, count: slot.length)
+    }
+}
+
+/// A topic: events with per-topic sequence numbers, and the connections listening.
+public final class Topic: Sendable {
+    public let id: UInt32
+    let state: Mutex<TopicState>
+    /// ``TopicState/nextSeq``, readable without the lock (a listener checks whether there is
+    /// anything new before it takes the lock).
+    let head = Atomic<UInt64>(1)
+    let listenerCount = Atomic<Int>(0)
+
+    init(id: UInt32, capacity: Int) {
+        self.id = id
+        state = Mutex(TopicState(capacity: capacity))
+    }
+
+    /// The sequence number the next event will get.
+    public var nextSeq: UInt64 { head.load(ordering: .acquiring) }
+
+    /// Publishes an event: stores its EVENT frame, notifies every listener that has no note on
+    /// its way yet. Returns its sequence number and how many listen.
+    func publish(time: UInt64, payload: UnsafeRawBufferPointer) -> (seq: UInt64, listeners: Int) {
+        publish(time: time, payloadSize: payload.count) { at, _ in
+            if payload.count > 0 { at.copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+        }
+    }
+
+    /// Publishes an event whose payload `fill` writes, given its sequence number.
+    func publish(time: UInt64, payloadSize: Int, fill: (UnsafeMutableRawPointer, UInt64) -> Void) -> (seq: UInt64, listeners: Int) {
+        state.withLock { s in
+            let seq = s.nextSeq
+            if s.slots == nil {
+                s.slots = .allocate(capacity: s.capacity)
+                s.slots!.initialize(repeating: TopicState.Slot(), count: s.capacity)
+            }
+            let size = Frame.headerSize + Frame.eventFieldsSize + payloadSize
+            let slot = s.slots! + Int(seq % UInt64(s.capacity))
+            if slot.pointee.capacity < size {
+                slot.pointee.frame?.deallocate()
+                let capacity = max(64, size.roundedUpToPowerOfTwo)
+                slot.pointee.frame = .allocate(byteCount: capacity, alignment: 8)
+                slot.pointee.capacity = capacity
+            }
+            let at = slot.pointee.frame!
+            Frame.writeHeader(at, kind: .event, bodyLength: Frame.eventFieldsSize + payloadSize)
+            Frame.writeUInt32(at + 5, id)
+            Frame.writeUInt64(at + 9, seq)
+            Frame.writeUInt64(at + 17, time)
+            fill(at + Frame.headerSize + Frame.eventFieldsSize, seq)
+            slot.pointee.length = size
+            s.nextSeq = seq + 1
+            head.store(seq + 1, ordering: .releasing)
+            // One post per mailbox (one lock, at most one wake-up per loop).
+            for index in s.listeners.indices where !s.listeners.values[index].notePending {
+                s.listeners.values[index].notePending = true
+                let address = s.listeners.keys[index]
+                guard let mailbox = s.listeners.values[index].mailbox else { continue }
+                s.outgoing[ObjectIdentifier(mailbox), default: (mailbox, [])].1
+                    .append(Note(slot: address.slot, generation: address.generation, value: UInt64(id)))
+            }
+            for index in s.outgoing.indices where !s.outgoing.values[index].1.isEmpty {
+                s.outgoing.values[index].0.post(contentsOf: s.outgoing.values[index].1)
+                s.outgoing.values[index].1.removeAll(keepingCapacity: true)
+            }
+            if s.outgoing.count > 64 { s.outgoing.removeAll() }  // per-connection loops (blocking): not worth keeping
+            return (seq, s.listeners.count)
+        }
+    }
+
+    /// Adds a subscriber; returns the sequence number of the first event it will get.
+    func subscribe(_ address: ConnectionAddress, mailbox: LoopMailbox?) -> UInt64 {
+        state.withLock { s in
+            if s.listeners.updateValue(Listener(mailbox: mailbox, notePending: false), forKey: address) == nil {
+                listenerCount.add(1, ordering: .relaxed)
+            }
+            return s.nextSeq
+        }
+    }
+
+    /// What a subscriber's look at its topic came to.
+    struct Delivery {
+        /// Events copied into the outbound queue.
+        var copied = 0
+        /// Events skipped by drop-oldest (or lost from the log before the subscriber looked).
+        var dropped = 0
+        /// The subscriber is too slow and the policy is to disconnect.
+        var disconnect = false
+    }
+
+    /// push: a subscriber looks at its topic. Events from `cursor` on are its backlog; with
+    /// `queued` events of it still being written, more than `maxQueue` in all is too many:
+    /// drop-oldest skips the oldest of the backlog, disconnect says so. When `copy` (nothing is
+    /// being written), copies up to `maxQueue` events or `maxBytes` into `out`. Clears the
+    /// subscriber's pending note, so the next event notifies it again.
+    func deliver(_ address: ConnectionAddress, cursor: inout UInt64, queued: Int, maxQueue: Int, dropOldest: Bool,
+                 copy: Bool, maxBytes: Int, into out: inout ByteQueue) -> Delivery {
+        state.withLock { s in
+            s.listeners[address]?.notePending = false
+            var result = Delivery()
+            let oldest = s.oldestSeq
+            if cursor < oldest {
+                guard dropOldest else { result.disconnect = true; return result }
+                result.dropped = Int(oldest - cursor)
+                cursor = oldest
+            }
+            let backlog = Int(s.nextSeq - cursor)
+            if queued + backlog > maxQueue {
+                guard dropOldest else { result.disconnect = true; return result }
+                let skip = min(backlog, queued + backlog - maxQueue)
+                result.dropped += skip
+                cursor += UInt64(skip)
+            }
+            guard copy else { return result }
+            var bytes = 0
+            while cursor < s.nextSeq && result.copied < maxQueue {
+                let frame = s.frame(cursor)
+                if result.copied > 0 && bytes + frame.count > maxBytes { break }
+                out.append(frame)
+                bytes += frame.count
+                cursor += 1
+                result.copied += 1
+            }
+            out.commit()
+            return result
+        }
+    }
+
+    /// long polling: answers a WAIT for the events after `after` with an EVENTS frame in `out`
+    /// if there are any (at most `maxEvents`, and a frame of at most `maxFrame` bytes), and
+    /// stops listening; else, when `listen`, listens (a note comes with the next event).
+    /// Returns the number of events answered (0: none yet) and `after` resolved (``Frame/fromNow``
+    /// is the newest sequence number now).
+    func answerWait(_ address: ConnectionAddress, mailbox: LoopMailbox?, after: UInt64, listen: Bool,
+                    maxEvents: Int, maxFrame: Int, into out: inout ByteQueue) -> (answered: Int, after: UInt64) {
+        state.withLock { s in
+            let newest = s.nextSeq - 1
+            let after = after == Frame.fromNow ? newest : after
+            guard newest > after else {
+                if listen, s.listeners.updateValue(Listener(mailbox: mailbox, notePending: false), forKey: address) == nil {
+                    listenerCount.add(1, ordering: .relaxed)
+                }
+                if !listen { s.listeners[address]?.notePending = false }
+                return (0, after)
+            }
+            if s.listeners.removeValue(forKey: address) != nil { listenerCount.subtract(1, ordering: .relaxed) }
+            var seq = max(after + 1, s.oldestSeq)
+            precondition(out.count == out.committedCount, "an EVENTS frame starts after everything committed")
+            _ = out.reserve(Frame.headerSize + 8)
+            out.extend(by: Frame.headerSize + 8)
+            var size = Frame.headerSize + 8
+            var count = 0
+            while seq <= newest && count < maxEvents {
+                let frame = s.frame(seq)
+                let payload = frame.count - Frame.headerSize - Frame.eventFieldsSize
+                let record = Frame.eventRecordFieldsSize + payload
+                if count > 0 && size + record > maxFrame { break }
+                let at = out.reserve(record)
+                // seq and publish_ns as stored in the EVENT frame, then the length, then the payload.
+                at.copyMemory(from: frame.baseAddress! + 9, byteCount: 16)
+                Frame.writeUInt32(at + 16, UInt32(payload))
+                if payload > 0 { (at + 20).copyMemory(from: frame.baseAddress! + 25, byteCount: payload) }
+                out.extend(by: record)
+                size += record
+                count += 1
+                seq += 1
+            }
+            // The header and fields, now that the size is known (the queue may have moved:
+            // find them from the end).
+            let header = out.uncommittedStart
+            Frame.writeHeader(header, kind: .events, bodyLength: size - Frame.headerSize)
+            Frame.writeUInt32(header + 5, id)
+            Frame.writeUInt32(header + 9, UInt32(count))
+            out.commit()
+            return (count, after)
+        }
+    }
+
+    func stopListening(_ address: ConnectionAddress) {
+        state.withLock { s in
+            if s.listeners.removeValue(forKey: address) != nil { listenerCount.subtract(1, ordering: .relaxed) }
+        }
+    }
+}
+
+extension Int {
+    var roundedUpToPowerOfTwo: Int { self <= 1 ? 1 : 1 << (Int.bitWidth - (self - 1).leadingZeroBitCount) }
+}
+
+/// Jobs for short polling: each finishes `duration_ms` after it was submitted, and is
+/// forgotten `--job-ttl` after it finished. A job's state follows from the monotonic clock, so
+/// a job is done exactly at its deadline, never later for want of a timer wake-up.
+struct JobTable: ~Copyable {
+    var finishAt: [UInt64: UInt64] = [:]
+    var nextID: UInt64 = 1
+    /// Forget-by deadlines (finish + TTL), ids split into the entry's two 32-bit fields.
+    var expiry = TimerQueue()
+
+    enum Status { case pending, done(completedAt: UInt64), unknown }
+
+    mutating func expire(now: UInt64) {
+        while let entry = expiry.popDue(now) {
+            finishAt.removeValue(forKey: UInt64(entry.slot) << 32 | UInt64(entry.generation))
+        }
+    }
+}
+
+/// The shared side of the notification patterns: topics with their event logs and listeners,
+/// the job table, and the server's own event source. One per server, reached by every loop or
+/// thread through ``SessionContext/hub``.
+public final class Hub: Sendable {
+    public let options: NotificationOptions
+    public let notifier: Notifier
+    private let topics = Mutex<[UInt32: Topic]>([:])
+    private let jobs = Mutex(JobTable())
+    private let ticker = Mutex<OSThread?>(nil)
+    private let stopping = Atomic<Bool>(false)
+    /// Subscriptions and held long polls now (gauges for stats).
+    public let subscribers = Atomic<Int>(0)
+    public let heldWaits = Atomic<Int>(0)
+
+    /// `notifier` reaches the server's loops (one per server: the hub's posts go through it).
+    public init(options: NotificationOptions = NotificationOptions(), notifier: Notifier = Notifier()) {
+        precondition(options.maxQueue > 0, "maxQueue must be positive")
+        self.options = options
+        self.notifier = notifier
+    }
+
+    /// Adds the hub's gauges to a server's stats.
+    public func record(into stats: inout ServerStats) {
+        stats.subscribers = subscribers.load(ordering: .relaxed)
+        stats.heldWaits = heldWaits.load(ordering: .relaxed)
+    }
+
+    /// The topic `id`, made if it does not exist yet; nil when there are too many topics.
+    public func topic(_ id: UInt32) -> Topic? {
+        topics.withLock { topics in
+            if let topic = topics[id] { return topic }
+            guard topics.count < options.maxTopics else { return nil }
+            let topic = Topic(id: id, capacity: options.maxQueue)
+            topics[id] = topic
+            return topic
+        }
+    }
+
+    // MARK: Jobs
+
+    /// Starts a job; nil when the table is full.
+    func submit(durationMilliseconds: UInt32, now: UInt64) -> UInt64? {
+        let ttl = UInt64(options.jobTTLMilliseconds) * 1_000_000
+        return jobs.withLock { table in
+            table.expire(now: now)
+            guard table.finishAt.count < options.maxJobs else { return nil }
+            let id = table.nextID
+            table.nextID += 1
+            let finish = now + UInt64(durationMilliseconds) * 1_000_000
+            table.finishAt[id] = finish
+            table.expiry.schedule(finish + ttl, slot: UInt32(truncatingIfNeeded: id >> 32), generation: UInt32(truncatingIfNeeded: id))
+            return id
+        }
+    }
+
+    func status(_ id: UInt64, now: UInt64) -> JobTable.Status {
+        jobs.withLock { table in
+            table.expire(now: now)
+            guard let finish = table.finishAt[id] else { return .unknown }
+            return now < finish ? .pending : .done(completedAt: finish)
+        }
+    }
+
+    // MARK: The server's own events
+
+    /// Starts publishing `eventRate` events per second to every topic that has a listener
+    /// (nothing when the rate is 0). Its thread counts into `registry`.
+    public func start(registry: CounterRegistry) throws {
+        guard options.eventRate > 0 else { return }
+        let counters = registry.makeCounters()
+        let thread = try OSThread(name: "iob-events") { [self] in
+            publishOnSchedule(SystemCalls(counters: counters))
+            registry.retire(counters)
+        }
+        ticker.withLock { $0 = thread }
+    }
+
+    public func stop() {
+        stopping.store(true, ordering: .relaxed)
+        ticker.withLock { thread in
+            thread?.join()
+            thread = nil
+        }
+    }
+
+    /// Open loop: event k is due at start + k/rate and carries that time as its publish time,
+    /// so a late publisher shows up as latency instead of hiding it.
+    private func publishOnSchedule(_ sys: SystemCalls) {
+        let interval = 1e9 / options.eventRate
+        let start = ProcessResources.monotonicNanoseconds()
+        let size = options.eventSize
+        var k: UInt64 = 0
+        while !stopping.load(ordering: .relaxed) {
+            let due = start + UInt64(Double(k) * interval)
+            let now = ProcessResources.monotonicNanoseconds()
+            if now < due {
+                // Short sleeps, so stop() never waits long.
+                let nap = min(due - now, 10_000_000)
+                var ts = timespec(tv_sec: Int(nap / 1_000_000_000), tv_nsec: Int(nap % 1_000_000_000))
+                nanosleep(&ts, nil)
+                continue
+            }
+            for topic in topics.withLock({ Array($0.values) }) where topic.listenerCount.load(ordering: .relaxed) > 0 {
+                _ = topic.publish(time: due, payloadSize: size) { at, seq in
+                    for i in 0..<size { at.storeBytes(of: serverEventByte(seq: seq, index: i), toByteOffset: i, as: UInt8.self) }
+                }
+                sys.count(.eventsPublished)
+            }
+            k += 1
+        }
+    }
+}
