@@ -21,7 +21,7 @@ let package = Package(
         .target(name: "EchoCore", dependencies: ["CSystemShims"]),
 
         // The three I/O models, side by side.
-        .target(name: "Blocking", dependencies: ["EchoCore"]),
+        .target(name: "Blocking", dependencies: ["EchoCore", "CSystemShims"]),
         .target(name: "Epoll", dependencies: ["EchoCore"]),
         .target(name: "IoUring", dependencies: ["EchoCore", "CLibUring"]),
 

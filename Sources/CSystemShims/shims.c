@@ -5,6 +5,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <errno.h>
+#include <string.h>
+#include <signal.h>
+#include <poll.h>
+#include <pthread.h>
 #include "CSystemShims.h"
 
 int iobench_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
@@ -33,4 +37,50 @@ void iobench_set_thread_name(const char *name) {
 
 int32_t iobench_gettid(void) {
     return (int32_t)syscall(SYS_gettid);
+}
+
+static void iobench_wake_handler(int signal) { (void)signal; }
+
+static int iobench_wake_install_result = 0;
+
+static void iobench_wake_install(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = iobench_wake_handler;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0;  // no SA_RESTART: the wait must end
+    iobench_wake_install_result = sigaction(SIGUSR1, &action, NULL);
+}
+
+int iobench_wake_signal_install(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, iobench_wake_install);
+    return iobench_wake_install_result;
+}
+
+/// The calling thread's mask during a wakeable wait (its own mask without the wake signal),
+/// computed once, so a wait costs one system call.
+static __thread sigset_t iobench_wait_mask;
+
+int iobench_wake_signal_block(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    int rc = pthread_sigmask(SIG_BLOCK, &set, &iobench_wait_mask);
+    sigdelset(&iobench_wait_mask, SIGUSR1);
+    return rc;
+}
+
+int iobench_poll_wakeable(struct pollfd *fds, int count, int timeout_ms) {
+    struct timespec timeout, *limit = NULL;
+    if (timeout_ms >= 0) {
+        timeout.tv_sec = timeout_ms / 1000;
+        timeout.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+        limit = &timeout;
+    }
+    return ppoll(fds, (nfds_t)count, limit, &iobench_wait_mask);
+}
+
+int iobench_wake_thread(pthread_t thread) {
+    return pthread_kill(thread, SIGUSR1);
 }

@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <poll.h>
+#include <pthread.h>
 
 /// accept4(2): Glibc declares it only under _GNU_SOURCE.
 int iobench_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
@@ -25,6 +27,18 @@ void iobench_set_thread_name(const char *name);
 
 /// Kernel thread id of the caller.
 int32_t iobench_gettid(void);
+
+/// Waking a thread that waits in poll without a descriptor (a blocking connection's thread):
+/// the waker sends it SIGUSR1, which the thread keeps blocked except inside
+/// iobench_poll_wakeable, so a wake sent while it is busy stays pending and ends its next wait
+/// at once. Installs the (empty) handler once per process; returns 0 or -1 with errno set.
+int iobench_wake_signal_install(void);
+/// Blocks the wake signal in the calling thread (call before its first wait).
+int iobench_wake_signal_block(void);
+/// ppoll(2) with the wake signal unblocked for the wait: -1 with errno EINTR when woken.
+int iobench_poll_wakeable(struct pollfd *fds, int count, int timeout_ms);
+/// Wakes `thread` (pthread_kill with the wake signal); 0 or an errno value.
+int iobench_wake_thread(pthread_t thread);
 
 /// A counter with one writer (its owning thread) and any number of readers. Relaxed atomics:
 /// a plain load and store on x86, no locked instruction on the hot path.
