@@ -48,9 +48,11 @@ baseline: deps build
 clean:
 	rm -rf .build
 
-# The fuzz target for the frame decoder and the rpc session (libFuzzer + AddressSanitizer),
-# built with swiftc directly: SwiftPM renames an executable's `main`, which libFuzzer provides.
-# Runs FUZZ_SECONDS over a copy of the committed corpus (Fuzz/corpus/rpc); any crash fails.
+# The fuzz targets (libFuzzer + AddressSanitizer): rpc (the frame decoder and the rpc session)
+# and notify (the push and poll sessions, three connections sharing one hub), built with swiftc
+# directly: SwiftPM renames an executable's `main`, which libFuzzer provides. Each runs
+# FUZZ_SECONDS over a copy of its committed corpus (Fuzz/corpus/rpc, Fuzz/corpus/notify); any
+# crash fails.
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := .build/fuzz
 fuzz: deps
@@ -59,8 +61,12 @@ fuzz: deps
 	clang -c -O1 -fsanitize=fuzzer-no-link,address -I Sources/CSystemShims/include Sources/CSystemShims/shims.c -o $(FUZZ_DIR)/shims.o
 	swiftc -O -g -sanitize=fuzzer,address -parse-as-library -swift-version 6 -module-name EchoCore -emit-module -emit-module-path $(FUZZ_DIR)/EchoCore.swiftmodule \
 		-Xcc -fmodule-map-file=$(FUZZ_DIR)/module/module.modulemap -c Sources/EchoCore/*.swift -wmo -o $(FUZZ_DIR)/EchoCore.o
-	swiftc -O -g -sanitize=fuzzer,address -parse-as-library -swift-version 6 -I $(FUZZ_DIR) -Xcc -fmodule-map-file=$(FUZZ_DIR)/module/module.modulemap \
-		Fuzz/FuzzRpc.swift $(FUZZ_DIR)/EchoCore.o $(FUZZ_DIR)/shims.o -o $(FUZZ_DIR)/fuzz-rpc
-	rm -rf $(FUZZ_DIR)/corpus/rpc && cp -r Fuzz/corpus/rpc $(FUZZ_DIR)/corpus/rpc
-	$(FUZZ_DIR)/fuzz-rpc -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus/rpc
+	for target in rpc notify; do \
+		swiftc -O -g -sanitize=fuzzer,address -parse-as-library -swift-version 6 -I $(FUZZ_DIR) -Xcc -fmodule-map-file=$(FUZZ_DIR)/module/module.modulemap \
+			Fuzz/Fuzz$$( [ $$target = rpc ] && echo Rpc || echo Notify ).swift $(FUZZ_DIR)/EchoCore.o $(FUZZ_DIR)/shims.o -o $(FUZZ_DIR)/fuzz-$$target || exit 1; \
+	done
+	for target in rpc notify; do \
+		rm -rf $(FUZZ_DIR)/corpus/$$target && cp -r Fuzz/corpus/$$target $(FUZZ_DIR)/corpus/$$target; \
+		$(FUZZ_DIR)/fuzz-$$target -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_DIR)/$$target- $(FUZZ_DIR)/corpus/$$target || exit 1; \
+	done

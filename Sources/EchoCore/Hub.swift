@@ -332,6 +332,9 @@ public final class Hub: Sendable {
         }
     }
 
+    /// Every topic made so far.
+    func allTopics() -> [Topic] { topics.withLock { Array($0.values) } }
+
     // MARK: Jobs
 
     /// Starts a job; nil when the table is full.

@@ -25,8 +25,17 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Concurrent connections.")
     var connections: Int = 16
 
-    @Option(help: "Protocol: echo (bytes back as sent) or rpc (framed requests, docs/PROTOCOL.md; start the server with the same --pattern).")
-    var pattern: LoadPattern = .echo
+    @Option(help: "Protocol: echo (bytes back as sent), rpc (framed requests, docs/PROTOCOL.md; start the server with the same --pattern), push (--connections subscribers; serve --pattern push --event-rate R) or long-poll (--connections pollers, each keeping a WAIT held; serve --pattern poll --event-rate R).")
+    var pattern: LoadCommandPattern = .echo
+
+    @Option(help: "push, long-poll: the topic to listen to.")
+    var topic: UInt32 = 1
+
+    @Option(help: "long-poll: each WAIT's timeout (for example 30s).")
+    var holdTimeout: Duration = Duration(30)
+
+    @Option(help: "push, long-poll: the server's process id (same host): report its CPU per delivered event over the window, and its memory per connection held, from /proc.")
+    var serverPid: Int32?
 
     @Option(help: "Bytes per message (units: 64, 4k, 1m); for rpc, the payload of each request (a request adds 17 bytes of header, a response 13).")
     var size: ByteSize = ByteSize(64)
@@ -70,13 +79,22 @@ struct LoadCommand: ParsableCommand {
         if let rate, !(rate > 0 && rate.isFinite) { throw ValidationError("--rate must be a positive number of messages per second") }
     }
 
+    enum LoadCommandPattern: String, ExpressibleByArgument, CaseIterable {
+        case echo, rpc, push
+        case longPoll = "long-poll"
+    }
+
     func run() throws {
         let address: SocketAddress
         do { address = try SocketAddress(parsing: target) } catch { exitForUsage(error) }
+        if pattern == .push || pattern == .longPoll {
+            try runNotifications(address)
+            return
+        }
         var options = LoadOptions(target: address)
         options.connections = connections
         options.messageSize = size.bytes
-        options.pattern = pattern
+        options.pattern = pattern == .rpc ? .rpc : .echo
         options.workMicroseconds = work
         options.duration = duration.seconds
         options.warmup = warmup.seconds
@@ -114,7 +132,7 @@ struct LoadCommand: ParsableCommand {
         }
         var row = ResultRow()
         row.fill(load: result)
-        row["workload"] = pattern.rawValue
+        row["workload"] = options.pattern.rawValue
         row["backend"] = target
         row["connections"] = "\(connections)"
         row["client_cpus"] = cpus?.text ?? ""
@@ -133,6 +151,59 @@ struct LoadCommand: ParsableCommand {
             throw ExitCode.failure
         }
     }
+
+    /// push and long-poll: listen to the server's own events on every connection, checking each.
+    func runNotifications(_ address: SocketAddress) throws {
+        var options = NotificationLoadOptions(target: address)
+        options.mode = pattern == .push ? .push : .longPoll
+        options.connections = connections
+        options.topic = topic
+        options.duration = duration.seconds
+        options.warmup = warmup.seconds
+        options.holdTimeoutMilliseconds = UInt32(min(holdTimeout.seconds * 1000, Double(Frame.maxDurationMilliseconds)).rounded())
+        options.cpu = cpus?.cpus.first
+        options.serverPID = serverPid
+        if connections + 64 > ProcessResources.raiseDescriptorLimit() {
+            exitForUsage(UsageError("\(connections) connections need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer connections"))
+        }
+        let result: NotificationLoadResult
+        do {
+            result = try NotificationLoad.run(options)
+        } catch {
+            printError("iobench: \(error)")
+            throw ExitCode.failure
+        }
+        let us = { (ns: UInt64) in String(format: "%.1f", Double(ns) / 1000) }
+        let h = result.latency
+        let latency = h.totalCount == 0 ? "no events" :
+            "p50 \(us(h.valueAtPercentile(50)))  p99 \(us(h.valueAtPercentile(99)))  p99.9 \(us(h.valueAtPercentile(99.9)))  max \(us(h.max)) µs (from each event's publish time)"
+        if format == .json {
+            print("{\"pattern\":\"\(pattern.rawValue)\",\"connections\":\(connections),\"seconds\":\(result.seconds),\"deliveries\":\(result.deliveries),\"deliveries_per_second\":\(result.deliveriesPerSecond),\"answers\":\(result.answers),\"timeouts\":\(result.timeouts),\"gaps\":\(result.gaps),\"duplicates\":\(result.duplicates),\"payload_errors\":\(result.payloadErrors),\"latency_p50_us\":\(Double(h.valueAtPercentile(50)) / 1000),\"latency_p99_us\":\(Double(h.valueAtPercentile(99)) / 1000),\"latency_max_us\":\(Double(h.max) / 1000),\"generator_cpu_seconds\":\(result.generatorCPUSeconds),\"server_cpu_us_per_delivery\":\(json(result.serverMicrosecondsPerDelivery)),\"server_rss_before\":\(json(result.serverRSSBefore.map(Double.init))),\"server_rss_held\":\(json(result.serverRSSHeld.map(Double.init))),\"server_bytes_per_connection\":\(json(result.serverBytesPerConnection))}")
+        } else {
+            print("""
+            target      \(target): \(connections) \(pattern == .push ? "subscribers" : "long pollers") on topic \(topic)
+            measured    \(String(format: "%.2f", result.seconds)) s after \(warmup.seconds) s warm-up
+            deliveries  \(result.deliveries) (\(formatCount(result.deliveriesPerSecond))/s)\(pattern == .longPoll ? ", \(result.answers) EVENTS answers, \(result.timeouts) timeouts" : "")
+            latency     \(latency)
+            checked     \(result.gaps) missing, \(result.duplicates) duplicated, \(result.payloadErrors) wrong payloads
+            generator   \(String(format: "%.2f", result.generatorCPUSeconds)) s of CPU
+            """)
+            if let perDelivery = result.serverMicrosecondsPerDelivery, let cpu = result.serverCPUSeconds {
+                print("server      \(String(format: "%.3f", cpu)) s of CPU in the window: \(String(format: "%.2f", perDelivery)) µs per delivered event")
+            }
+            if let perConnection = result.serverBytesPerConnection, let before = result.serverRSSBefore, let held = result.serverRSSHeld {
+                print("memory      server RSS \(before / 1024) KiB before, \(held / 1024) KiB with \(connections) held: \(Int(perConnection)) B per connection")
+            }
+        }
+        let problems = result.errors + (result.duplicates > 0 ? ["\(result.duplicates) events delivered twice"] : [])
+            + (result.payloadErrors > 0 ? ["\(result.payloadErrors) events with a wrong payload"] : [])
+        if !problems.isEmpty {
+            printError("iobench: \(problems.joined(separator: "; "))")
+            throw ExitCode.failure
+        }
+    }
+
+    func json(_ value: Double?) -> String { value.map { "\($0)" } ?? "null" }
 
     func humanSummary(_ r: LoadResult) -> String {
         let us = { (ns: UInt64) in String(format: "%.1f", Double(ns) / 1000) }
