@@ -9,13 +9,16 @@
 #   3. server memory per held long poll: the same with 10,000 WAITs held (`--pattern long-poll`).
 #
 # Usage: scripts/notify-costs.sh [OUT.csv]   (environment: RATE=50 SUBSCRIBERS=1000 IDLE=10000
-#        DURATION=10 BACKENDS="blocking epoll io_uring nio"). Prints a table; writes the CSV.
+#        DURATION=10 REPEAT=3 BACKENDS="blocking epoll io_uring nio"). The CPU measurement runs
+#        REPEAT times per backend (a fresh server each time); the table gives the median and the
+#        range. Prints a table; writes one CSV row per measurement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${RATE:-50}
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
 IDLE=${IDLE:-10000}
 DURATION=${DURATION:-10}
+REPEAT=${REPEAT:-3}
 BACKENDS=${BACKENDS:-blocking epoll io_uring nio}
 BIN=$(swift build -c release --show-bin-path)/iobench
 swift build -c release >/dev/null
@@ -38,7 +41,9 @@ measure() {  # backend serve-pattern load-pattern connections event-rate duratio
 
 echo "backend,measure,connections,event_rate,deliveries,gaps,duplicates,latency_p50_us,latency_p99_us,server_cpu_us_per_delivery,server_rss_before,server_rss_held,server_bytes_per_connection,command" > "$OUT"
 for backend in $BACKENDS; do
-    for kind in push-cpu push-idle long-poll-held; do
+    kinds=()
+    for _ in $(seq "$REPEAT"); do kinds+=(push-cpu); done
+    for kind in "${kinds[@]}" push-idle long-poll-held; do
         case $kind in
             push-cpu) args=(push push "$SUBSCRIBERS" "$RATE" "$DURATION" 2) ;;
             push-idle) args=(push push "$IDLE" 0 1 0) ;;
@@ -61,12 +66,19 @@ done
 python3 - "$OUT" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
+import statistics
 by = {}
-for r in rows: by.setdefault(r["backend"], {})[r["measure"]] = r
-print("| backend | server CPU µs per delivered push event (%s subscribers) | delivery p50 / p99 µs | RSS per idle subscriber | RSS per held long poll |" % rows[0]["connections"])
-print("| --- | --- | --- | --- | --- |")
+for r in rows: by.setdefault(r["backend"], {}).setdefault(r["measure"], []).append(r)
+print("| backend | server CPU µs per delivered push event, %s subscribers × %s events/s: median [min, max] of %d | events received (missing) | delivery p50 / p99 µs (median run) | RSS per idle subscriber (%s) | RSS per held long poll (%s) |"
+      % (rows[0]["connections"], rows[0]["event_rate"], len(by[rows[0]["backend"]]["push-cpu"]), by[rows[0]["backend"]]["push-idle"][0]["connections"], by[rows[0]["backend"]]["long-poll-held"][0]["connections"]))
+print("| --- | --- | --- | --- | --- | --- |")
 for b, m in by.items():
-    c, i, w = m["push-cpu"], m["push-idle"], m["long-poll-held"]
-    print("| %s | %s (%s events, %s missing) | %s / %s | %s B | %s B |" % (b, c["server_cpu_us_per_delivery"], c["deliveries"], c["gaps"], c["latency_p50_us"], c["latency_p99_us"], i["server_bytes_per_connection"], w["server_bytes_per_connection"]))
+    runs = sorted(m["push-cpu"], key=lambda r: float(r["server_cpu_us_per_delivery"]))
+    mid = runs[len(runs) // 2]
+    costs = [float(r["server_cpu_us_per_delivery"]) for r in runs]
+    i, w = m["push-idle"][0], m["long-poll-held"][0]
+    print("| %s | %.2f [%.2f, %.2f] | %s (%d) | %s / %s | %s B | %s B |" % (b, statistics.median(costs), costs[0], costs[-1],
+          "+".join(r["deliveries"] for r in m["push-cpu"]), sum(int(r["gaps"]) for r in runs), mid["latency_p50_us"], mid["latency_p99_us"],
+          i["server_bytes_per_connection"], w["server_bytes_per_connection"]))
 print("\nCSV:", sys.argv[1])
 PY

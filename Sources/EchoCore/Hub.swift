@@ -117,7 +117,10 @@ public final class Topic: Sendable {
 
     /// Publishes an event whose payload `fill` writes, given its sequence number.
     func publish(time: UInt64, payloadSize: Int, fill: (UnsafeMutableRawPointer, UInt64) -> Void) -> (seq: UInt64, listeners: Int) {
-        state.withLock { s in
+        // Under the lock: store the event and gather the notes, by mailbox. The notes are posted
+        // after it, so a listener woken by one (on another core, or preempting this thread)
+        // does not find the topic locked.
+        var (seq, listeners, outgoing) = state.withLock { s in
             let seq = s.nextSeq
             if s.slots == nil {
                 s.slots = .allocate(capacity: s.capacity)
@@ -140,21 +143,31 @@ public final class Topic: Sendable {
             slot.pointee.length = size
             s.nextSeq = seq + 1
             head.store(seq + 1, ordering: .releasing)
-            // One post per mailbox (one lock, at most one wake-up per loop).
+            // One batch per mailbox (one lock, at most one wake-up per loop), for the
+            // listeners that have no note on its way yet. The batches' storage is reused
+            // from publish to publish (taken out here, given back below).
+            var outgoing = s.outgoing
+            s.outgoing = [:]
             for index in s.listeners.indices where !s.listeners.values[index].notePending {
+                guard let mailbox = s.listeners.values[index].mailbox else { continue }
                 s.listeners.values[index].notePending = true
                 let address = s.listeners.keys[index]
-                guard let mailbox = s.listeners.values[index].mailbox else { continue }
-                s.outgoing[ObjectIdentifier(mailbox), default: (mailbox, [])].1
+                outgoing[ObjectIdentifier(mailbox), default: (mailbox, [])].1
                     .append(Note(slot: address.slot, generation: address.generation, value: UInt64(id)))
             }
-            for index in s.outgoing.indices where !s.outgoing.values[index].1.isEmpty {
-                s.outgoing.values[index].0.post(contentsOf: s.outgoing.values[index].1)
-                s.outgoing.values[index].1.removeAll(keepingCapacity: true)
-            }
-            if s.outgoing.count > 64 { s.outgoing.removeAll() }  // per-connection loops (blocking): not worth keeping
-            return (seq, s.listeners.count)
+            return (seq, s.listeners.count, outgoing)
         }
+        for index in outgoing.indices where !outgoing.values[index].1.isEmpty {
+            outgoing.values[index].0.post(contentsOf: outgoing.values[index].1)
+            outgoing.values[index].1.removeAll(keepingCapacity: true)
+        }
+        // Per-connection loops (blocking) make a batch per listener: not worth keeping.
+        if outgoing.count <= 64 {
+            state.withLock { s in
+                if s.outgoing.isEmpty { s.outgoing = outgoing }
+            }
+        }
+        return (seq, listeners)
     }
 
     /// Adds a subscriber; returns the sequence number of the first event it will get.
