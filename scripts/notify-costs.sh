@@ -39,7 +39,10 @@ measure() {  # backend serve-pattern load-pattern connections event-rate duratio
     wait "$SERVER_PID" 2>/dev/null || true
 }
 
-echo "backend,measure,connections,event_rate,deliveries,gaps,duplicates,latency_p50_us,latency_p99_us,server_cpu_us_per_delivery,server_rss_before,server_rss_held,server_bytes_per_connection,command" > "$OUT"
+COMMIT=$(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- Sources Package.swift Package.resolved || echo "-dirty")
+KERNEL=$(uname -r)
+CPU=$(grep -m1 "model name" /proc/cpuinfo | sed 's/.*: //; s/,//g')
+echo "git_commit,kernel,cpu_model,backend,measure,connections,event_rate,deliveries,gaps,duplicates,latency_p50_us,latency_p99_us,server_cpu_us_per_delivery,server_rss_before,server_rss_held,server_bytes_per_connection,command" > "$OUT"
 for backend in $BACKENDS; do
     kinds=()
     for _ in $(seq "$REPEAT"); do kinds+=(push-cpu); done
@@ -51,12 +54,12 @@ for backend in $BACKENDS; do
         esac
         json=$(measure "$backend" "${args[@]}")
         command="iobench serve --backend $backend --pattern ${args[0]} --cpus 0 --event-rate ${args[3]} & iobench load --pattern ${args[1]} --connections ${args[2]} --cpus 1 --duration ${args[4]} --warmup ${args[5]} --server-pid PID"
-        python3 - "$backend" "$kind" "${args[2]}" "${args[3]}" "$command" "$json" >> "$OUT" <<'PY'
+        python3 - "$COMMIT" "$KERNEL" "$CPU" "$backend" "$kind" "${args[2]}" "${args[3]}" "$command" "$json" >> "$OUT" <<'PY'
 import json, sys
-backend, kind, connections, rate, command, text = sys.argv[1:]
+commit, kernel, cpu, backend, kind, connections, rate, command, text = sys.argv[1:]
 d = json.loads(text)
 f = lambda v, n=2: "" if v is None else ("%.*f" % (n, v))
-print(",".join([backend, kind, connections, rate, str(d["deliveries"]), str(d["gaps"]), str(d["duplicates"]),
+print(",".join([commit, kernel, cpu, backend, kind, connections, rate, str(d["deliveries"]), str(d["gaps"]), str(d["duplicates"]),
                 f(d["latency_p50_us"], 1), f(d["latency_p99_us"], 1), f(d["server_cpu_us_per_delivery"]),
                 str(int(d["server_rss_before"] or 0)), str(int(d["server_rss_held"] or 0)),
                 f(d["server_bytes_per_connection"], 0), '"' + command + '"']))

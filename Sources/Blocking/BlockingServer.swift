@@ -146,6 +146,7 @@ public final class BlockingServer: EchoServer, Sendable {
         var mailbox: LoopMailbox?
         var waker: ThreadWaker?
         var loopNumber: UInt32 = 0
+        var notesTaken: [Note] = []
         let services = Session.usesServices
         let watched = UnsafeMutablePointer<pollfd>.allocate(capacity: 1)
         func closeServices(_ session: consuming Session) {
@@ -194,7 +195,8 @@ public final class BlockingServer: EchoServer, Sendable {
                 // Looked at after every wait: a wake that came with a ready socket is not
                 // reported as an interruption.
                 var actions: SessionActions = []
-                for note in mailbox.take() { actions.formUnion(session.notified(note.value)) }
+                mailbox.take(into: &notesTaken)
+                for note in notesTaken { actions.formUnion(session.notified(note.value)) }
                 if let deadline = session.timerDeadline, ProcessResources.monotonicNanoseconds() >= deadline {
                     actions.formUnion(session.timerFired())
                 }

@@ -85,10 +85,16 @@ public final class LoopMailbox: Sendable {
 
     /// Everything posted so far (the loop reads its eventfd first, then takes).
     public func take() -> [Note] {
-        notes.withLock { list in
-            defer { list.removeAll(keepingCapacity: true) }
-            return list
-        }
+        var taken: [Note] = []
+        take(into: &taken)
+        return taken
+    }
+
+    /// Everything posted so far, in `taken` (emptied first): the two arrays trade places, so a
+    /// loop that keeps its `taken` allocates nothing once both have grown to a burst's size.
+    public func take(into taken: inout [Note]) {
+        taken.removeAll(keepingCapacity: true)
+        notes.withLock { list in swap(&list, &taken) }
     }
 }
 

@@ -51,6 +51,8 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     private let notifier: Notifier
     private let mailbox: LoopMailbox
     private let loopNumber: UInt32
+    /// Notes taken from the mailbox (kept, so taking allocates nothing).
+    private var notesTaken: [Note] = []
 
     /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
     /// ``run(until:)``.
@@ -171,7 +173,8 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Notifications posted from other threads: each to its connection, if it is still there.
     private mutating func deliverNotes() {
-        for note in mailbox.take() {
+        mailbox.take(into: &notesTaken)
+        for note in notesTaken {
             let index = Int(note.slot)
             guard connections.isLive(index, generation: note.generation) else { continue }
             let conn = connections.slots + index

@@ -30,7 +30,8 @@ extension RingEventLoop where Session: ~Copyable {
     /// Notifications posted from other threads: each to its connection, if it is still there.
     @inline(never)  // not per message: out of line, so the completion loop stays compact
     mutating func deliverNotes() {
-        for note in mailbox.take() {
+        mailbox.take(into: &notesTaken)
+        for note in notesTaken {
             let index = Int(note.slot)
             guard index < connections.capacity, connections.isLive(index, generation: note.generation) else { continue }
             let conn = connections.slots + index

@@ -54,6 +54,8 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     let notifier: Notifier
     let mailbox: LoopMailbox
     let loopNumber: UInt32
+    /// Notes taken from the mailbox (kept, so taking allocates nothing).
+    var notesTaken: [Note] = []
 
     var setupDescription: String? {
         batchWait > 0 ? "\(ring.setupFlagNames)|MIN_TIMEOUT=\(batchWait)us" : ring.setupFlagNames

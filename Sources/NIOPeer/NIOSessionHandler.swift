@@ -21,6 +21,7 @@ final class NIOSessionHandler<Session: ConnectionSession & ~Copyable>: ChannelIn
     private var mailbox: LoopMailbox?
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
+    private var notesTaken: [Note] = []
 
     init(counters: ThreadCounters, limit: ConnectionLimit, hub: Hub, maxOwed: Int, maxFrameSize: Int) {
         self.counters = counters
@@ -87,7 +88,8 @@ final class NIOSessionHandler<Session: ConnectionSession & ~Copyable>: ChannelIn
 
     private func deliverNotes() {
         guard let mailbox else { return }
-        for note in mailbox.take() {
+        mailbox.take(into: &notesTaken)
+        for note in notesTaken {
             guard session != nil else { return }
             perform(session!.notified(note.value))
         }
