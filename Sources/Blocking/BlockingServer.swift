@@ -149,8 +149,7 @@ public final class BlockingServer: EchoServer, Sendable {
         var notesTaken: [Note] = []
         let services = Session.usesServices
         let watched = UnsafeMutablePointer<pollfd>.allocate(capacity: 1)
-        func closeServices(_ session: consuming Session) {
-            _ = consume session  // first: its end may unsubscribe and count
+        func closeServices() {
             if mailbox != nil {
                 hub.notifier.unregister(loopNumber)
                 waker?.retire()  // a poster still holding the mailbox signals nobody
@@ -164,16 +163,18 @@ public final class BlockingServer: EchoServer, Sendable {
         if services {
             guard iobench_wake_signal_install() == 0, iobench_wake_signal_block() == 0 else {
                 reportError("iobench: a blocking connection cannot have timers or notifications: \(Errno.current)")
-                closeServices(session)
+                closeServices()
                 return
             }
+            // Non-blocking from here on: the thread waits in ppoll, never in send or recv.
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             let threadWaker = ThreadWaker(thread: pthread_self())
             let registered = hub.notifier.register { threadWaker.wake() }
             waker = threadWaker
             loopNumber = registered.loop
             mailbox = registered.mailbox
             let opened = session.opened(at: ConnectionAddress(loop: loopNumber, slot: 0, generation: 0))
-            if !Self.perform(opened, &session, fd, sys, &inputPaused, dontWait: true) { closeServices(session); return }
+            if !Self.perform(opened, &session, fd, sys, &inputPaused, dontWait: true) { closeServices(); return }
         }
         serving: while true {
             if let mailbox {
@@ -228,16 +229,28 @@ public final class BlockingServer: EchoServer, Sendable {
                 if session.hasOutbound {
                     session.keepEcho(UnsafeRawBufferPointer(start: buffer, count: n))
                     actions.insert(.send)
-                } else {
-                    // Straight back from the receive buffer: a blocking send takes it all (a
-                    // session with services keeps what the socket would not take now).
+                } else if !services {
+                    // Straight back from the receive buffer: a blocking send takes it all.
                     var offset = 0
                     while offset < n {
                         do {
-                            guard case .bytes(let w) = try sys.send(fd, from: buffer + offset, count: n - offset, dontWait: services) else {
-                                if services { break }
-                                continue
-                            }
+                            guard case .bytes(let w) = try sys.send(fd, from: buffer + offset, count: n - offset) else { continue }
+                            offset += w
+                            sys.count(.bytesOut, UInt64(w))
+                            actions.formUnion(session.sent(w))
+                        } catch {
+                            sys.count(.resets)
+                            break serving
+                        }
+                    }
+                    actions.remove(.send)  // everything owed was just written
+                } else {
+                    // A session with services must not block in send: what the socket will not
+                    // take now is kept by the session and written when it drains.
+                    var offset = 0
+                    while offset < n {
+                        do {
+                            guard case .bytes(let w) = try sys.send(fd, from: buffer + offset, count: n - offset) else { break }
                             offset += w
                             sys.count(.bytesOut, UInt64(w))
                             actions.formUnion(session.sent(w))
@@ -249,20 +262,21 @@ public final class BlockingServer: EchoServer, Sendable {
                     if offset < n {
                         session.keepEcho(UnsafeRawBufferPointer(start: buffer + offset, count: n - offset))
                     } else {
-                        actions.remove(.send)  // everything owed was just written
+                        actions.remove(.send)
                     }
                 }
             }
             if !actions.isEmpty && !Self.perform(actions, &session, fd, sys, &inputPaused, dontWait: services) { break }
             if n == 0 && session.owed == 0 { break }
         }
-        closeServices(session)
+        closeServices()
     }
 
     /// Executes a session's actions, and those its writes bring back, until none is left.
     /// Returns false when the connection is to close (the session said so, or a write failed).
     /// A timer change needs nothing here: the deadline is read before every wait. With
-    /// `dontWait`, writing stops when the socket is full (the caller waits for it to drain).
+    /// `dontWait` (a non-blocking socket), writing stops when the socket is full (the caller
+    /// waits for it to drain).
     private static func perform<Session: ConnectionSession & ~Copyable>(
         _ first: SessionActions, _ session: inout Session, _ fd: Int32, _ sys: SystemCalls, _ inputPaused: inout Bool,
         dontWait: Bool = false
@@ -277,7 +291,7 @@ public final class BlockingServer: EchoServer, Sendable {
                 let owed = session.pinOutboundForWrite()
                 let w: Int
                 do {
-                    guard case .bytes(let count) = try sys.send(fd, from: owed.baseAddress!, count: owed.count, dontWait: dontWait) else {
+                    guard case .bytes(let count) = try sys.send(fd, from: owed.baseAddress!, count: owed.count) else {
                         session.unpinOutbound()
                         if dontWait { break writing }
                         continue

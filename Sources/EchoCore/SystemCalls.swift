@@ -54,10 +54,8 @@ public struct SystemCalls {
         return .bytes(n)
     }
 
-    /// With `dontWait`, a send on a blocking socket returns at once when the socket is full.
-    public func send(_ fd: Int32, from buffer: UnsafeRawPointer, count length: Int, dontWait: Bool = false) throws(SystemError) -> IOResult {
-        let flags = Int32(MSG_NOSIGNAL) | (dontWait ? Int32(MSG_DONTWAIT) : 0)
-        guard let n = try retrying(.send, "send", { Glibc.send(fd, buffer, length, flags) }) else {
+    public func send(_ fd: Int32, from buffer: UnsafeRawPointer, count length: Int) throws(SystemError) -> IOResult {
+        guard let n = try retrying(.send, "send", { Glibc.send(fd, buffer, length, Int32(MSG_NOSIGNAL)) }) else {
             return .wouldBlock
         }
         return .bytes(n)
