@@ -31,6 +31,10 @@ public struct NotificationOptions: Sendable, Equatable {
     public var maxJobs = 1_000_000
     /// The most topics that may exist at once.
     public var maxTopics = 65_536
+    /// The bytes all topics' event logs may hold together (`--max-event-memory`): past it a
+    /// PUBLISH that would need more is refused (`out_of_range`), so many topics of big events
+    /// cannot take the machine's memory.
+    public var maxEventMemory = 256 << 20
 
     public init() {}
 }
@@ -90,17 +94,36 @@ struct TopicState: ~Copyable {
     }
 }
 
+/// The bytes the topics' event logs hold, against their limit (shared by every topic of a hub).
+final class EventMemory: Sendable {
+    let limit: Int
+    let used = Atomic<Int>(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Takes `bytes` more if that stays within the limit.
+    func reserve(_ bytes: Int) -> Bool {
+        if used.add(bytes, ordering: .relaxed).newValue > limit {
+            used.subtract(bytes, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+}
+
 /// A topic: events with per-topic sequence numbers, and the connections listening.
 public final class Topic: Sendable {
     public let id: UInt32
+    let memory: EventMemory
     let state: Mutex<TopicState>
     /// ``TopicState/nextSeq``, readable without the lock (a listener checks whether there is
     /// anything new before it takes the lock).
     let head = Atomic<UInt64>(1)
     let listenerCount = Atomic<Int>(0)
 
-    init(id: UInt32, capacity: Int) {
+    init(id: UInt32, capacity: Int, memory: EventMemory) {
         self.id = id
+        self.memory = memory
         state = Mutex(TopicState(capacity: capacity))
     }
 
@@ -108,29 +131,32 @@ public final class Topic: Sendable {
     public var nextSeq: UInt64 { head.load(ordering: .acquiring) }
 
     /// Publishes an event: stores its EVENT frame, notifies every listener that has no note on
-    /// its way yet. Returns its sequence number and how many listen.
-    func publish(time: UInt64, payload: UnsafeRawBufferPointer) -> (seq: UInt64, listeners: Int) {
+    /// its way yet. Returns its sequence number and how many listen, or nil when storing it
+    /// would take the hub's event memory past its limit.
+    func publish(time: UInt64, payload: UnsafeRawBufferPointer) -> (seq: UInt64, listeners: Int)? {
         publish(time: time, payloadSize: payload.count) { at, _ in
             if payload.count > 0 { at.copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
         }
     }
 
     /// Publishes an event whose payload `fill` writes, given its sequence number.
-    func publish(time: UInt64, payloadSize: Int, fill: (UnsafeMutableRawPointer, UInt64) -> Void) -> (seq: UInt64, listeners: Int) {
+    func publish(time: UInt64, payloadSize: Int, fill: (UnsafeMutableRawPointer, UInt64) -> Void) -> (seq: UInt64, listeners: Int)? {
         // Under the lock: store the event and gather the notes, by mailbox. The notes are posted
         // after it, so a listener woken by one (on another core, or preempting this thread)
         // does not find the topic locked.
-        var (seq, listeners, outgoing) = state.withLock { s in
+        let published: (UInt64, Int, [ObjectIdentifier: (LoopMailbox, [Note])])? = state.withLock { s in
             let seq = s.nextSeq
             if s.slots == nil {
+                guard memory.reserve(s.capacity * MemoryLayout<TopicState.Slot>.stride) else { return nil }
                 s.slots = .allocate(capacity: s.capacity)
                 s.slots!.initialize(repeating: TopicState.Slot(), count: s.capacity)
             }
             let size = Frame.headerSize + Frame.eventFieldsSize + payloadSize
             let slot = s.slots! + Int(seq % UInt64(s.capacity))
             if slot.pointee.capacity < size {
-                slot.pointee.frame?.deallocate()
                 let capacity = max(64, size.roundedUpToPowerOfTwo)
+                guard memory.reserve(capacity - slot.pointee.capacity) else { return nil }
+                slot.pointee.frame?.deallocate()
                 slot.pointee.frame = .allocate(byteCount: capacity, alignment: 8)
                 slot.pointee.capacity = capacity
             }
@@ -157,6 +183,9 @@ public final class Topic: Sendable {
             }
             return (seq, s.listeners.count, outgoing)
         }
+        guard let published else { return nil }
+        let (seq, listeners) = (published.0, published.1)
+        var outgoing = published.2
         for index in outgoing.indices where !outgoing.values[index].1.isEmpty {
             outgoing.values[index].0.post(contentsOf: outgoing.values[index].1)
             outgoing.values[index].1.removeAll(keepingCapacity: true)
@@ -314,6 +343,7 @@ public final class Hub: Sendable {
     public let options: NotificationOptions
     public let notifier: Notifier
     private let topics = Mutex<[UInt32: Topic]>([:])
+    private let memory: EventMemory
     private let jobs = Mutex(JobTable())
     private let ticker = Mutex<OSThread?>(nil)
     private let stopping = Atomic<Bool>(false)
@@ -326,6 +356,7 @@ public final class Hub: Sendable {
         precondition(options.maxQueue > 0, "maxQueue must be positive")
         self.options = options
         self.notifier = notifier
+        memory = EventMemory(limit: options.maxEventMemory)
     }
 
     /// Adds the hub's gauges to a server's stats.
@@ -339,7 +370,7 @@ public final class Hub: Sendable {
         topics.withLock { topics in
             if let topic = topics[id] { return topic }
             guard topics.count < options.maxTopics else { return nil }
-            let topic = Topic(id: id, capacity: options.maxQueue)
+            let topic = Topic(id: id, capacity: options.maxQueue, memory: memory)
             topics[id] = topic
             return topic
         }
@@ -413,10 +444,10 @@ public final class Hub: Sendable {
                 continue
             }
             for topic in topics.withLock({ Array($0.values) }) where topic.listenerCount.load(ordering: .relaxed) > 0 {
-                _ = topic.publish(time: due, payloadSize: size) { at, seq in
+                let published = topic.publish(time: due, payloadSize: size) { at, seq in
                     for i in 0..<size { at.storeBytes(of: serverEventByte(seq: seq, index: i), toByteOffset: i, as: UInt8.self) }
                 }
-                sys.count(.eventsPublished)
+                if published != nil { sys.count(.eventsPublished) }
             }
             k += 1
         }

@@ -238,8 +238,10 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
             let id = body.bigEndian(at: 0, as: UInt32.self)
             var time = body.bigEndian(at: 4, as: UInt64.self)
             if time == 0 { time = ProcessResources.monotonicNanoseconds() }
-            guard let topic = hub.topic(id) else { refuse(.outOfRange); return [] }
-            let (seq, listeners) = topic.publish(time: time, payload: payload)
+            guard let topic = hub.topic(id), let (seq, listeners) = topic.publish(time: time, payload: payload) else {
+                refuse(.outOfRange)
+                return []
+            }
             counters.count(.eventsPublished)
             outbound.appendFrame(.published, fields: 16) { at in
                 Frame.writeUInt32(at, id)

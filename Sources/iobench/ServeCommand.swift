@@ -42,6 +42,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "poll: how long a finished job can still be asked about (for example 10s).")
     var jobTtl: String = "10s"
 
+    @Option(help: "push, poll: the memory all topics' event logs may take together (for example 256m); a PUBLISH that would need more is refused with out_of_range.")
+    var maxEventMemory: String = "256m"
+
     @Option(help: "Framed patterns: the largest frame accepted, header included (for example 64k); a longer declared length is refused with an ERROR frame and the connection closed.")
     var maxFrame: String = "64k"
 
@@ -174,6 +177,10 @@ struct ServeCommand: ParsableCommand {
                 throw UsageError("--job-ttl \(jobTtl) is out of range: use 1ms to 24h")
             }
             configuration.notifications.jobTTLMilliseconds = UInt32((ttl * 1000).rounded())
+            configuration.notifications.maxEventMemory = try Units.parseByteCount(maxEventMemory)
+            guard configuration.notifications.maxEventMemory >= 64 * 1024 else {
+                throw UsageError("--max-event-memory \(maxEventMemory) is too small: use at least 64k")
+            }
             cpuList = try cpus.map(Units.parseCPUList)
             if let cpuList { try ProcessResources.pin(to: cpuList) }
         } catch {

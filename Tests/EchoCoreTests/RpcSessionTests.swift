@@ -197,3 +197,40 @@ final class RpcHarness {
         #expect(empty)
     }
 }
+
+/// The notification session against a hub with a small event memory: publishers cannot make the
+/// server keep more than `--max-event-memory`.
+@Suite struct NotificationMemoryTests {
+    @Test func publishesPastTheEventMemoryAreRefusedAndTheConnectionGoesOn() {
+        var options = NotificationOptions()
+        options.maxQueue = 4
+        options.maxEventMemory = 64 * 1024
+        let hub = Hub(options: options)
+        let counters = ThreadCounters()
+        var session = NotificationSession<PushPattern>(context: SessionContext(maxOwed: 1 << 20, counters: SystemCalls(counters: counters), hub: hub))
+        _ = session.opened(at: ConnectionAddress(loop: 0, slot: 0, generation: 0))
+        var answers: [UInt8] = []
+        let payload = [UInt8](repeating: 7, count: 4000)
+        for topic in 0..<40 as Range<UInt32> {
+            let frame = Wire.frame(0x11, Wire.u32(topic) + Wire.u64(0) + payload)
+            _ = frame.withUnsafeBytes { session.received($0) }
+            while session.hasOutbound {
+                let bytes = session.pinOutboundForWrite()
+                answers += bytes
+                _ = session.sent(bytes.count)
+            }
+        }
+        // Each topic's first 4,000-byte event takes a 4 KiB slot (plus its log's slot table):
+        // well before 40 topics, 64 KiB is reached and PUBLISH is answered with ERROR 9.
+        var published = 0, refused = 0, at = 0
+        while at + 5 <= answers.count {
+            let length = Int(answers[at..<(at + 4)].reduce(0) { $0 << 8 | UInt32($1) })
+            if answers[at + 4] == 0x91 { published += 1 }
+            if answers[at + 4] == 0x7F && answers[at + 6] == 9 { refused += 1 }
+            at += 5 + length
+        }
+        #expect(published + refused == 40)
+        #expect(published >= 8 && published < 16, "\(published) published within 64 KiB")
+        #expect(counters.value(.malformedOutOfRange) == UInt64(refused))
+    }
+}
