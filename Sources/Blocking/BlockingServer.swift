@@ -148,14 +148,13 @@ public final class BlockingServer: EchoServer, Sendable {
         var loopNumber: UInt32 = 0
         var notesTaken: [Note] = []
         let services = Session.usesServices
-        let watched = UnsafeMutablePointer<pollfd>.allocate(capacity: 1)
+        var watched = pollfd()
         func closeServices() {
             if mailbox != nil {
                 hub.notifier.unregister(loopNumber)
                 waker?.retire()  // a poster still holding the mailbox signals nobody
                 mailbox = nil
             }
-            watched.deallocate()
             buffer.deallocate()
             finish(fd, sys)
             registry.retire(counters)
@@ -187,11 +186,11 @@ public final class BlockingServer: EchoServer, Sendable {
                 var interest: Int16 = 0
                 if !inputPaused && session.wantsInput { interest |= Int16(POLLIN) }
                 if session.hasOutbound { interest |= Int16(POLLOUT) }
-                watched[0] = pollfd(fd: fd, events: interest, revents: 0)
+                watched = pollfd(fd: fd, events: interest, revents: 0)
                 sys.count(.poll)
-                if iobench_poll_wakeable(watched, 1, timeout) < 0 {
+                if iobench_poll_wakeable(&watched, 1, timeout) < 0 {
                     guard errno == EINTR else { break }
-                    watched[0].revents = 0  // woken by a post
+                    watched.revents = 0  // woken by a post
                 }
                 // Looked at after every wait: a wake that came with a ready socket is not
                 // reported as an interruption.
@@ -201,7 +200,7 @@ public final class BlockingServer: EchoServer, Sendable {
                 if let deadline = session.timerDeadline, ProcessResources.monotonicNanoseconds() >= deadline {
                     actions.formUnion(session.timerFired())
                 }
-                let socketEvents = watched[0].revents
+                let socketEvents = watched.revents
                 if socketEvents & Int16(POLLOUT | POLLERR | POLLHUP) != 0 && session.hasOutbound { actions.insert(.send) }
                 if !actions.isEmpty && !Self.perform(actions, &session, fd, sys, &inputPaused, dontWait: true) { break }
                 if socketEvents & Int16(POLLIN | POLLERR | POLLHUP) == 0 || inputPaused || !session.wantsInput { continue }

@@ -106,7 +106,6 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
             switch reader.next(bytes, &offset) {
             case .frame(let kind, let body):
                 actions.formUnion(handle(kind, body))
-                if disconnected { return .close }
             case .needMore:
                 break reading
             case .tooLarge:
@@ -174,8 +173,7 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
     public mutating func notified(_ value: UInt64) -> SessionActions {
         if failed || inputEnded { return [] }
         if subscription != nil {
-            let actions = fetch()
-            return disconnected ? .close : actions
+            return fetch()  // .close alone when the slow-consumer policy disconnects
         }
         if let topic = waitTopic {
             let committedBefore = outbound.committedCount
