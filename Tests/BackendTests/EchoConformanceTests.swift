@@ -207,6 +207,9 @@ struct EchoConformanceTests {
         defer { server.stop() }
         let client = try Client(server.address)
         #expect(try client.echo(Array(repeating: 1, count: 64)))
+        // The server counts a send once it returns: the client can see the echo a moment
+        // before the counter moves.
+        _ = try eventually(timeout: 2) { try server.stats().bytesOut == 64 }
         let stats = try server.stats()
         #expect(stats.backend == kind.rawValue)
         #expect(stats.connectionsAccepted == 1)
