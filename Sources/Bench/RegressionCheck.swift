@@ -261,6 +261,8 @@ public struct RegressionCheck: Sendable {
                     var baseValue = metric.typical(baseValues)
                     var nowValue = metric.fresh(n.compactMap { $0.double(metric.column) })
                     var basis = ""
+                    // In ratio form, the metric's unit per unit of ratio: the reference's value today.
+                    var scale: Double? = nil
                     if metric.nature == .time && !judgeTimes {
                         comparisons.append(Comparison(cell: title, backend: server, metric: metric.id, basis: "", baseline: baseValue,
                                                       now: nowValue, threshold: threshold, verdict: nowValue == nil ? .missing : .notJudged))
@@ -277,9 +279,10 @@ public struct RegressionCheck: Sendable {
                         basis = "ratio to \(reference)"
                         baseValue = metric.typical(pairedRatios(b, baseRows.filter { $0.serverLabel == reference }, metric.column))
                         nowValue = metric.fresh(pairedRatios(n, nowRows.filter { $0.serverLabel == reference }, metric.column))
+                        scale = Statistics.median(nowRows.filter { $0.serverLabel == reference }.compactMap { $0.double(metric.column) })
                     }
                     comparisons.append(judge(cell: title, server: server, metric: metric, basis: basis,
-                                             baseline: baseValue, now: nowValue, threshold: threshold))
+                                             baseline: baseValue, now: nowValue, threshold: threshold, scale: scale))
                 }
             }
         }
@@ -297,14 +300,24 @@ public struct RegressionCheck: Sendable {
     }
 
     private func judge(cell: String, server: String, metric: CheckedMetric, basis: String,
-                       baseline: Double?, now: Double?, threshold: Threshold?) -> Comparison {
+                       baseline: Double?, now: Double?, threshold: Threshold?, scale: Double? = nil) -> Comparison {
         guard let baseline, let now, let threshold else {
             return Comparison(cell: cell, backend: server, metric: metric.id, basis: basis, baseline: baseline, now: now,
                               threshold: threshold, verdict: .missing)
         }
         let worse = metric.worsening(baseline: baseline, now: now)
-        // In ratio form the absolute threshold (in the metric's unit) does not apply.
-        let absoluteWorse = basis.isEmpty ? abs(now - baseline) : .infinity
+        // The absolute threshold is in the metric's unit. In ratio form it is held against the
+        // change the ratio implies at the reference's value today: io_uring's context switches
+        // per message doubling from 0.0012 to 0.0026 (a ratio to epoll of 0.2 → 0.43 when epoll
+        // makes 0.006) is noise on a loaded machine, not a regression.
+        let absoluteWorse: Double
+        if basis.isEmpty {
+            absoluteWorse = abs(now - baseline)
+        } else if let scale {
+            absoluteWorse = abs(now - baseline) * scale
+        } else {
+            absoluteWorse = .infinity
+        }
         let verdict: Comparison.Verdict
         if worse > threshold.relative && absoluteWorse > threshold.absolute && worse > 0 {
             verdict = .regressed

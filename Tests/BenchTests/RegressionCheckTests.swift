@@ -42,6 +42,18 @@ import Glibc
         #expect(RegressionCheck().compare(baseline: baseline, now: worse).contains { $0.metric == "syscalls_per_msg" && $0.verdict == .regressed })
     }
 
+    @Test func inRatioFormTheAbsoluteFloorIsHeldAgainstTheReferencesValue() {
+        // io_uring's context switches double relative to epoll's, but epoll makes 0.006 per
+        // message: 0.0014 more per message is under the 0.2 floor. A +0.5 per message is not.
+        let baseline = [row("epoll", rep: 1, ["ctx_switches_per_msg": 0.006]), row("io_uring", rep: 1, ["ctx_switches_per_msg": 0.0012])]
+        let noisy = [row("epoll", rep: 1, ["ctx_switches_per_msg": 0.006]), row("io_uring", rep: 1, ["ctx_switches_per_msg": 0.0026])]
+        let check = RegressionCheck(relativeTo: "epoll")
+        #expect(!check.compare(baseline: baseline, now: noisy).contains { $0.verdict == .regressed })
+        let baseline2 = [row("epoll", rep: 1, ["ctx_switches_per_msg": 1.0]), row("io_uring", rep: 1, ["ctx_switches_per_msg": 0.2])]
+        let worse = [row("epoll", rep: 1, ["ctx_switches_per_msg": 1.0]), row("io_uring", rep: 1, ["ctx_switches_per_msg": 0.7])]
+        #expect(check.compare(baseline: baseline2, now: worse).contains { $0.backend == "io_uring" && $0.verdict == .regressed })
+    }
+
     @Test func relativeToComparesRatiosMeasuredInTheSameRun() {
         let baseline = [row("epoll", rep: 1, ["msgs_per_s": 100_000, "syscalls_per_msg": 2.2]),
                         row("io_uring", rep: 1, ["msgs_per_s": 110_000, "syscalls_per_msg": 0.5])]
