@@ -35,8 +35,43 @@ public struct NotificationOptions: Sendable, Equatable {
     /// PUBLISH that would need more is refused (`out_of_range`), so many topics of big events
     /// cannot take the machine's memory.
     public var maxEventMemory = 256 << 20
+    /// When the server's own events fall due (`--event-arrivals`).
+    public var eventArrivals = EventArrivals.fixed
+    /// A fault to inject, to prove that clients catch it (hidden `--inject-event-fault`).
+    public var fault: EventFault?
 
     public init() {}
+}
+
+/// When the server's own events fall due: on a fixed period, or as a Poisson process of the same
+/// mean rate (exponential gaps from a seeded generator, so every run has the same schedule).
+public enum EventArrivals: String, CaseIterable, Sendable, CustomStringConvertible {
+    case fixed, poisson
+    public var description: String { rawValue }
+}
+
+/// A fault the server injects into what it sends, so a test can prove a client's counting
+/// catches it: every `every`-th event (by sequence number) is dropped, sent twice, or sent after
+/// the next one; `late` publishes every `every`-th server event 20 ms after its due time (still
+/// stamped with that time) and answers a job's STATUS with PENDING until 20 ms after its end.
+public struct EventFault: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, CaseIterable, Sendable { case drop, duplicate, reorder, late }
+    public var kind: Kind
+    public var every: UInt64
+    public static let lateNanoseconds: UInt64 = 20_000_000
+
+    /// Parses `KIND:EVERY`, for example `drop:100`.
+    public init?(parsing text: String) {
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let kind = Kind(rawValue: String(parts[0])), let every = UInt64(parts[1]), every >= 2 else { return nil }
+        self.kind = kind
+        self.every = every
+    }
+
+    public var description: String { "\(kind.rawValue):\(every)" }
+
+    /// Whether `seq` is one the fault acts on.
+    @inlinable func hits(_ seq: UInt64) -> Bool { seq % every == 0 }
 }
 
 /// The payload byte at `index` of the server's own event `seq` (clients check payloads with it).
@@ -115,15 +150,18 @@ final class EventMemory: Sendable {
 public final class Topic: Sendable {
     public let id: UInt32
     let memory: EventMemory
+    /// Drop, duplicate and reorder act where events are copied out (push and long polls).
+    let fault: EventFault?
     let state: Mutex<TopicState>
     /// ``TopicState/nextSeq``, readable without the lock (a listener checks whether there is
     /// anything new before it takes the lock).
     let head = Atomic<UInt64>(1)
     let listenerCount = Atomic<Int>(0)
 
-    init(id: UInt32, capacity: Int, memory: EventMemory) {
+    init(id: UInt32, capacity: Int, memory: EventMemory, fault: EventFault? = nil) {
         self.id = id
         self.memory = memory
+        self.fault = fault.flatMap { $0.kind == .late ? nil : $0 }
         state = Mutex(TopicState(capacity: capacity))
     }
 
@@ -247,6 +285,11 @@ public final class Topic: Sendable {
             while cursor < s.nextSeq && result.copied < maxQueue {
                 let frame = s.frame(cursor)
                 if result.copied > 0 && bytes + frame.count > maxBytes { break }
+                if let fault, fault.hits(cursor) {
+                    let step = injectFault(fault, s, &cursor, &result.copied, into: &out)
+                    if step == .stop { break }
+                    if step == .skip { continue }
+                }
                 out.append(frame)
                 bytes += frame.count
                 cursor += 1
@@ -254,6 +297,32 @@ public final class Topic: Sendable {
             }
             out.commit()
             return result
+        }
+    }
+
+    enum FaultStep { case proceed, skip, stop }
+
+    /// Injects `fault` at `cursor` (push): drop skips the event; duplicate sends it twice;
+    /// reorder holds it back until the next exists, then sends the next one first.
+    private func injectFault(_ fault: EventFault, _ s: borrowing TopicState, _ cursor: inout UInt64, _ copied: inout Int,
+                             into out: inout ByteQueue) -> FaultStep {
+        switch fault.kind {
+        case .drop:
+            cursor += 1
+            return .skip
+        case .duplicate:
+            out.append(s.frame(cursor))
+            copied += 1
+            return .proceed
+        case .reorder:
+            guard cursor + 1 < s.nextSeq else { return .stop }
+            out.append(s.frame(cursor + 1))
+            out.append(s.frame(cursor))
+            cursor += 2
+            copied += 2
+            return .skip
+        case .late:
+            return .proceed
         }
     }
 
@@ -282,19 +351,31 @@ public final class Topic: Sendable {
             var size = Frame.headerSize + 8
             var count = 0
             while seq <= newest && count < maxEvents {
-                let frame = s.frame(seq)
-                let payload = frame.count - Frame.headerSize - Frame.eventFieldsSize
-                let record = Frame.eventRecordFieldsSize + payload
-                if count > 0 && size + record > maxFrame { break }
-                let at = out.reserve(record)
-                // seq and publish_ns as stored in the EVENT frame, then the length, then the payload.
-                at.copyMemory(from: frame.baseAddress! + 9, byteCount: 16)
-                Frame.writeUInt32(at + 16, UInt32(payload))
-                if payload > 0 { (at + 20).copyMemory(from: frame.baseAddress! + 25, byteCount: payload) }
-                out.extend(by: record)
-                size += record
-                count += 1
-                seq += 1
+                // The events to write here: this one, or per an injected fault none, it twice,
+                // or the next one first.
+                var first = s.frame(seq)
+                var second: UnsafeRawBufferPointer?
+                var advance: UInt64 = 1
+                if let fault, fault.hits(seq) {
+                    switch fault.kind {
+                    case .drop:
+                        seq += 1
+                        continue
+                    case .duplicate: second = first
+                    case .reorder where seq < newest:
+                        second = first
+                        first = s.frame(seq + 1)
+                        advance = 2
+                    default: break
+                    }
+                }
+                let need = Self.recordSize(first) + (second.map(Self.recordSize) ?? 0)
+                if count > 0 && size + need > maxFrame { break }
+                Self.writeRecord(first, into: &out)
+                if let second { Self.writeRecord(second, into: &out) }
+                size += need
+                count += second == nil ? 1 : 2
+                seq += advance
             }
             // The header and fields, now that the size is known (the queue may have moved:
             // find them from the end).
@@ -305,6 +386,23 @@ public final class Topic: Sendable {
             out.commit()
             return (count, after)
         }
+    }
+
+    /// An EVENTS record's size for a stored EVENT frame.
+    static func recordSize(_ frame: UnsafeRawBufferPointer) -> Int {
+        frame.count - Frame.headerSize - Frame.eventFieldsSize + Frame.eventRecordFieldsSize
+    }
+
+    /// Appends an EVENTS record made from a stored EVENT frame: seq and publish_ns as stored,
+    /// then the payload's length, then the payload.
+    static func writeRecord(_ frame: UnsafeRawBufferPointer, into out: inout ByteQueue) {
+        let payload = frame.count - Frame.headerSize - Frame.eventFieldsSize
+        let record = Frame.eventRecordFieldsSize + payload
+        let at = out.reserve(record)
+        at.copyMemory(from: frame.baseAddress! + 9, byteCount: 16)
+        Frame.writeUInt32(at + 16, UInt32(payload))
+        if payload > 0 { (at + 20).copyMemory(from: frame.baseAddress! + 25, byteCount: payload) }
+        out.extend(by: record)
     }
 
     func stopListening(_ address: ConnectionAddress) {
@@ -370,7 +468,7 @@ public final class Hub: Sendable {
         topics.withLock { topics in
             if let topic = topics[id] { return topic }
             guard topics.count < options.maxTopics else { return nil }
-            let topic = Topic(id: id, capacity: options.maxQueue, memory: memory)
+            let topic = Topic(id: id, capacity: options.maxQueue, memory: memory, fault: options.fault)
             topics[id] = topic
             return topic
         }
@@ -400,7 +498,8 @@ public final class Hub: Sendable {
         jobs.withLock { table in
             table.expire(now: now)
             guard let finish = table.finishAt[id] else { return .unknown }
-            return now < finish ? .pending : .done(completedAt: finish)
+            let late = options.fault?.kind == .late && id % options.fault!.every == 0 ? EventFault.lateNanoseconds : 0
+            return now < finish + late ? .pending : .done(completedAt: finish)
         }
     }
 
@@ -426,30 +525,55 @@ public final class Hub: Sendable {
         }
     }
 
-    /// Open loop: event k is due at start + k/rate and carries that time as its publish time,
-    /// so a late publisher shows up as latency instead of hiding it.
+    /// Open loop: each event falls due on the schedule (`--event-arrivals`: every 1/rate, or
+    /// exponential gaps of mean 1/rate) and carries its due time as its publish time, so a
+    /// late publisher shows up as latency instead of hiding it. Every topic that exists (a
+    /// client subscribed, waited or published there) gets each event.
     private func publishOnSchedule(_ sys: SystemCalls) {
         let interval = 1e9 / options.eventRate
         let start = ProcessResources.monotonicNanoseconds()
         let size = options.eventSize
+        var offset = 0.0  // the next event's due time after start, in nanoseconds
+        var random = SplitMix64(seed: 0x10BE_4C4E_5EED)
         var k: UInt64 = 0
         while !stopping.load(ordering: .relaxed) {
-            let due = start + UInt64(Double(k) * interval)
+            let due = start + UInt64(offset)
+            // An injected `late` fault holds every n-th event back 20 ms past its due time.
+            let heldBack = options.fault.map { $0.kind == .late && (k + 1) % $0.every == 0 } == true ? EventFault.lateNanoseconds : 0
             let now = ProcessResources.monotonicNanoseconds()
-            if now < due {
+            if now < due + heldBack {
                 // Short sleeps, so stop() never waits long.
-                let nap = min(due - now, 10_000_000)
+                let nap = min(due + heldBack - now, 10_000_000)
                 var ts = timespec(tv_sec: Int(nap / 1_000_000_000), tv_nsec: Int(nap % 1_000_000_000))
                 nanosleep(&ts, nil)
                 continue
             }
-            for topic in topics.withLock({ Array($0.values) }) where topic.listenerCount.load(ordering: .relaxed) > 0 {
+            for topic in topics.withLock({ Array($0.values) }) {
                 let published = topic.publish(time: due, payloadSize: size) { at, seq in
                     for i in 0..<size { at.storeBytes(of: serverEventByte(seq: seq, index: i), toByteOffset: i, as: UInt8.self) }
                 }
                 if published != nil { sys.count(.eventsPublished) }
             }
             k += 1
+            switch options.eventArrivals {
+            case .fixed: offset = Double(k) * interval
+            case .poisson: offset += -interval * log(1 - random.nextUnit())
+            }
         }
     }
+}
+
+/// A small seeded generator (SplitMix64), so a Poisson schedule is the same in every run.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }

@@ -22,6 +22,7 @@ struct IOBench: ParsableCommand {
 extension BackendKind: ExpressibleByArgument {}
 extension ServerPattern: ExpressibleByArgument {}
 extension SlowConsumerPolicy: ExpressibleByArgument {}
+extension EventArrivals: ExpressibleByArgument {}
 extension LoadPattern: ExpressibleByArgument {}
 
 /// Exit status for input the user can fix: one sentence on stderr, code 64 (EX_USAGE).

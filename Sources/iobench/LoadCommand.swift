@@ -25,16 +25,37 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Concurrent connections.")
     var connections: Int = 16
 
-    @Option(help: "Protocol: echo (bytes back as sent), rpc (framed requests, docs/PROTOCOL.md; start the server with the same --pattern), push (--connections subscribers; serve --pattern push --event-rate R) or long-poll (--connections pollers, each keeping a WAIT held; serve --pattern poll --event-rate R).")
+    @Option(help: "Protocol: echo (bytes back as sent), rpc (framed requests, docs/PROTOCOL.md; start the server with the same --pattern), push (subscribers; serve --pattern push), long-poll (pollers each keeping a WAIT held; serve --pattern poll) or short-poll (pollers asking every --poll-interval, or with --job-duration submitting jobs and polling STATUS; serve --pattern poll).")
     var pattern: LoadCommandPattern = .echo
 
-    @Option(help: "push, long-poll: the topic to listen to.")
+    @Option(help: "push, long-poll, short-poll: clients listening (the same as --connections).")
+    var subscribers: Int?
+
+    @Option(help: "push, long-poll, short-poll: the topic to listen to.")
     var topic: UInt32 = 1
+
+    @Option(help: "push, long-poll, short-poll: events per second. With --publishers, this generator publishes them (PUBLISH, fixed schedule, stamped with the due time); without, it is the rate the server was given (serve --event-rate), for the expected counts and short polling's theory.")
+    var eventRate: Double = 0
+
+    @Option(help: "push, long-poll, short-poll: connections that publish --event-rate events (0: the server's own events).")
+    var publishers: Int = 0
+
+    @Flag(help: "short-poll: the server's events arrive as a Poisson process (serve --event-arrivals poisson): compare the empty-poll fraction with e^(-rate × interval).")
+    var poissonEvents = false
+
+    @Option(help: "short-poll: time between one client's polls (for example 100ms).")
+    var pollInterval: Duration = Duration(0.1)
+
+    @Option(help: "short-poll: each job's duration; clients SUBMIT a job, poll STATUS until DONE, and start the next at a random moment (without it they poll the topic for events).")
+    var jobDuration: Duration?
 
     @Option(help: "long-poll: each WAIT's timeout (for example 30s).")
     var holdTimeout: Duration = Duration(30)
 
-    @Option(help: "push, long-poll: the server's process id (same host): report its CPU per delivered event over the window, and its memory per connection held, from /proc.")
+    @Option(help: "push: how many of the subscribers never read (to see what stalled subscribers do to the others).")
+    var stalled: Int = 0
+
+    @Option(help: "push, long-poll, short-poll: the server's process id (same host): report its CPU and context switches per delivered event over the window, and its memory per client, from /proc.")
     var serverPid: Int32?
 
     @Option(help: "Bytes per message (units: 64, 4k, 1m); for rpc, the payload of each request (a request adds 17 bytes of header, a response 13).")
@@ -82,12 +103,13 @@ struct LoadCommand: ParsableCommand {
     enum LoadCommandPattern: String, ExpressibleByArgument, CaseIterable {
         case echo, rpc, push
         case longPoll = "long-poll"
+        case shortPoll = "short-poll"
     }
 
     func run() throws {
         let address: SocketAddress
         do { address = try SocketAddress(parsing: target) } catch { exitForUsage(error) }
-        if pattern == .push || pattern == .longPoll {
+        if pattern == .push || pattern == .longPoll || pattern == .shortPoll {
             try runNotifications(address)
             return
         }
@@ -152,19 +174,35 @@ struct LoadCommand: ParsableCommand {
         }
     }
 
-    /// push and long-poll: listen to the server's own events on every connection, checking each.
+    /// push, long-poll and short-poll: listen to events on every client, checking each.
     func runNotifications(_ address: SocketAddress) throws {
         var options = NotificationLoadOptions(target: address)
-        options.mode = pattern == .push ? .push : .longPoll
-        options.connections = connections
+        options.mode = NotificationLoadOptions.Mode(rawValue: pattern.rawValue)!
+        options.connections = subscribers ?? connections
         options.topic = topic
         options.duration = duration.seconds
         options.warmup = warmup.seconds
         options.holdTimeoutMilliseconds = UInt32(min(holdTimeout.seconds * 1000, Double(Frame.maxDurationMilliseconds)).rounded())
+        options.pollInterval = pollInterval.seconds
+        options.jobDuration = jobDuration?.seconds
+        options.eventRate = eventRate
+        options.publishers = publishers
+        options.eventSize = size.bytes
+        options.poissonEvents = poissonEvents
+        options.stalled = stalled
         options.cpu = cpus?.cpus.first
         options.serverPID = serverPid
-        if connections + 64 > ProcessResources.raiseDescriptorLimit() {
-            exitForUsage(UsageError("\(connections) connections need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer connections"))
+        guard options.connections >= 1 else { exitForUsage(UsageError("--subscribers must be at least 1")) }
+        guard eventRate >= 0 && eventRate.isFinite && eventRate <= 1_000_000 else { exitForUsage(UsageError("--event-rate must be from 0 to 1000000 events per second")) }
+        guard publishers >= 0 && publishers <= 1024 else { exitForUsage(UsageError("--publishers must be from 0 to 1024")) }
+        guard publishers == 0 || eventRate > 0 else { exitForUsage(UsageError("--publishers needs --event-rate: the events per second they publish")) }
+        guard (0.001...3600).contains(pollInterval.seconds) else { exitForUsage(UsageError("--poll-interval must be from 1ms to 1h")) }
+        if let jobDuration, !(0...3600).contains(jobDuration.seconds) { exitForUsage(UsageError("--job-duration must be from 0 to 1h")) }
+        guard stalled >= 0 && stalled < options.connections else { exitForUsage(UsageError("--stalled must be from 0 to fewer than the subscribers")) }
+        guard stalled == 0 || pattern == .push else { exitForUsage(UsageError("--stalled is for --pattern push")) }
+        guard size.bytes <= 60_000 || publishers == 0 else { exitForUsage(UsageError("--size must be at most 60000 bytes for published events")) }
+        if options.connections + publishers + 64 > ProcessResources.raiseDescriptorLimit() {
+            exitForUsage(UsageError("\(options.connections) clients need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer"))
         }
         let result: NotificationLoadResult
         do {
@@ -173,34 +211,73 @@ struct LoadCommand: ParsableCommand {
             printError("iobench: \(error)")
             throw ExitCode.failure
         }
-        let us = { (ns: UInt64) in String(format: "%.1f", Double(ns) / 1000) }
-        let h = result.latency
-        let latency = h.totalCount == 0 ? "no events" :
-            "p50 \(us(h.valueAtPercentile(50)))  p99 \(us(h.valueAtPercentile(99)))  p99.9 \(us(h.valueAtPercentile(99.9)))  max \(us(h.max)) µs (from each event's publish time)"
-        if format == .json {
-            print("{\"pattern\":\"\(pattern.rawValue)\",\"connections\":\(connections),\"seconds\":\(result.seconds),\"deliveries\":\(result.deliveries),\"deliveries_per_second\":\(result.deliveriesPerSecond),\"answers\":\(result.answers),\"timeouts\":\(result.timeouts),\"gaps\":\(result.gaps),\"duplicates\":\(result.duplicates),\"payload_errors\":\(result.payloadErrors),\"latency_p50_us\":\(Double(h.valueAtPercentile(50)) / 1000),\"latency_p99_us\":\(Double(h.valueAtPercentile(99)) / 1000),\"latency_max_us\":\(Double(h.max) / 1000),\"generator_cpu_seconds\":\(result.generatorCPUSeconds),\"server_cpu_us_per_delivery\":\(json(result.serverMicrosecondsPerDelivery)),\"server_rss_before\":\(json(result.serverRSSBefore.map(Double.init))),\"server_rss_held\":\(json(result.serverRSSHeld.map(Double.init))),\"server_bytes_per_connection\":\(json(result.serverBytesPerConnection))}")
-        } else {
-            print("""
-            target      \(target): \(connections) \(pattern == .push ? "subscribers" : "long pollers") on topic \(topic)
-            measured    \(String(format: "%.2f", result.seconds)) s after \(warmup.seconds) s warm-up
-            deliveries  \(result.deliveries) (\(formatCount(result.deliveriesPerSecond))/s)\(pattern == .longPoll ? ", \(result.answers) EVENTS answers, \(result.timeouts) timeouts" : "")
-            latency     \(latency)
-            checked     \(result.gaps) missing, \(result.duplicates) duplicated, \(result.payloadErrors) wrong payloads
-            generator   \(String(format: "%.2f", result.generatorCPUSeconds)) s of CPU
-            """)
-            if let perDelivery = result.serverMicrosecondsPerDelivery, let cpu = result.serverCPUSeconds {
-                print("server      \(String(format: "%.3f", cpu)) s of CPU in the window: \(String(format: "%.2f", perDelivery)) µs per delivered event")
-            }
-            if let perConnection = result.serverBytesPerConnection, let before = result.serverRSSBefore, let held = result.serverRSSHeld {
-                print("memory      server RSS \(before / 1024) KiB before, \(held / 1024) KiB with \(connections) held: \(Int(perConnection)) B per connection")
-            }
+        let fields = result.fields
+        switch format {
+        case .json:
+            print("{" + fields.map { "\"\($0.name)\":" + (Double($0.value) != nil ? $0.value : "\"\($0.value)\"") }.joined(separator: ",") + "}")
+        case .csv:
+            print(CSV.write([ResultRow(Dictionary(uniqueKeysWithValues: fields.map { ($0.name, $0.value) }))], columns: fields.map(\.name)), terminator: "")
+        case .table:
+            print(notificationSummary(result))
         }
         let problems = result.errors + (result.duplicates > 0 ? ["\(result.duplicates) events delivered twice"] : [])
+            + (result.gaps > 0 ? ["\(result.gaps) events missing (gaps in seq): the server dropped them (drop-oldest acts on a subscriber more than --max-queue behind) or lost them"] : [])
+            + (result.reorders > 0 ? ["\(result.reorders) events delivered after a later one"] : [])
             + (result.payloadErrors > 0 ? ["\(result.payloadErrors) events with a wrong payload"] : [])
         if !problems.isEmpty {
             printError("iobench: \(problems.joined(separator: "; "))")
             throw ExitCode.failure
         }
+    }
+
+    func notificationSummary(_ r: NotificationLoadResult) -> String {
+        let o = r.options
+        let us = { (ns: UInt64) in String(format: "%.1f", Double(ns) / 1000) }
+        func percentiles(_ h: LatencyHistogram) -> String {
+            guard h.totalCount > 0 else { return "none" }
+            return "p50 \(us(h.valueAtPercentile(50)))  p99 \(us(h.valueAtPercentile(99)))  p99.9 \(us(h.valueAtPercentile(99.9)))  max \(us(h.max)) µs"
+        }
+        let who: String
+        switch o.mode {
+        case .push: who = "\(o.connections) subscribers\(o.stalled > 0 ? " (\(o.stalled) stalled)" : "")"
+        case .longPoll: who = "\(o.connections) long pollers (WAIT timeout \(o.holdTimeoutMilliseconds) ms)"
+        case .shortPoll: who = "\(o.connections) short pollers every \(String(format: "%g", o.pollInterval * 1000)) ms" + (o.jobDuration.map { ", jobs of \(String(format: "%g", $0 * 1000)) ms" } ?? "")
+        }
+        let source = o.publishers > 0 ? "\(o.publishers) publishers at \(formatCount(o.eventRate))/s" : "the server's own events"
+        var lines = [
+            "target      \(target): \(who) on topic \(o.topic), \(source)",
+            "measured    \(String(format: "%.2f", r.seconds)) s after \(o.warmup) s warm-up",
+            "deliveries  \(r.deliveries) (\(formatCount(r.deliveriesPerSecond))/s)",
+            "latency     \(percentiles(r.latency)) (from each event's publish time\(o.jobDuration != nil ? " or job's completion" : ""))",
+        ]
+        if r.broadcasts > 0 {
+            lines.append("broadcast   \(r.broadcasts) reached every listener: completion \(percentiles(r.broadcastCompletion)); skew p50 \(us(r.broadcastSkew.valueAtPercentile(50))) p99 \(us(r.broadcastSkew.valueAtPercentile(99))) µs\(r.incompleteBroadcasts > 0 ? "; \(r.incompleteBroadcasts) not complete by the end" : "")")
+        }
+        if o.mode == .longPoll {
+            lines.append("long poll   \(r.answers) EVENTS answers, \(r.timeouts) timeouts, \(r.caughtUp) events caught up; wake \(percentiles(r.wakeLatency))")
+            if r.timeoutLateness.totalCount > 0 { lines.append("timeouts    after their deadline: \(percentiles(r.timeoutLateness))") }
+        }
+        if o.mode == .shortPoll {
+            let empty = r.emptyPollFraction.map { String(format: "%.3f", $0) } ?? "-"
+            let theory = r.theoreticalEmptyFraction.map { String(format: "%.3f", $0) } ?? "-"
+            lines.append("short poll  \(r.polls) polls (\(formatCount(Double(r.polls) / max(r.seconds, 0.001)))/s), empty \(empty) (theory \(theory)), \(r.latePolls) late; \(r.emptyPolls > 0 ? String(format: "%.1f", Double(r.emptyPollBytes) / Double(r.emptyPolls)) : "-") B per empty round trip")
+            if let mean = r.meanLatency, let theory = r.theoreticalNoticeLatency {
+                lines.append("notice      mean \(String(format: "%.1f", mean / 1000)) µs, theory (interval/2 + round trip) \(String(format: "%.1f", theory / 1000)) µs")
+            }
+        }
+        lines.append("wire        \(r.requests) requests, \(r.bytesSent) B sent, \(r.bytesReceived) B received\(r.deliveries > 0 ? String(format: ": %.2f requests and %.1f B per event", Double(r.requests) / Double(r.deliveries), Double(r.bytesSent + r.bytesReceived) / Double(r.deliveries)) : "")")
+        lines.append("checked     \(r.gaps) missing, \(r.duplicates) duplicated, \(r.reorders) reordered, \(r.payloadErrors) wrong payloads")
+        lines.append("generator   \(String(format: "%.2f", r.generatorCPUSeconds)) s of CPU (\(Int(r.generatorUtilization * 100))%)")
+        if let perDelivery = r.serverMicrosecondsPerDelivery, let cpu = r.serverCPUSeconds {
+            lines.append("server      \(String(format: "%.3f", cpu)) s of CPU in the window: \(String(format: "%.2f", perDelivery)) µs per delivered event")
+        }
+        if let perConnection = r.serverBytesPerConnection, let before = r.serverRSSBefore, let held = r.serverRSSHeld {
+            lines.append("memory      server RSS \(before / 1024) KiB before, \(held / 1024) KiB with \(o.connections) clients: \(Int(perConnection)) B per client\(r.serverRSSEnd.map { ", \($0 / 1024) KiB at the end" } ?? "")")
+        }
+        if r.generatorUtilization >= Bottleneck.saturation {
+            lines.append("warning: the generator used \(Int(r.generatorUtilization * 100))% of its CPU: latencies partly measure it")
+        }
+        return lines.joined(separator: "\n")
     }
 
     func json(_ value: Double?) -> String { value.map { "\($0)" } ?? "null" }

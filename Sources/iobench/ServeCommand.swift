@@ -33,8 +33,11 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "push: what happens to a subscriber with more than --max-queue events waiting: drop-oldest (skip the oldest; the subscriber sees the gap by sequence number) or disconnect.")
     var slowConsumer: SlowConsumerPolicy = .dropOldest
 
-    @Option(help: "push, poll: events the server itself publishes per second to every topic that has a subscriber or a held WAIT (0: only PUBLISH frames publish).")
+    @Option(help: "push, poll: events the server itself publishes per second to every topic that exists (one a client subscribed, waited or published to; 0: only PUBLISH frames publish).")
     var eventRate: Double = 0
+
+    @Option(help: "push, poll: when the server's own events fall due: fixed (every 1/rate) or poisson (exponential gaps of mean 1/rate, from a fixed seed).")
+    var eventArrivals: EventArrivals = .fixed
 
     @Option(help: "push, poll: payload size of the server's own events.")
     var eventSize: String = "64"
@@ -98,6 +101,10 @@ struct ServeCommand: ParsableCommand {
 
     @Option(help: .hidden)
     var injectAllocations: Int = 0
+
+    /// KIND:EVERY (drop, duplicate, reorder, late): a fault clients must catch.
+    @Option(help: .hidden)
+    var injectEventFault: String?
 
     func validate() throws {
         guard (0...65535).contains(port) else {
@@ -167,6 +174,13 @@ struct ServeCommand: ParsableCommand {
                 throw UsageError("--event-rate \(eventRate) is out of range: use 0 to 1000000 events per second")
             }
             configuration.notifications.eventRate = eventRate
+            configuration.notifications.eventArrivals = eventArrivals
+            if let injectEventFault {
+                guard let fault = EventFault(parsing: injectEventFault) else {
+                    throw UsageError("--inject-event-fault \(injectEventFault) is not KIND:EVERY with KIND drop, duplicate, reorder or late and EVERY at least 2")
+                }
+                configuration.notifications.fault = fault
+            }
             let eventBytes = try Units.parseByteCount(eventSize)
             guard (0...(configuration.maxFrameSize - Frame.eventOverhead)).contains(eventBytes) else {
                 throw UsageError("--event-size \(eventSize) is out of range: use 0 to \(configuration.maxFrameSize - Frame.eventOverhead) (--max-frame minus \(Frame.eventOverhead))")
