@@ -533,31 +533,54 @@ public final class Hub: Sendable {
         let interval = 1e9 / options.eventRate
         let start = ProcessResources.monotonicNanoseconds()
         let size = options.eventSize
-        var offset = 0.0  // the next event's due time after start, in nanoseconds
-        var random = SplitMix64(seed: 0x10BE_4C4E_5EED)
-        var k: UInt64 = 0
+        // Fixed: one schedule for every topic. Poisson: each topic its own stream, seeded by
+        // its id, so topics are independent samples and every run has the same schedule.
+        struct Stream {
+            var k: UInt64 = 0
+            var offset = 0.0  // the next event's due time after start, in nanoseconds
+            var random: SplitMix64
+        }
+        var streams: [UInt32: Stream] = [:]
+        var shared = Stream(random: SplitMix64(seed: 0))
         while !stopping.load(ordering: .relaxed) {
-            let due = start + UInt64(offset)
+            let all = topics.withLock { Array($0.values) }
+            var next: (due: UInt64, topic: Topic?) = (start + UInt64(shared.offset), nil)
+            if options.eventArrivals == .poisson {
+                next = (UInt64.max, nil)
+                for topic in all {
+                    if streams[topic.id] == nil {
+                        var stream = Stream(random: SplitMix64(seed: 0x10BE_4C4E_5EED &+ UInt64(topic.id)))
+                        stream.offset = Double(ProcessResources.monotonicNanoseconds() - start) - interval * log(1 - stream.random.nextUnit())
+                        streams[topic.id] = stream
+                    }
+                    let due = start + UInt64(streams[topic.id]!.offset)
+                    if due < next.due { next = (due, topic) }
+                }
+                if next.topic == nil { next.due = ProcessResources.monotonicNanoseconds() + 10_000_000 }
+            }
+            let k = next.topic.map { streams[$0.id]!.k } ?? shared.k
             // An injected `late` fault holds every n-th event back 20 ms past its due time.
             let heldBack = options.fault.map { $0.kind == .late && (k + 1) % $0.every == 0 } == true ? EventFault.lateNanoseconds : 0
             let now = ProcessResources.monotonicNanoseconds()
-            if now < due + heldBack {
-                // Short sleeps, so stop() never waits long.
-                let nap = min(due + heldBack - now, 10_000_000)
+            if now < next.due + heldBack {
+                // Short sleeps, so stop() never waits long and new topics join soon.
+                let nap = min(next.due + heldBack - now, 10_000_000)
                 var ts = timespec(tv_sec: Int(nap / 1_000_000_000), tv_nsec: Int(nap % 1_000_000_000))
                 nanosleep(&ts, nil)
                 continue
             }
-            for topic in topics.withLock({ Array($0.values) }) {
-                let published = topic.publish(time: due, payloadSize: size) { at, seq in
+            for topic in next.topic.map({ [$0] }) ?? all {
+                let published = topic.publish(time: next.due, payloadSize: size) { at, seq in
                     for i in 0..<size { at.storeBytes(of: serverEventByte(seq: seq, index: i), toByteOffset: i, as: UInt8.self) }
                 }
                 if published != nil { sys.count(.eventsPublished) }
             }
-            k += 1
-            switch options.eventArrivals {
-            case .fixed: offset = Double(k) * interval
-            case .poisson: offset += -interval * log(1 - random.nextUnit())
+            if let topic = next.topic {
+                streams[topic.id]!.k += 1
+                streams[topic.id]!.offset += -interval * log(1 - streams[topic.id]!.random.nextUnit())
+            } else {
+                shared.k += 1
+                shared.offset = Double(shared.k) * interval
             }
         }
     }

@@ -34,6 +34,9 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "push, long-poll, short-poll: the topic to listen to.")
     var topic: UInt32 = 1
 
+    @Option(help: "push, long-poll, short-poll: spread the clients over this many topics (--topic and up); with serve --event-arrivals poisson each topic has its own independent stream of events.")
+    var topics: Int = 1
+
     @Option(help: "push, long-poll, short-poll: events per second. With --publishers, this generator publishes them (PUBLISH, fixed schedule, stamped with the due time); without, it is the rate the server was given (serve --event-rate), for the expected counts and short polling's theory.")
     var eventRate: Double = 0
 
@@ -180,6 +183,8 @@ struct LoadCommand: ParsableCommand {
         options.mode = NotificationLoadOptions.Mode(rawValue: pattern.rawValue)!
         options.connections = subscribers ?? connections
         options.topic = topic
+        options.topics = topics
+        guard topics >= 1 && topics <= 65_536 else { exitForUsage(UsageError("--topics must be from 1 to 65536")) }
         options.duration = duration.seconds
         options.warmup = warmup.seconds
         options.holdTimeoutMilliseconds = UInt32(min(holdTimeout.seconds * 1000, Double(Frame.maxDurationMilliseconds)).rounded())

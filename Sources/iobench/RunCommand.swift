@@ -204,7 +204,26 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "List every spread warning instead of one summary line.")
     var verbose = false
 
+    @Option(help: "The notification comparison instead of echo cells: push, push-stalled (1% of subscribers never read), long-poll, long-poll-timeouts (every WAIT times out together), short-poll (one cell per --poll-intervals). The same --event-rate to the same --clients on one topic, every --backends, a fresh pinned server per cell; writes results/notify/RUN.csv.")
+    var patterns: ListOf<String>?
+
+    @Option(help: "--patterns: clients per cell (default 1000).")
+    var clients: ListOf<Int>?
+
+    @Option(help: "--patterns: events per second the server publishes (Poisson arrivals, 64 B; default 10).")
+    var eventRate: Double = 10
+
+    @Option(help: "--patterns: short-poll intervals (default 100ms,1s).")
+    var pollIntervals: ListOf<Duration>?
+
+    @Option(help: "--patterns long-poll: each WAIT's timeout (default 30s); long-poll-timeouts uses 2s.")
+    var holdTimeout: Duration = Duration(30)
+
     func run() throws {
+        if let patterns {
+            try runPatterns(patterns.values)
+            return
+        }
         let plan: RunPlan
         do { plan = try matrix.makePlan() } catch let error as UsageError { exitForUsage(error) }
         let names = plan.targets.map(\.description)
@@ -219,6 +238,68 @@ struct RunCommand: ParsableCommand {
         let errors = rows.compactMap { $0.int("errors") }.reduce(0, +)
         if errors > 0 {
             printError("iobench: \(errors) errors across the run (see the errors column)")
+            throw ExitCode.failure
+        }
+    }
+}
+
+extension RunCommand {
+    /// `--patterns`: the notification comparison.
+    func runPatterns(_ names: [String]) throws {
+        var plan = NotificationPlan(executable: selfExecutable())
+        plan.backends = matrix.backends.values
+        plan.clients = clients?.values ?? [1000]
+        plan.eventRate = eventRate
+        plan.repetitions = matrix.repetitions ?? 3
+        plan.duration = matrix.duration?.seconds ?? 5
+        plan.warmup = matrix.warmup?.seconds ?? 1
+        plan.holdTimeout = holdTimeout.seconds
+        plan.serverCPUs = matrix.serverCPUs.cpus
+        let rest = Array(0..<ProcessInfo.processInfo.activeProcessorCount).filter { !plan.serverCPUs.contains($0) }
+        plan.clientCPU = matrix.clientCPUs?.cpus.first ?? rest.first ?? 0
+        guard eventRate > 0 && eventRate <= 100_000 else { exitForUsage(UsageError("--event-rate must be from 0 to 100000 events per second")) }
+        guard plan.clients.allSatisfy({ $0 >= 1 }) else { exitForUsage(UsageError("--clients must be at least 1")) }
+        guard matrix.externals.isEmpty && matrix.variants.isEmpty else {
+            exitForUsage(UsageError("--patterns measures our backends and the NIO peer: drop --external and --variant"))
+        }
+        let intervals = pollIntervals?.values.map(\.seconds) ?? [0.1, 1]
+        guard intervals.allSatisfy({ (0.001...3600).contains($0) }) else { exitForUsage(UsageError("--poll-intervals must be from 1ms to 1h")) }
+        for name in names {
+            switch name {
+            case "push": plan.cells.append(.push)
+            case "push-stalled": plan.cells.append(.pushStalled)
+            case "long-poll": plan.cells.append(.longPoll)
+            case "long-poll-timeouts": plan.cells.append(.longPollTimeouts)
+            case "short-poll": plan.cells += intervals.map { .shortPoll(interval: $0) }
+            default: exitForUsage(UsageError("--patterns \(name) is not one of push, push-stalled, long-poll, long-poll-timeouts, short-poll"))
+            }
+        }
+        let largest = plan.clients.max() ?? 0
+        if largest + 64 > ProcessResources.raiseDescriptorLimit() {
+            exitForUsage(UsageError("\(largest) clients need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer"))
+        }
+        let runner = NotificationRunner(plan: plan)
+        let progress = ProgressLine(quiet: quiet)
+        runner.status = { progress.show($0) }
+        let rows: [ResultRow]
+        do {
+            rows = try runner.run()
+        } catch {
+            progress.clear()
+            printError("iobench: the run failed: \(error)")
+            throw ExitCode.failure
+        }
+        progress.clear()
+        print(NotificationRunner.render(rows))
+        let destination = out == "results/runs" ? "results/notify" : out
+        let path = try writeCSV(rows, to: destination, runID: runner.runID)
+        print("CSV: \(path)")
+        let failed = rows.filter { ($0.int("errors") ?? 0) > 0 }
+        if !failed.isEmpty {
+            for row in failed.prefix(5) {
+                printError("iobench: \(row["clients"] ?? "?") clients, \(row["cell"] ?? "?"), \(row["backend"] ?? "?"): \(row["error_detail"] ?? "")")
+            }
+            printError("iobench: \(failed.count) cells had errors (see the error_detail column)")
             throw ExitCode.failure
         }
     }

@@ -1,0 +1,284 @@
+import EchoCore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The notification comparison (`iobench run --patterns`): the same events per second to the
+/// same clients by push, long polling and short polling, on every backend, each cell with a
+/// fresh pinned server, repeated, the order rotating between repetitions.
+public struct NotificationPlan: Sendable {
+    /// One way of telling clients about events.
+    public enum Cell: Sendable, Equatable, CustomStringConvertible {
+        case push
+        /// push with 1% of the subscribers (at least one) never reading.
+        case pushStalled
+        case longPoll
+        /// Every client holds a WAIT and no event comes: they all time out together.
+        case longPollTimeouts
+        case shortPoll(interval: Double)
+
+        public var description: String {
+            switch self {
+            case .push: "push"
+            case .pushStalled: "push, 1% stalled"
+            case .longPoll: "long-poll"
+            case .longPollTimeouts: "long-poll timeouts"
+            case .shortPoll(let t): "short-poll \(NotificationPlan.milliseconds(t))"
+            }
+        }
+
+        /// The server's `--pattern`.
+        var servePattern: String {
+            switch self {
+            case .push, .pushStalled: "push"
+            default: "poll"
+            }
+        }
+    }
+
+    public var backends: [BackendKind] = BackendKind.allCases
+    public var cells: [Cell] = []
+    public var clients: [Int] = [1000]
+    /// Events per second on the one topic every client listens to (the server's own events,
+    /// Poisson arrivals, 64 B).
+    public var eventRate = 10.0
+    public var eventSize = 64
+    public var repetitions = 3
+    public var duration = 5.0
+    public var warmup = 1.0
+    public var holdTimeout = 30.0
+    /// long-poll timeouts: the WAITs' timeout.
+    public var timeoutCellTimeout = 2.0
+    public var serverCPUs = [0]
+    public var clientCPU = 1
+    public var executable: String
+
+    public init(executable: String) { self.executable = executable }
+
+    static func milliseconds(_ seconds: Double) -> String {
+        seconds >= 1 ? String(format: "%gs", seconds) : String(format: "%gms", seconds * 1000)
+    }
+}
+
+public final class NotificationRunner {
+    public let plan: NotificationPlan
+    public let machine: MachineInfo
+    public let runID: String
+    /// Called with a line of progress before each cell.
+    public var status: (String) -> Void = { _ in }
+
+    public init(plan: NotificationPlan, machine: MachineInfo = .current()) {
+        self.plan = plan
+        self.machine = machine
+        let formatter = DateFormatter()
+        formatter.dateFormat = "yyyy-MM-dd'T'HHmmss'Z'"
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        runID = "\(formatter.string(from: Date()))-\(machine.host)"
+    }
+
+    public var cellCount: Int { plan.clients.count * plan.cells.count * plan.backends.count * plan.repetitions }
+
+    /// Runs every cell; a cell's failure is recorded in its row (errors), not thrown, except
+    /// when a server cannot start.
+    public func run() throws -> [ResultRow] {
+        var rows: [ResultRow] = []
+        var done = 0
+        for clients in plan.clients {
+            for repetition in 1...plan.repetitions {
+                // Rotate the backends' order between repetitions, as the echo matrix does.
+                let shift = (repetition - 1) % max(plan.backends.count, 1)
+                let backends = Array(plan.backends[shift...] + plan.backends[..<shift])
+                for cell in plan.cells {
+                    for backend in backends {
+                        done += 1
+                        status("[\(done)/\(cellCount)] \(clients) clients, \(cell), \(backend), repetition \(repetition)/\(plan.repetitions)")
+                        rows.append(try measure(cell, backend: backend, clients: clients, repetition: repetition))
+                    }
+                }
+            }
+        }
+        return rows
+    }
+
+    func serveArguments(_ cell: NotificationPlan.Cell, backend: BackendKind) -> [String] {
+        let rate = cell == .longPollTimeouts ? 0 : plan.eventRate
+        return ["serve", "--backend", backend.rawValue, "--pattern", cell.servePattern, "--port", "0", "--quit-on-eof",
+                "--threads", "1", "--cpus", plan.serverCPUs.map(String.init).joined(separator: ","),
+                "--event-rate", "\(rate)", "--event-arrivals", "poisson", "--event-size", "\(plan.eventSize)"]
+    }
+
+    func loadOptions(_ cell: NotificationPlan.Cell, target: SocketAddress, clients: Int, serverPID: Int32) -> NotificationLoadOptions {
+        var o = NotificationLoadOptions(target: target)
+        o.connections = clients
+        o.duration = plan.duration
+        o.warmup = plan.warmup
+        o.eventRate = plan.eventRate
+        o.poissonEvents = true
+        o.cpu = plan.clientCPU
+        o.serverPID = serverPID
+        o.holdTimeoutMilliseconds = UInt32(plan.holdTimeout * 1000)
+        switch cell {
+        case .push: o.mode = .push
+        case .pushStalled:
+            o.mode = .push
+            o.stalled = max(1, clients / 100)
+        case .longPoll: o.mode = .longPoll
+        case .longPollTimeouts:
+            o.mode = .longPoll
+            o.eventRate = 0
+            o.warmup = 0
+            o.holdTimeoutMilliseconds = UInt32(plan.timeoutCellTimeout * 1000)
+            // The window closes after the first round of timeouts, before the second.
+            o.duration = plan.timeoutCellTimeout * 1.5
+        case .shortPoll(let t):
+            o.mode = .shortPoll
+            o.pollInterval = t
+        }
+        return o
+    }
+
+    func measure(_ cell: NotificationPlan.Cell, backend: BackendKind, clients: Int, repetition: Int) throws -> ResultRow {
+        let arguments = serveArguments(cell, backend: backend)
+        let server = try ServerProcess(executable: plan.executable, arguments: arguments)
+        let options = loadOptions(cell, target: server.address, clients: clients, serverPID: server.pid)
+        var row = ResultRow()
+        var result: NotificationLoadResult?
+        var failure: String?
+        do {
+            result = try NotificationLoad.run(options)
+        } catch {
+            failure = "\(error)"
+        }
+        let stats = try? server.stats()
+        let stopped = server.stop()
+        if let result {
+            for (name, value) in result.fields { row[name] = value }
+            if !result.errors.isEmpty { failure = result.errors.prefix(3).joined(separator: "; ") }
+        }
+        row["cell"] = cell.description
+        row["backend"] = backend.rawValue
+        row["repetition"] = "\(repetition)"
+        row["clients"] = "\(clients)"
+        row["run_id"] = runID
+        row["host"] = machine.host
+        row["kernel"] = machine.kernel
+        row["cpu_model"] = machine.cpuModel
+        row["cores"] = "\(machine.cores)"
+        row["swift_version"] = machine.swiftVersion
+        row["git_commit"] = machine.gitCommit
+        row["git_dirty"] = machine.gitDirty ? "yes" : "no"
+        row["build_config"] = machine.buildConfiguration
+        row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: ",")
+        row["client_cpus"] = "\(plan.clientCPU)"
+        if let n = stats?.notification("events_dropped") { row["server_events_dropped"] = "\(n)" }
+        if let n = stats?.notification("slow_disconnects") { row["server_slow_disconnects"] = "\(n)" }
+        if let n = stats?.notification("events_delivered") { row["server_events_delivered"] = "\(n)" }
+        if let n = stats?.notification("waits_timed_out") { row["server_waits_timed_out"] = "\(n)" }
+        // The bottleneck: a side that used (nearly) all of its CPUs.
+        let serverUtil = row.double("server_cpu_util") ?? 0
+        let generatorUtil = row.double("generator_cpu_util") ?? 0
+        let capacity = backend == .blocking || backend == .nio ? Double(plan.serverCPUs.count) : 1
+        row["bottleneck"] = serverUtil >= Bottleneck.saturation * capacity ? "server" : generatorUtil >= Bottleneck.saturation ? "generator" : "neither"
+        let load = NotificationLoad.commandLine(options)
+        row["command"] = "iobench " + arguments.joined(separator: " ") + " & " + load
+        if failure == nil && stopped.exitStatus != 0 { failure = "the server exited with status \(stopped.exitStatus)" }
+        row["error_detail"] = failure ?? ""
+        row["errors"] = failure == nil ? (row["errors"] ?? "0") : "\(max(1, row.int("errors") ?? 1))"
+        return row
+    }
+
+    // MARK: The table
+
+    /// The comparison: per client count, one row per backend and a column per cell, each
+    /// figure a median with its interval over the repetitions; per backend the cell with the
+    /// least server CPU per delivered event is starred.
+    public static func render(_ rows: [ResultRow], markdown: Bool = true) -> String {
+        var out = ""
+        var clientCounts: [String] = []
+        for row in rows where !clientCounts.contains(row["clients"] ?? "") { clientCounts.append(row["clients"] ?? "") }
+        for clients in clientCounts {
+            let these = rows.filter { $0["clients"] == clients }
+            var cells: [String] = []
+            var backends: [String] = []
+            for row in these {
+                if !cells.contains(row["cell"] ?? "") { cells.append(row["cell"] ?? "") }
+                if !backends.contains(row["backend"] ?? "") { backends.append(row["backend"] ?? "") }
+            }
+            let rate = these.first?["event_rate"] ?? "?"
+            out += "\n**\(clients) clients, \(rate) events/s (Poisson, 64 B) on one topic**: server CPU µs per delivered event, median [95% interval] of \(these.compactMap { $0.int("repetition") }.max() ?? 0) runs; ★ the cheapest way per backend.\n\n"
+            let figures: [(String, String, (Double) -> String)] = [
+                ("server_cpu_us_per_event", "CPU µs/event", { String(format: "%.2f", $0) }),
+                ("latency_p50_us", "latency p50 ms", { String(format: "%.2f", $0 / 1000) }),
+                ("latency_p99_us", "latency p99 ms", { String(format: "%.2f", $0 / 1000) }),
+                ("wire_bytes_per_event", "wire B/event", { String(format: "%.0f", $0) }),
+                ("requests_per_event", "requests/event", { String(format: "%.2f", $0) }),
+                ("server_bytes_per_client", "RSS B/client", { String(format: "%.0f", $0) }),
+                ("broadcast_p99_us", "broadcast p99 ms", { String(format: "%.2f", $0 / 1000) }),
+                ("wake_p99_us", "wake p99 ms", { String(format: "%.2f", $0 / 1000) }),
+                ("timeout_late_max_us", "timeout late max ms", { String(format: "%.2f", $0 / 1000) }),
+                ("empty_fraction", "empty polls", { String(format: "%.3f", $0) }),
+                ("empty_fraction_theory", "empty theory", { String(format: "%.3f", $0) }),
+                ("server_threads", "server threads", { String(format: "%.0f", $0) }),
+            ]
+            var table: [[String]] = [["backend", "figure"] + cells]
+            for backend in backends {
+                let cost: [String: Double] = Dictionary(uniqueKeysWithValues: cells.compactMap { cell in
+                    let values = these.filter { $0["backend"] == backend && $0["cell"] == cell && ($0.int("errors") ?? 0) == 0 }.compactMap { $0.double("server_cpu_us_per_event") }
+                    return Statistics.median(values).map { (cell, $0) }
+                })
+                let cheapest = cost.filter { !$0.key.contains("timeouts") && !$0.key.contains("stalled") }.min { $0.value < $1.value }?.key
+                for (index, figure) in figures.enumerated() {
+                    // A figure no cell of this backend has is left out.
+                    guard these.contains(where: { $0["backend"] == backend && !($0[figure.0] ?? "").isEmpty }) else { continue }
+                    var line = [index == 0 ? backend : "", figure.1]
+                    for cell in cells {
+                        let runs = these.filter { $0["backend"] == backend && $0["cell"] == cell }
+                        let failed = runs.contains { ($0.int("errors") ?? 0) > 0 }
+                        let values = runs.compactMap { $0.double(figure.0) }
+                        guard let estimate = Statistics.medianInterval(values) else { line.append(failed ? "failed" : "-"); continue }
+                        var text = figure.2(estimate.value)
+                        if values.count > 1 { text += " [\(figure.2(estimate.low)), \(figure.2(estimate.high))]" }
+                        if index == 0 && cell == cheapest { text += " ★" }
+                        if index == 0 && runs.contains(where: { $0["bottleneck"] == "server" }) { text += " (server saturated)" }
+                        if index == 0 && runs.contains(where: { $0["bottleneck"] == "generator" }) { text += " (generator saturated)" }
+                        if failed { text += " (errors)" }
+                        line.append(text)
+                    }
+                    table.append(line)
+                }
+            }
+            out += markdown ? markdownTable(table) : SummaryTable.align(table)
+        }
+        return out
+    }
+
+    static func markdownTable(_ table: [[String]]) -> String {
+        table.enumerated().map { index, row in
+            let line = "| " + row.joined(separator: " | ") + " |"
+            return index == 0 ? line + "\n|" + String(repeating: " --- |", count: row.count) : line
+        }.joined(separator: "\n") + "\n"
+    }
+}
+
+extension NotificationLoad {
+    /// The `iobench load` command that runs `options` (for the CSV's command column).
+    public static func commandLine(_ o: NotificationLoadOptions) -> String {
+        var parts = ["iobench load --target \(o.target) --pattern \(o.mode.rawValue) --subscribers \(o.connections)",
+                     "--duration \(o.duration) --warmup \(o.warmup)"]
+        if let cpu = o.cpu { parts.append("--cpus \(cpu)") }
+        if o.eventRate > 0 { parts.append("--event-rate \(o.eventRate)") }
+        if o.publishers > 0 { parts.append("--publishers \(o.publishers)") }
+        if o.poissonEvents { parts.append("--poisson-events") }
+        if o.stalled > 0 { parts.append("--stalled \(o.stalled)") }
+        switch o.mode {
+        case .push: break
+        case .longPoll: parts.append("--hold-timeout \(o.holdTimeoutMilliseconds)ms")
+        case .shortPoll:
+            parts.append("--poll-interval \(NotificationPlan.milliseconds(o.pollInterval))")
+            if let d = o.jobDuration { parts.append("--job-duration \(NotificationPlan.milliseconds(d))") }
+        }
+        parts.append("--server-pid PID")
+        return parts.joined(separator: " ")
+    }
+}
