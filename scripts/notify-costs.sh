@@ -57,12 +57,12 @@ for backend in $BACKENDS; do
         python3 - "$COMMIT" "$KERNEL" "$CPU" "$backend" "$kind" "${args[2]}" "${args[3]}" "$command" "$json" >> "$OUT" <<'PY'
 import json, sys
 commit, kernel, cpu, backend, kind, connections, rate, command, text = sys.argv[1:]
-d = json.loads(text)
+d = {k: (None if v == "" else v) for k, v in json.loads(text).items()}
 f = lambda v, n=2: "" if v is None else ("%.*f" % (n, v))
 print(",".join([commit, kernel, cpu, backend, kind, connections, rate, str(d["deliveries"]), str(d["gaps"]), str(d["duplicates"]),
-                f(d["latency_p50_us"], 1), f(d["latency_p99_us"], 1), f(d["server_cpu_us_per_delivery"]),
+                f(d["latency_p50_us"], 1), f(d["latency_p99_us"], 1), f(d["server_cpu_us_per_event"]),
                 str(int(d["server_rss_before"] or 0)), str(int(d["server_rss_held"] or 0)),
-                f(d["server_bytes_per_connection"], 0), '"' + command + '"']))
+                f(d["server_bytes_per_client"], 0), '"' + command + '"']))
 PY
     done
 done

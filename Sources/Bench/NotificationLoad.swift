@@ -40,6 +40,9 @@ public struct NotificationLoadOptions: Sendable {
     public var warmup = 1.0
     /// long-poll: each WAIT's timeout.
     public var holdTimeoutMilliseconds: UInt32 = 30_000
+    /// long-poll: ask again after each answer (false: one round, as when measuring how
+    /// simultaneous timeouts are answered, with nothing else for the generator to do).
+    public var rearm = true
     /// short-poll: seconds between one client's polls.
     public var pollInterval = 0.1
     /// short-poll with jobs: each job's duration in seconds (nil: poll the topic for events).
@@ -127,11 +130,12 @@ public struct NotificationLoadResult: Sendable {
     public var broadcasts = 0
     public var incompleteBroadcasts = 0
     public var generatorCPUSeconds = 0.0
-    /// With ``NotificationLoadOptions/serverPID``: over the window, the server's CPU and
-    /// context switches, its threads at the end, and its resident memory before connecting,
-    /// once every connection is in place, and at the end.
+    /// With ``NotificationLoadOptions/serverPID``: the server's CPU over the window, its threads
+    /// at the end, and its resident memory before connecting, once every connection is in
+    /// place, and at the end.
     public var serverCPUSeconds: Double?
-    public var serverContextSwitches: UInt64?
+    /// Context switches per delivery over warm-up and window.
+    public var serverContextSwitchesPerDelivery: Double?
     public var serverThreads: Int?
     public var serverRSSBefore: Int?
     public var serverRSSHeld: Int?
@@ -175,12 +179,14 @@ public struct NotificationLoadResult: Sendable {
 public enum NotificationLoad {
     /// Connects every client and puts it in place (subscribed, WAIT held, job submitted),
     /// then calls `ready` (the caller may sample the server) and runs for warm-up plus duration.
-    public static func run(_ options: NotificationLoadOptions, ready: () -> Void = {}) throws -> NotificationLoadResult {
+    /// `windowEnded` is called when the measured window closes, before anything is closed
+    /// (the caller may read the server's counters over the same span as ``NotificationLoadResult/totalDeliveries``).
+    public static func run(_ options: NotificationLoadOptions, ready: () -> Void = {}, windowEnded: () -> Void = {}) throws -> NotificationLoadResult {
         var engine = try Engine(options)
         defer { engine.closeAll() }
         try engine.connect()
         ready()
-        try engine.drive()
+        try engine.drive(windowEnded)
         return engine.result
     }
 
@@ -334,7 +340,7 @@ public enum NotificationLoad {
 
         // MARK: The run
 
-        mutating func drive() throws {
+        mutating func drive(_ windowEnded: () -> Void) throws {
             now = ProcessResources.monotonicNanoseconds()
             windowStart = now + UInt64(options.warmup * 1e9)
             end = windowStart + UInt64(options.duration * 1e9)
@@ -343,7 +349,13 @@ public enum NotificationLoad {
             defer { buffer.deallocate() }
             let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: 256)
             defer { events.deallocate() }
-            var serverStart: ProcessProbe.Sample?
+            // The server's CPU from its CPU-time clock at the window's edges (exact, one system
+            // call); its context switches from /proc over warm-up and window together (reading
+            // every thread's status takes long with thousands of threads: not at the window's
+            // edge), divided by the deliveries over the same span.
+            let spanStart = probe?.sample()
+            let deliveriesAtSpanStart = result.totalDeliveries
+            var serverCPUStart: UInt64?
             var windowOpened = false
             let publishInterval = options.publishers > 0 && options.eventRate > 0 ? 1e9 / options.eventRate : 0
             let publishStart = now
@@ -359,14 +371,14 @@ public enum NotificationLoad {
                 now = ProcessResources.monotonicNanoseconds()
                 if measuring && !windowOpened {
                     windowOpened = true
-                    serverStart = probe?.sample()
+                    serverCPUStart = probe?.cpuNanoseconds()
                 }
                 if ready < 0 && errno != EINTR { throw LoadError.badOptions("epoll_wait: \(Errno.current)") }
                 for k in 0..<max(Int(ready), 0) {
                     let i = Int(events[k].data.u64)
-                    guard receive(i, buffer) else { return finish(cpuBefore, serverStart) }
+                    guard receive(i, buffer) else { return finish(cpuBefore, serverCPUStart, spanStart, deliveriesAtSpanStart) }
                     consumeFrames(i)
-                    if !result.errors.isEmpty { return finish(cpuBefore, serverStart) }
+                    if !result.errors.isEmpty { return finish(cpuBefore, serverCPUStart, spanStart, deliveriesAtSpanStart) }
                 }
                 // Publish what is due, each stamped with its due time.
                 while publishInterval > 0 {
@@ -377,7 +389,8 @@ public enum NotificationLoad {
                 }
                 while let entry = schedule.popDue(now) { timerDue(entry) }
             }
-            finish(cpuBefore, serverStart)
+            finish(cpuBefore, serverCPUStart, spanStart, deliveriesAtSpanStart)
+            windowEnded()
             if options.publishers > 0 { drain(buffer, events) }
         }
 
@@ -403,12 +416,17 @@ public enum NotificationLoad {
             }
         }
 
-        mutating func finish(_ cpuBefore: UInt64, _ serverStart: ProcessProbe.Sample?) {
-            if let probe, let serverStart, let serverEnd = probe.sample() {
-                result.serverCPUSeconds = serverEnd.cpuSeconds - serverStart.cpuSeconds
-                result.serverContextSwitches = ProcessProbe.contextSwitches(from: serverStart, to: serverEnd)
-                result.serverThreads = serverEnd.threads
-                result.serverRSSEnd = serverEnd.residentBytes
+        mutating func finish(_ cpuBefore: UInt64, _ serverCPUStart: UInt64?, _ spanStart: ProcessProbe.Sample?, _ deliveriesAtSpanStart: Int) {
+            if let probe, let serverCPUStart, let serverCPUEnd = probe.cpuNanoseconds() {
+                result.serverCPUSeconds = Double(serverCPUEnd - serverCPUStart) / 1e9
+            }
+            if let probe, let spanStart, let spanEnd = probe.sample() {
+                let deliveries = result.totalDeliveries - deliveriesAtSpanStart
+                if deliveries > 0 {
+                    result.serverContextSwitchesPerDelivery = Double(ProcessProbe.contextSwitches(from: spanStart, to: spanEnd)) / Double(deliveries)
+                }
+                result.serverThreads = spanEnd.threads
+                result.serverRSSEnd = spanEnd.residentBytes
             }
             result.seconds = Double(now - min(max(windowStart, start), now)) / 1e9
             result.generatorCPUSeconds = Double(ProcessResources.threadCPUNanoseconds() - cpuBefore) / 1e9
@@ -592,6 +610,7 @@ public enum NotificationLoad {
             switch options.mode {
             case .push: break
             case .longPoll:
+                guard options.rearm else { break }
                 sendWait(i, timeout: options.holdTimeoutMilliseconds)
                 if measuring { result.rearmGap.record(ProcessResources.monotonicNanoseconds() - now) }
             case .shortPoll:
@@ -766,7 +785,7 @@ extension NotificationLoadResult {
             ("server_cpu_s", f(serverCPUSeconds, 4)),
             ("server_cpu_util", f(serverCPUSeconds.map { seconds > 0 ? $0 / seconds : 0 }, 3)),
             ("server_cpu_us_per_event", f(serverMicrosecondsPerDelivery, 3)),
-            ("server_ctx_switches_per_event", serverContextSwitches.map { deliveries > 0 ? f(Double($0) / Double(deliveries), 4) : "" } ?? ""),
+            ("server_ctx_switches_per_event", f(serverContextSwitchesPerDelivery, 4)),
             ("server_threads", serverThreads.map(String.init) ?? ""),
             ("server_rss_before", serverRSSBefore.map(String.init) ?? ""),
             ("server_rss_held", serverRSSHeld.map(String.init) ?? ""),

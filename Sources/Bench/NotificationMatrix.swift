@@ -14,7 +14,12 @@ public struct NotificationPlan: Sendable {
         /// push with 1% of the subscribers (at least one) never reading.
         case pushStalled
         case longPoll
-        /// Every client holds a WAIT and no event comes: they all time out together.
+        /// Every client on a topic of its own, each topic an independent Poisson stream, the
+        /// streams together `wakeRate` events per second: how fast one held request among all
+        /// the others is woken.
+        case longPollWake
+        /// Every client holds a WAIT and no event comes: they all time out together (one
+        /// round: the clients do not ask again).
         case longPollTimeouts
         case shortPoll(interval: Double)
 
@@ -23,6 +28,7 @@ public struct NotificationPlan: Sendable {
             case .push: "push"
             case .pushStalled: "push, 1% stalled"
             case .longPoll: "long-poll"
+            case .longPollWake: "long-poll wake"
             case .longPollTimeouts: "long-poll timeouts"
             case .shortPoll(let t): "short-poll \(NotificationPlan.milliseconds(t))"
             }
@@ -48,6 +54,8 @@ public struct NotificationPlan: Sendable {
     public var duration = 5.0
     public var warmup = 1.0
     public var holdTimeout = 30.0
+    /// long-poll wake: events per second over all the clients' topics together.
+    public var wakeRate = 1000.0
     /// long-poll timeouts: the WAITs' timeout.
     public var timeoutCellTimeout = 2.0
     public var serverCPUs = [0]
@@ -101,8 +109,8 @@ public final class NotificationRunner {
         return rows
     }
 
-    func serveArguments(_ cell: NotificationPlan.Cell, backend: BackendKind) -> [String] {
-        let rate = cell == .longPollTimeouts ? 0 : plan.eventRate
+    func serveArguments(_ cell: NotificationPlan.Cell, backend: BackendKind, clients: Int) -> [String] {
+        let rate = cell == .longPollTimeouts ? 0 : cell == .longPollWake ? plan.wakeRate / Double(clients) : plan.eventRate
         return ["serve", "--backend", backend.rawValue, "--pattern", cell.servePattern, "--port", "0", "--quit-on-eof",
                 "--threads", "1", "--cpus", plan.serverCPUs.map(String.init).joined(separator: ","),
                 "--event-rate", "\(rate)", "--event-arrivals", "poisson", "--event-size", "\(plan.eventSize)"]
@@ -124,11 +132,16 @@ public final class NotificationRunner {
             o.mode = .push
             o.stalled = max(1, clients / 100)
         case .longPoll: o.mode = .longPoll
+        case .longPollWake:
+            o.mode = .longPoll
+            o.topics = clients
+            o.eventRate = plan.wakeRate / Double(clients)
         case .longPollTimeouts:
             o.mode = .longPoll
             o.eventRate = 0
             o.warmup = 0
             o.holdTimeoutMilliseconds = UInt32(plan.timeoutCellTimeout * 1000)
+            o.rearm = false
             // The window closes after the first round of timeouts, before the second.
             o.duration = plan.timeoutCellTimeout * 1.5
         case .shortPoll(let t):
@@ -139,16 +152,23 @@ public final class NotificationRunner {
     }
 
     func measure(_ cell: NotificationPlan.Cell, backend: BackendKind, clients: Int, repetition: Int) throws -> ResultRow {
-        let arguments = serveArguments(cell, backend: backend)
+        let arguments = serveArguments(cell, backend: backend, clients: clients)
         let server = try ServerProcess(executable: plan.executable, arguments: arguments)
         let options = loadOptions(cell, target: server.address, clients: clients, serverPID: server.pid)
         var row = ResultRow()
         var result: NotificationLoadResult?
         var failure: String?
+        // The server's counters when the load starts and when its window closes: system calls
+        // per delivery over the same span as the load's deliveries.
+        var before: StatsLine?
+        var after: StatsLine?
         do {
-            result = try NotificationLoad.run(options)
+            result = try NotificationLoad.run(options, ready: { before = try? server.stats() }, windowEnded: { after = try? server.stats() })
         } catch {
             failure = "\(error)"
+        }
+        if let result, let b = before?.syscallsTotal, let a = after?.syscallsTotal, result.totalDeliveries > 0 {
+            row["server_syscalls_per_event"] = String(format: "%.4f", Double(a - b) / Double(result.totalDeliveries))
         }
         let stats = try? server.stats()
         let stopped = server.stop()
@@ -169,6 +189,7 @@ public final class NotificationRunner {
         row["git_commit"] = machine.gitCommit
         row["git_dirty"] = machine.gitDirty ? "yes" : "no"
         row["build_config"] = machine.buildConfiguration
+        row["event_size"] = "\(plan.eventSize)"
         row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: ",")
         row["client_cpus"] = "\(plan.clientCPU)"
         if let n = stats?.notification("events_dropped") { row["server_events_dropped"] = "\(n)" }
@@ -186,6 +207,17 @@ public final class NotificationRunner {
         row["error_detail"] = failure ?? ""
         row["errors"] = failure == nil ? (row["errors"] ?? "0") : "\(max(1, row.int("errors") ?? 1))"
         return row
+    }
+
+    /// The CSV's columns: what the cell was, the machine and build, the load's figures
+    /// (``NotificationLoadResult/fields``), the server's counters, the verdicts.
+    public static var columns: [String] {
+        let fields = NotificationLoadResult(options: NotificationLoadOptions(target: try! SocketAddress(host: "127.0.0.1", port: 1))).fields.map(\.name)
+        return ["run_id", "cell", "backend", "repetition", "host", "kernel", "cpu_model", "cores", "swift_version", "git_commit",
+                "git_dirty", "build_config", "server_cpus", "client_cpus", "event_size"]
+            + fields.filter { $0 != "errors" }
+            + ["server_syscalls_per_event", "server_events_delivered", "server_events_dropped", "server_slow_disconnects",
+               "server_waits_timed_out", "bottleneck", "errors", "error_detail", "command"]
     }
 
     // MARK: The table
@@ -206,7 +238,8 @@ public final class NotificationRunner {
                 if !backends.contains(row["backend"] ?? "") { backends.append(row["backend"] ?? "") }
             }
             let rate = these.first?["event_rate"] ?? "?"
-            out += "\n**\(clients) clients, \(rate) events/s (Poisson, 64 B) on one topic**: server CPU µs per delivered event, median [95% interval] of \(these.compactMap { $0.int("repetition") }.max() ?? 0) runs; ★ the cheapest way per backend.\n\n"
+            let size = these.first.flatMap { $0.int("bytes_received") != nil ? $0["event_size"] : nil } ?? "64"
+            out += "\n**\(clients) clients, \(rate) events/s (Poisson, \(size) B) on one topic**: server CPU µs per delivered event, median [95% interval] of \(these.compactMap { $0.int("repetition") }.max() ?? 0) runs; ★ the cheapest way per backend.\n\n"
             let figures: [(String, String, (Double) -> String)] = [
                 ("server_cpu_us_per_event", "CPU µs/event", { String(format: "%.2f", $0) }),
                 ("latency_p50_us", "latency p50 ms", { String(format: "%.2f", $0 / 1000) }),
@@ -218,7 +251,6 @@ public final class NotificationRunner {
                 ("wake_p99_us", "wake p99 ms", { String(format: "%.2f", $0 / 1000) }),
                 ("timeout_late_max_us", "timeout late max ms", { String(format: "%.2f", $0 / 1000) }),
                 ("empty_fraction", "empty polls", { String(format: "%.3f", $0) }),
-                ("empty_fraction_theory", "empty theory", { String(format: "%.3f", $0) }),
                 ("server_threads", "server threads", { String(format: "%.0f", $0) }),
             ]
             var table: [[String]] = [["backend", "figure"] + cells]
@@ -227,7 +259,7 @@ public final class NotificationRunner {
                     let values = these.filter { $0["backend"] == backend && $0["cell"] == cell && ($0.int("errors") ?? 0) == 0 }.compactMap { $0.double("server_cpu_us_per_event") }
                     return Statistics.median(values).map { (cell, $0) }
                 })
-                let cheapest = cost.filter { !$0.key.contains("timeouts") && !$0.key.contains("stalled") }.min { $0.value < $1.value }?.key
+                let cheapest = cost.filter { !$0.key.contains("timeouts") && !$0.key.contains("stalled") && !$0.key.contains("wake") }.min { $0.value < $1.value }?.key
                 for (index, figure) in figures.enumerated() {
                     // A figure no cell of this backend has is left out.
                     guard these.contains(where: { $0["backend"] == backend && !($0[figure.0] ?? "").isEmpty }) else { continue }
@@ -271,6 +303,8 @@ extension NotificationLoad {
         if o.publishers > 0 { parts.append("--publishers \(o.publishers)") }
         if o.poissonEvents { parts.append("--poisson-events") }
         if o.stalled > 0 { parts.append("--stalled \(o.stalled)") }
+        if o.topics > 1 { parts.append("--topics \(o.topics)") }
+        if !o.rearm { parts.append("--no-rearm") }
         switch o.mode {
         case .push: break
         case .longPoll: parts.append("--hold-timeout \(o.holdTimeoutMilliseconds)ms")

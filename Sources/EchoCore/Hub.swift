@@ -534,55 +534,73 @@ public final class Hub: Sendable {
         let start = ProcessResources.monotonicNanoseconds()
         let size = options.eventSize
         // Fixed: one schedule for every topic. Poisson: each topic its own stream, seeded by
-        // its id, so topics are independent samples and every run has the same schedule.
+        // its id, so topics are independent samples and every run has the same schedule; the
+        // streams' next due times wait in a heap (slot: the topic id).
         struct Stream {
+            let topic: Topic
             var k: UInt64 = 0
-            var offset = 0.0  // the next event's due time after start, in nanoseconds
+            var offset: Double  // the next event's due time after start, in nanoseconds
             var random: SplitMix64
         }
         var streams: [UInt32: Stream] = [:]
-        var shared = Stream(random: SplitMix64(seed: 0))
+        var due = TimerQueue()
+        var known = 0
+        var k: UInt64 = 0  // fixed: the next event's number
+        var all: [Topic] = []
         while !stopping.load(ordering: .relaxed) {
-            let all = topics.withLock { Array($0.values) }
-            var next: (due: UInt64, topic: Topic?) = (start + UInt64(shared.offset), nil)
-            if options.eventArrivals == .poisson {
-                next = (UInt64.max, nil)
-                for topic in all {
-                    if streams[topic.id] == nil {
-                        var stream = Stream(random: SplitMix64(seed: 0x10BE_4C4E_5EED &+ UInt64(topic.id)))
-                        stream.offset = Double(ProcessResources.monotonicNanoseconds() - start) - interval * log(1 - stream.random.nextUnit())
-                        streams[topic.id] = stream
+            // New topics join (checked by count: topics are never removed).
+            let count = topics.withLock { $0.count }
+            if count != known {
+                all = allTopics()
+                known = count
+                if options.eventArrivals == .poisson {
+                    let now = Double(ProcessResources.monotonicNanoseconds() - start)
+                    for topic in all where streams[topic.id] == nil {
+                        var random = SplitMix64(seed: 0x10BE_4C4E_5EED &+ UInt64(topic.id))
+                        let offset = now - interval * log(1 - random.nextUnit())
+                        streams[topic.id] = Stream(topic: topic, offset: offset, random: random)
+                        due.schedule(start + UInt64(offset), slot: topic.id, generation: 0)
                     }
-                    let due = start + UInt64(streams[topic.id]!.offset)
-                    if due < next.due { next = (due, topic) }
                 }
-                if next.topic == nil { next.due = ProcessResources.monotonicNanoseconds() + 10_000_000 }
             }
-            let k = next.topic.map { streams[$0.id]!.k } ?? shared.k
+            let next: UInt64
+            var n = k
+            if options.eventArrivals == .poisson {
+                next = due.nextDeadline ?? ProcessResources.monotonicNanoseconds() + 10_000_000
+                if let entry = due.heap.first { n = streams[entry.slot]!.k }
+            } else {
+                next = start + UInt64(Double(k) * interval)
+            }
             // An injected `late` fault holds every n-th event back 20 ms past its due time.
-            let heldBack = options.fault.map { $0.kind == .late && (k + 1) % $0.every == 0 } == true ? EventFault.lateNanoseconds : 0
+            let heldBack = options.fault.map { $0.kind == .late && (n + 1) % $0.every == 0 } == true ? EventFault.lateNanoseconds : 0
             let now = ProcessResources.monotonicNanoseconds()
-            if now < next.due + heldBack {
+            if now < next + heldBack || (options.eventArrivals == .poisson && due.isEmpty) {
                 // Short sleeps, so stop() never waits long and new topics join soon.
-                let nap = min(next.due + heldBack - now, 10_000_000)
+                let nap = min(next + heldBack > now ? next + heldBack - now : 0, 10_000_000)
                 var ts = timespec(tv_sec: Int(nap / 1_000_000_000), tv_nsec: Int(nap % 1_000_000_000))
                 nanosleep(&ts, nil)
                 continue
             }
-            for topic in next.topic.map({ [$0] }) ?? all {
-                let published = topic.publish(time: next.due, payloadSize: size) { at, seq in
-                    for i in 0..<size { at.storeBytes(of: serverEventByte(seq: seq, index: i), toByteOffset: i, as: UInt8.self) }
-                }
-                if published != nil { sys.count(.eventsPublished) }
-            }
-            if let topic = next.topic {
-                streams[topic.id]!.k += 1
-                streams[topic.id]!.offset += -interval * log(1 - streams[topic.id]!.random.nextUnit())
+            if options.eventArrivals == .poisson {
+                let entry = due.popDue(UInt64.max)!
+                var stream = streams[entry.slot]!
+                publish(stream.topic, at: entry.deadline, size: size, sys)
+                stream.k += 1
+                stream.offset += -interval * log(1 - stream.random.nextUnit())
+                due.schedule(start + UInt64(stream.offset), slot: entry.slot, generation: 0)
+                streams[entry.slot] = stream
             } else {
-                shared.k += 1
-                shared.offset = Double(shared.k) * interval
+                for topic in all { publish(topic, at: next, size: size, sys) }
+                k += 1
             }
         }
+    }
+
+    private func publish(_ topic: Topic, at time: UInt64, size: Int, _ sys: SystemCalls) {
+        let published = topic.publish(time: time, payloadSize: size) { at, seq in
+            for i in 0..<size { at.storeBytes(of: serverEventByte(seq: seq, index: i), toByteOffset: i, as: UInt8.self) }
+        }
+        if published != nil { sys.count(.eventsPublished) }
     }
 }
 

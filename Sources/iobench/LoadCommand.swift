@@ -55,6 +55,9 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "long-poll: each WAIT's timeout (for example 30s).")
     var holdTimeout: Duration = Duration(30)
 
+    @Flag(help: "long-poll: one round: do not ask again after an answer (to measure simultaneous timeouts with nothing else for the generator to do).")
+    var noRearm = false
+
     @Option(help: "push: how many of the subscribers never read (to see what stalled subscribers do to the others).")
     var stalled: Int = 0
 
@@ -189,6 +192,7 @@ struct LoadCommand: ParsableCommand {
         options.warmup = warmup.seconds
         options.holdTimeoutMilliseconds = UInt32(min(holdTimeout.seconds * 1000, Double(Frame.maxDurationMilliseconds)).rounded())
         options.pollInterval = pollInterval.seconds
+        options.rearm = !noRearm
         options.jobDuration = jobDuration?.seconds
         options.eventRate = eventRate
         options.publishers = publishers

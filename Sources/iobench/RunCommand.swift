@@ -204,7 +204,7 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "List every spread warning instead of one summary line.")
     var verbose = false
 
-    @Option(help: "The notification comparison instead of echo cells: push, push-stalled (1% of subscribers never read), long-poll, long-poll-timeouts (every WAIT times out together), short-poll (one cell per --poll-intervals). The same --event-rate to the same --clients on one topic, every --backends, a fresh pinned server per cell; writes results/notify/RUN.csv.")
+    @Option(help: "The notification comparison instead of echo cells: push, push-stalled (1% of subscribers never read), long-poll, long-poll-wake (each client on its own topic, --wake-rate events/s over all of them: one held request woken among the others), long-poll-timeouts (every WAIT times out together, one round), short-poll (one cell per --poll-intervals). The same --event-rate to the same --clients on one topic, every --backends, a fresh pinned server per cell; writes results/notify/RUN.csv.")
     var patterns: ListOf<String>?
 
     @Option(help: "--patterns: clients per cell (default 1000).")
@@ -212,6 +212,12 @@ struct RunCommand: ParsableCommand {
 
     @Option(help: "--patterns: events per second the server publishes (Poisson arrivals, 64 B; default 10).")
     var eventRate: Double = 10
+
+    @Option(help: "--patterns: the events' payload size (default 64).")
+    var eventSize: ByteSize = ByteSize(64)
+
+    @Option(help: "--patterns long-poll-wake: events per second over all the clients' topics together (default 1000).")
+    var wakeRate: Double = 1000
 
     @Option(help: "--patterns: short-poll intervals (default 100ms,1s).")
     var pollIntervals: ListOf<Duration>?
@@ -250,10 +256,14 @@ extension RunCommand {
         plan.backends = matrix.backends.values
         plan.clients = clients?.values ?? [1000]
         plan.eventRate = eventRate
+        plan.eventSize = eventSize.bytes
+        guard (0...60_000).contains(eventSize.bytes) else { exitForUsage(UsageError("--event-size must be from 0 to 60000 bytes")) }
         plan.repetitions = matrix.repetitions ?? 3
         plan.duration = matrix.duration?.seconds ?? 5
         plan.warmup = matrix.warmup?.seconds ?? 1
         plan.holdTimeout = holdTimeout.seconds
+        plan.wakeRate = wakeRate
+        guard wakeRate > 0 && wakeRate <= 100_000 else { exitForUsage(UsageError("--wake-rate must be from 0 to 100000 events per second")) }
         plan.serverCPUs = matrix.serverCPUs.cpus
         let rest = Array(0..<ProcessInfo.processInfo.activeProcessorCount).filter { !plan.serverCPUs.contains($0) }
         plan.clientCPU = matrix.clientCPUs?.cpus.first ?? rest.first ?? 0
@@ -269,9 +279,10 @@ extension RunCommand {
             case "push": plan.cells.append(.push)
             case "push-stalled": plan.cells.append(.pushStalled)
             case "long-poll": plan.cells.append(.longPoll)
+            case "long-poll-wake": plan.cells.append(.longPollWake)
             case "long-poll-timeouts": plan.cells.append(.longPollTimeouts)
             case "short-poll": plan.cells += intervals.map { .shortPoll(interval: $0) }
-            default: exitForUsage(UsageError("--patterns \(name) is not one of push, push-stalled, long-poll, long-poll-timeouts, short-poll"))
+            default: exitForUsage(UsageError("--patterns \(name) is not one of push, push-stalled, long-poll, long-poll-wake, long-poll-timeouts, short-poll"))
             }
         }
         let largest = plan.clients.max() ?? 0
@@ -292,7 +303,7 @@ extension RunCommand {
         progress.clear()
         print(NotificationRunner.render(rows))
         let destination = out == "results/runs" ? "results/notify" : out
-        let path = try writeCSV(rows, to: destination, runID: runner.runID)
+        let path = try writeCSV(rows, to: destination, runID: runner.runID, columns: NotificationRunner.columns)
         print("CSV: \(path)")
         let failed = rows.filter { ($0.int("errors") ?? 0) > 0 }
         if !failed.isEmpty {
@@ -331,12 +342,12 @@ func execute(_ plan: RunPlan, quiet: Bool) throws -> [ResultRow] {
 }
 
 /// Writes rows to `destination` (a directory: a file named by the run id goes in it).
-func writeCSV(_ rows: [ResultRow], to destination: String, runID: String) throws -> String {
+func writeCSV(_ rows: [ResultRow], to destination: String, runID: String, columns: [String] = ResultRow.columnNames) throws -> String {
     let path = destination.hasSuffix(".csv") ? destination : destination + "/" + runID + ".csv"
     let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
     do {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try CSV.write(rows).write(toFile: path, atomically: true, encoding: .utf8)
+        try CSV.write(rows, columns: columns).write(toFile: path, atomically: true, encoding: .utf8)
     } catch {
         printError("iobench: cannot write \(path): \(error.localizedDescription)")
         throw ExitCode.failure
