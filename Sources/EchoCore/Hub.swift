@@ -103,28 +103,65 @@ struct TopicState: ~Copyable {
 
     /// The sequence number the next event gets (the first is 1).
     var nextSeq: UInt64 = 1
+    /// The most events kept (`--max-queue`).
     let capacity: Int
-    /// Allocated at the first publish: a topic only listened to costs no log.
+    /// Allocated at the first publish (a topic only listened to costs no log), 16 slots at
+    /// first, doubling up to `capacity` as events accumulate: a topic with few events costs
+    /// little (10,000 sparse topics do not take 10,000 full rings).
     var slots: UnsafeMutablePointer<Slot>?
+    var ringSize = 0
     var listeners: [ConnectionAddress: Listener] = [:]
     /// Notes to post, by mailbox, reused from publish to publish.
     var outgoing: [ObjectIdentifier: (LoopMailbox, [Note])] = [:]
 
     init(capacity: Int) { self.capacity = capacity }
 
+    /// Makes room for event `seq` without overwriting a kept event while the ring is smaller
+    /// than `capacity`: doubles it, moving each kept event's slot to its place in the larger
+    /// ring. False when the memory limit refuses.
+    mutating func makeRoom(for seq: UInt64, memory: EventMemory) -> Bool {
+        guard slots == nil || (seq > UInt64(ringSize) && ringSize < capacity) else { return true }
+        let newSize = slots == nil ? min(16, capacity) : min(ringSize * 2, capacity)
+        guard memory.reserve((newSize - ringSize) * MemoryLayout<Slot>.stride) else { return false }
+        let grown = UnsafeMutablePointer<Slot>.allocate(capacity: newSize)
+        grown.initialize(repeating: Slot(), count: newSize)
+        if let old = slots {
+            // Every slot moves: the kept events to their new places, the rest (never used
+            // while the ring was growing) keep their memory in the free places.
+            var free: [Int] = []
+            var placed = [Bool](repeating: false, count: newSize)
+            for kept in oldestSeq..<nextSeq {
+                let to = Int(kept % UInt64(newSize))
+                grown[to] = old[Int(kept % UInt64(ringSize))]
+                placed[to] = true
+            }
+            for i in 0..<newSize where !placed[i] { free.append(i) }
+            var next = 0
+            let keptSlots = Set((oldestSeq..<nextSeq).map { Int($0 % UInt64(ringSize)) })
+            for i in 0..<ringSize where !keptSlots.contains(i) {
+                grown[free[next]] = old[i]
+                next += 1
+            }
+            old.deallocate()
+        }
+        slots = grown
+        ringSize = newSize
+        return true
+    }
+
     deinit {
         if let slots {
-            for i in 0..<capacity { slots[i].frame?.deallocate() }
+            for i in 0..<ringSize { slots[i].frame?.deallocate() }
             slots.deallocate()
         }
     }
 
     /// The oldest sequence number still kept.
-    var oldestSeq: UInt64 { nextSeq > UInt64(capacity) ? nextSeq - UInt64(capacity) : 1 }
+    var oldestSeq: UInt64 { nextSeq > UInt64(ringSize) ? nextSeq - UInt64(ringSize) : 1 }
 
     /// The EVENT frame of `seq` (which must be kept).
     func frame(_ seq: UInt64) -> UnsafeRawBufferPointer {
-        let slot = slots![Int(seq % UInt64(capacity))]
+        let slot = slots![Int(seq % UInt64(ringSize))]
         return UnsafeRawBufferPointer(start: slot.frame, count: slot.length)
     }
 }
@@ -184,13 +221,9 @@ public final class Topic: Sendable {
         // does not find the topic locked.
         let published: (UInt64, Int, [ObjectIdentifier: (LoopMailbox, [Note])])? = state.withLock { s in
             let seq = s.nextSeq
-            if s.slots == nil {
-                guard memory.reserve(s.capacity * MemoryLayout<TopicState.Slot>.stride) else { return nil }
-                s.slots = .allocate(capacity: s.capacity)
-                s.slots!.initialize(repeating: TopicState.Slot(), count: s.capacity)
-            }
+            guard s.makeRoom(for: seq, memory: memory) else { return nil }
             let size = Frame.headerSize + Frame.eventFieldsSize + payloadSize
-            let slot = s.slots! + Int(seq % UInt64(s.capacity))
+            let slot = s.slots! + Int(seq % UInt64(s.ringSize))
             if slot.pointee.capacity < size {
                 let capacity = max(64, size.roundedUpToPowerOfTwo)
                 guard memory.reserve(capacity - slot.pointee.capacity) else { return nil }
@@ -440,7 +473,9 @@ struct JobTable: ~Copyable {
 public final class Hub: Sendable {
     public let options: NotificationOptions
     public let notifier: Notifier
-    private let topics = Mutex<[UInt32: Topic]>([:])
+    /// The topics by id, and in the order they were made (the event source takes the new ones
+    /// from the end; topics are never removed).
+    private let topics = Mutex<(byID: [UInt32: Topic], inOrder: [Topic])>(([:], []))
     private let memory: EventMemory
     private let jobs = Mutex(JobTable())
     private let ticker = Mutex<OSThread?>(nil)
@@ -466,16 +501,20 @@ public final class Hub: Sendable {
     /// The topic `id`, made if it does not exist yet; nil when there are too many topics.
     public func topic(_ id: UInt32) -> Topic? {
         topics.withLock { topics in
-            if let topic = topics[id] { return topic }
-            guard topics.count < options.maxTopics else { return nil }
+            if let topic = topics.byID[id] { return topic }
+            guard topics.inOrder.count < options.maxTopics else { return nil }
             let topic = Topic(id: id, capacity: options.maxQueue, memory: memory, fault: options.fault)
-            topics[id] = topic
+            topics.byID[id] = topic
+            topics.inOrder.append(topic)
             return topic
         }
     }
 
     /// Every topic made so far.
-    func allTopics() -> [Topic] { topics.withLock { Array($0.values) } }
+    func allTopics() -> [Topic] { topics.withLock { $0.inOrder } }
+
+    /// The topics made after the first `known`.
+    func topics(after known: Int) -> ArraySlice<Topic> { topics.withLock { $0.inOrder[min(known, $0.inOrder.count)...] } }
 
     // MARK: Jobs
 
@@ -549,13 +588,13 @@ public final class Hub: Sendable {
         var all: [Topic] = []
         while !stopping.load(ordering: .relaxed) {
             // New topics join (checked by count: topics are never removed).
-            let count = topics.withLock { $0.count }
-            if count != known {
-                all = allTopics()
-                known = count
+            let added = topics(after: known)
+            if !added.isEmpty {
+                all += added
+                known += added.count
                 if options.eventArrivals == .poisson {
                     let now = Double(ProcessResources.monotonicNanoseconds() - start)
-                    for topic in all where streams[topic.id] == nil {
+                    for topic in added {
                         var random = SplitMix64(seed: 0x10BE_4C4E_5EED &+ UInt64(topic.id))
                         let offset = now - interval * log(1 - random.nextUnit())
                         streams[topic.id] = Stream(topic: topic, offset: offset, random: random)

@@ -52,7 +52,8 @@ public enum NotificationSessionExercise {
         let chunk = Int(input[0] >> 1) + 1
         let writeLimit = Int(input[1] % 64)
         var options = NotificationOptions()
-        options.maxQueue = 8
+        // 8, or 40 (a topic's ring then grows from 16 slots to 32 and 40 as events accumulate).
+        options.maxQueue = input[1] & 64 == 0 ? 8 : 40
         options.maxTopics = 1 << 20  // no PUBLISH refused for its topic (the oracle does not model it)
         options.maxJobs = 64
         options.jobTTLMilliseconds = 1

@@ -183,6 +183,6 @@ struct NotificationLoadTests {
         #expect(r.drained)
         // Only the 20 listening subscribers count; the stalled one never read.
         #expect(r.totalDeliveries == r.totalPublished * 20)
-        #expect(r.broadcasts > 150, "\(r.broadcasts) broadcasts reached every listener")
+        #expect(r.broadcasts > 100, "\(r.broadcasts) broadcasts reached every listener")
     }
 }
