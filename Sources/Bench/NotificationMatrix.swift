@@ -50,6 +50,8 @@ public struct NotificationPlan: Sendable {
     /// Poisson arrivals, 64 B).
     public var eventRate = 10.0
     public var eventSize = 64
+    /// The server's `--max-queue` (nil: its default).
+    public var maxQueue: Int?
     public var repetitions = 3
     public var duration = 5.0
     public var warmup = 1.0
@@ -114,6 +116,7 @@ public final class NotificationRunner {
         return ["serve", "--backend", backend.rawValue, "--pattern", cell.servePattern, "--port", "0", "--quit-on-eof",
                 "--threads", "1", "--cpus", plan.serverCPUs.map(String.init).joined(separator: ","),
                 "--event-rate", "\(rate)", "--event-arrivals", "poisson", "--event-size", "\(plan.eventSize)"]
+            + (plan.maxQueue.map { ["--max-queue", "\($0)"] } ?? [])
     }
 
     func loadOptions(_ cell: NotificationPlan.Cell, target: SocketAddress, clients: Int, serverPID: Int32) -> NotificationLoadOptions {
@@ -192,6 +195,7 @@ public final class NotificationRunner {
         row["event_size"] = "\(plan.eventSize)"
         row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: ",")
         row["client_cpus"] = "\(plan.clientCPU)"
+        if let held = row.int("server_rss_held"), let end = row.int("server_rss_end") { row["server_rss_growth"] = "\(end - held)" }
         if let n = stats?.notification("events_dropped") { row["server_events_dropped"] = "\(n)" }
         if let n = stats?.notification("slow_disconnects") { row["server_slow_disconnects"] = "\(n)" }
         if let n = stats?.notification("events_delivered") { row["server_events_delivered"] = "\(n)" }
@@ -216,7 +220,7 @@ public final class NotificationRunner {
         return ["run_id", "cell", "backend", "repetition", "host", "kernel", "cpu_model", "cores", "swift_version", "git_commit",
                 "git_dirty", "build_config", "server_cpus", "client_cpus", "event_size"]
             + fields.filter { $0 != "errors" }
-            + ["server_syscalls_per_event", "server_events_delivered", "server_events_dropped", "server_slow_disconnects",
+            + ["server_rss_growth", "server_syscalls_per_event", "server_events_delivered", "server_events_dropped", "server_slow_disconnects",
                "server_waits_timed_out", "bottleneck", "errors", "error_detail", "command"]
     }
 
@@ -251,6 +255,8 @@ public final class NotificationRunner {
                 ("wake_p99_us", "wake p99 ms", { String(format: "%.2f", $0 / 1000) }),
                 ("timeout_late_max_us", "timeout late max ms", { String(format: "%.2f", $0 / 1000) }),
                 ("empty_fraction", "empty polls", { String(format: "%.3f", $0) }),
+                ("server_rss_growth", "RSS growth KiB", { String(format: "%.0f", $0 / 1024) }),
+                ("server_events_dropped", "dropped by policy", { String(format: "%.0f", $0) }),
                 ("server_threads", "server threads", { String(format: "%.0f", $0) }),
             ]
             var table: [[String]] = [["backend", "figure"] + cells]

@@ -216,6 +216,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "--patterns: the events' payload size (default 64).")
     var eventSize: ByteSize = ByteSize(64)
 
+    @Option(help: "--patterns: the server's --max-queue (events that may wait for one subscriber before its --slow-consumer policy acts).")
+    var maxQueue: Int?
+
     @Option(help: "--patterns long-poll-wake: events per second over all the clients' topics together (default 1000).")
     var wakeRate: Double = 1000
 
@@ -263,6 +266,8 @@ extension RunCommand {
         plan.warmup = matrix.warmup?.seconds ?? 1
         plan.holdTimeout = holdTimeout.seconds
         plan.wakeRate = wakeRate
+        plan.maxQueue = maxQueue
+        if let maxQueue, !(1...1_000_000).contains(maxQueue) { exitForUsage(UsageError("--max-queue must be from 1 to 1000000 events")) }
         guard wakeRate > 0 && wakeRate <= 100_000 else { exitForUsage(UsageError("--wake-rate must be from 0 to 100000 events per second")) }
         plan.serverCPUs = matrix.serverCPUs.cpus
         let rest = Array(0..<ProcessInfo.processInfo.activeProcessorCount).filter { !plan.serverCPUs.contains($0) }

@@ -44,6 +44,9 @@ struct NotificationLoadTests {
         // The window's share: 20 listeners × 400/s × 1 s, give or take the edges.
         #expect(abs(r.deliveries - 8000) < 800, "\(r.deliveries)")
         #expect(r.broadcasts > 300 && r.broadcastCompletion.totalCount == r.broadcasts)
+        // One pinned thread can use at most its CPU over the window (the warm-up is not in it).
+        #expect(r.generatorUtilization > 0 && r.generatorUtilization <= 1.02, "generator \(r.generatorUtilization)")
+        #expect((r.serverCPUSeconds ?? 0) / r.seconds <= 1.02 || backend == "blocking" || backend == "nio")
         #expect(r.serverMicrosecondsPerDelivery != nil && r.serverBytesPerConnection != nil)
         // Bytes on the wire: each delivery is one EVENT frame of 25 + 64 bytes.
         #expect(r.bytesReceived >= r.deliveries * 89)
