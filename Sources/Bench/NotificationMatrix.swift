@@ -63,6 +63,8 @@ public struct NotificationPlan: Sendable {
     public var serverCPUs = [0]
     public var clientCPU = 1
     public var executable: String
+    /// The command that ran the comparison (the CSV's `run_command`).
+    public var commandLine = ""
 
     public init(executable: String) { self.executable = executable }
 
@@ -184,6 +186,7 @@ public final class NotificationRunner {
         row["repetition"] = "\(repetition)"
         row["clients"] = "\(clients)"
         row["run_id"] = runID
+        row["run_command"] = plan.commandLine
         row["host"] = machine.host
         row["kernel"] = machine.kernel
         row["cpu_model"] = machine.cpuModel
@@ -220,7 +223,7 @@ public final class NotificationRunner {
         return ["run_id", "cell", "backend", "repetition", "host", "kernel", "cpu_model", "cores", "swift_version", "git_commit",
                 "git_dirty", "build_config", "server_cpus", "client_cpus", "event_size"]
             + fields.filter { $0 != "errors" }
-            + ["server_rss_growth", "server_syscalls_per_event", "server_events_delivered", "server_events_dropped", "server_slow_disconnects",
+            + ["run_command", "server_rss_growth", "server_syscalls_per_event", "server_events_delivered", "server_events_dropped", "server_slow_disconnects",
                "server_waits_timed_out", "bottleneck", "errors", "error_detail", "command"]
     }
 
@@ -243,7 +246,9 @@ public final class NotificationRunner {
             }
             let rate = these.first?["event_rate"] ?? "?"
             let size = these.first.flatMap { $0.int("bytes_received") != nil ? $0["event_size"] : nil } ?? "64"
-            out += "\n**\(clients) clients, \(rate) events/s (Poisson, \(size) B) on one topic**: server CPU µs per delivered event, median [95% interval] of \(these.compactMap { $0.int("repetition") }.max() ?? 0) runs; ★ the cheapest way per backend.\n\n"
+            let runs = these.compactMap { $0.int("repetition") }.max() ?? 0
+            let coverage = Statistics.medianInterval((0..<runs).map(Double.init))?.confidence ?? 0
+            out += "\n**\(clients) clients, \(rate) events/s (Poisson, \(size) B) on one topic**: medians of \(runs) runs [a distribution-free interval, \(Int((coverage * 100).rounded()))% coverage]; ★ the least server CPU per delivered event, per backend (stalled, wake and timeout cells aside).\n\n"
             let figures: [(String, String, (Double) -> String)] = [
                 ("server_cpu_us_per_event", "CPU µs/event", { String(format: "%.2f", $0) }),
                 ("latency_p50_us", "latency p50 ms", { String(format: "%.2f", $0 / 1000) }),

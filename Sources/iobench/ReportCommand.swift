@@ -38,6 +38,15 @@ struct ReportCommand: ParsableCommand {
         for (i, csv) in csvs.enumerated() {
             let rows = try readResults(csv)
             if i > 0 { print("") }
+            // The notification comparison (iobench run --patterns) has its own table.
+            if rows.first?["cell"] != nil {
+                if let run = rows.first?["run_id"] {
+                    let how = rows.first?["run_command"].map { ": `\($0)`" } ?? ""
+                    print(markdown ? "Run `\(run)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?")\(how)" : "run \(run)\(how)")
+                }
+                print(NotificationRunner.render(rows, markdown: markdown), terminator: "")
+                continue
+            }
             if let command = rows.first?["command"], let run = rows.first?["run_id"] {
                 print(markdown ? "Run `\(run)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?"): `\(command)`" : "run \(run): \(command)")
             }

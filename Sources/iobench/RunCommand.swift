@@ -256,6 +256,7 @@ extension RunCommand {
     /// `--patterns`: the notification comparison.
     func runPatterns(_ names: [String]) throws {
         var plan = NotificationPlan(executable: selfExecutable())
+        plan.commandLine = (["iobench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         plan.backends = matrix.backends.values
         plan.clients = clients?.values ?? [1000]
         plan.eventRate = eventRate

@@ -189,3 +189,37 @@ struct NotificationLoadTests {
         #expect(r.broadcasts > 100, "\(r.broadcasts) broadcasts reached every listener")
     }
 }
+
+/// `iobench run --patterns` end to end, and its table.
+@Suite(.serialized)
+struct NotificationComparisonTests {
+    @Test func aSmallComparisonWritesItsCSVAndTable() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-patterns-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try runCLI(["run", "--patterns", "push,long-poll,short-poll", "--clients", "20", "--backends", "epoll,io_uring",
+                                 "--repeat", "1", "--duration", "400ms", "--warmup", "100ms", "--poll-intervals", "20ms",
+                                 "--event-rate", "50", "--quiet", "--out", out], timeout: 120)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        let rows = try CSV.read(String(contentsOfFile: out, encoding: .utf8))
+        #expect(rows.count == 6)
+        #expect(Set(rows.compactMap { $0["cell"] }) == ["push", "long-poll", "short-poll 20ms"])
+        for row in rows {
+            #expect(row.int("errors") == 0 && row.int("gaps") == 0, "\(row["cell"] ?? "") \(row["backend"] ?? ""): \(row["error_detail"] ?? "")")
+            #expect((row.int("deliveries") ?? 0) > 0)
+            #expect(row.double("server_cpu_us_per_event") != nil && row["run_command"]?.contains("--patterns") == true)
+            #expect((row.double("generator_cpu_util") ?? 2) <= 1.02)
+        }
+        // One ★ per backend, and the report reads the CSV back into the same table.
+        let starred = result.stdout.split(separator: "\n").filter { $0.hasPrefix("| epoll") || $0.hasPrefix("| io_uring") }
+        #expect(starred.count == 2 && starred.allSatisfy { $0.components(separatedBy: "★").count == 2 }, "\(result.stdout)")
+        let report = try runCLI(["report", "--markdown", out])
+        #expect(report.status == 0)
+        #expect(report.stdout.contains("| backend | figure | push | long-poll | short-poll 20ms |"), "\(report.stdout)")
+    }
+
+    @Test func badPatternsAreUsageErrors() throws {
+        let result = try runCLI(["run", "--patterns", "push,carrier-pigeon"])
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("carrier-pigeon is not one of"), "\(result.stderr)")
+    }
+}
