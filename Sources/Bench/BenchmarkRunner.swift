@@ -219,16 +219,8 @@ public final class BenchmarkRunner {
         var row = ResultRow()
         row["run_id"] = runID
         row["timestamp"] = ISO8601DateFormatter().string(from: Date())
-        row["host"] = machine.host
-        row["kernel"] = machine.kernel
-        row["cpu_model"] = machine.cpuModel
-        row["cores"] = "\(machine.cores)"
-        row["swift_version"] = machine.swiftVersion
-        row["liburing_version"] = machine.liburingVersion
-        let build = build(of: backend)
-        row["git_commit"] = build.gitCommit
-        row["git_dirty"] = build.gitDirty ? "yes" : "no"
-        row["build_config"] = build.buildConfiguration
+        // The build of a variant's binary; the machine is the same.
+        row.record(machine: build(of: backend))
         row["command"] = plan.commandLine
         row["workload"] = workload
         row["method"] = workload == "idle" ? "timed" : plan.method.rawValue

@@ -95,3 +95,19 @@ public struct MachineInfo: Sendable, Equatable {
         return status == 0 ? output : nil
     }
 }
+
+extension ResultRow {
+    /// Records the machine and the build a row was measured on (its host, kernel, CPU, cores,
+    /// Swift and liburing versions, commit, dirty flag and build configuration).
+    public mutating func record(machine: MachineInfo) {
+        self["host"] = machine.host
+        self["kernel"] = machine.kernel
+        self["cpu_model"] = machine.cpuModel
+        self["cores"] = "\(machine.cores)"
+        self["swift_version"] = machine.swiftVersion
+        self["liburing_version"] = machine.liburingVersion
+        self["git_commit"] = machine.gitCommit
+        self["git_dirty"] = machine.gitDirty ? "yes" : "no"
+        self["build_config"] = machine.buildConfiguration
+    }
+}

@@ -187,14 +187,7 @@ public final class NotificationRunner {
         row["clients"] = "\(clients)"
         row["run_id"] = runID
         row["run_command"] = plan.commandLine
-        row["host"] = machine.host
-        row["kernel"] = machine.kernel
-        row["cpu_model"] = machine.cpuModel
-        row["cores"] = "\(machine.cores)"
-        row["swift_version"] = machine.swiftVersion
-        row["git_commit"] = machine.gitCommit
-        row["git_dirty"] = machine.gitDirty ? "yes" : "no"
-        row["build_config"] = machine.buildConfiguration
+        row.record(machine: machine)
         row["event_size"] = "\(plan.eventSize)"
         row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: ",")
         row["client_cpus"] = "\(plan.clientCPU)"
