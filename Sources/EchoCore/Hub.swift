@@ -126,21 +126,11 @@ struct TopicState: ~Copyable {
         let grown = UnsafeMutablePointer<Slot>.allocate(capacity: newSize)
         grown.initialize(repeating: Slot(), count: newSize)
         if let old = slots {
-            // Every slot moves: the kept events to their new places, the rest (never used
-            // while the ring was growing) keep their memory in the free places.
-            var free: [Int] = []
-            var placed = [Bool](repeating: false, count: newSize)
+            // The ring grows only when full of kept events (one per old slot): each moves to
+            // its place in the larger ring.
+            precondition(nextSeq - oldestSeq == UInt64(ringSize), "a growing ring holds an event in every slot")
             for kept in oldestSeq..<nextSeq {
-                let to = Int(kept % UInt64(newSize))
-                grown[to] = old[Int(kept % UInt64(ringSize))]
-                placed[to] = true
-            }
-            for i in 0..<newSize where !placed[i] { free.append(i) }
-            var next = 0
-            let keptSlots = Set((oldestSeq..<nextSeq).map { Int($0 % UInt64(ringSize)) })
-            for i in 0..<ringSize where !keptSlots.contains(i) {
-                grown[free[next]] = old[i]
-                next += 1
+                grown[Int(kept % UInt64(newSize))] = old[Int(kept % UInt64(ringSize))]
             }
             old.deallocate()
         }
