@@ -6,14 +6,20 @@ import Foundation
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
-        abstract: "Print the results table of a CSV written by 'iobench run', or the CSV schema.",
-        discussion: "Exit codes: 0 success, 1 the file cannot be read, 64 bad usage."
+        abstract: "Print the results of CSVs written by 'iobench run' (and .hgrm spectra); draw them as SVG charts and one HTML page.",
+        discussion: """
+        Each CSV is reported as its own run: echo and rpc runs (iobench run), the notification \
+        comparison (iobench run --patterns). A .hgrm file (iobench load --histogram) adds a latency \
+        spectrum; several are drawn in one chart. --html writes one self-contained page (inline \
+        SVG, no script, nothing fetched); --svg writes each chart as a file, and --markdown then \
+        links them. Exit codes: 0 success, 1 a file cannot be read or written, 64 bad usage.
+        """
     )
 
-    @Argument(help: "CSVs written by 'iobench run' (each printed as its own run).")
-    var csvs: [String] = []
+    @Argument(help: "CSVs written by 'iobench run' (each reported as its own run), and .hgrm files from 'iobench load --histogram'.")
+    var inputs: [String] = []
 
-    @Option(help: "The server the others are compared with: a backend, variant or external name.")
+    @Option(help: "The server the others are compared with: a backend, variant or external name. Charts draw it dashed.")
     var reference: String = "epoll"
 
     @Flag(help: "Print the CSV columns and their meaning as a Markdown table instead.")
@@ -25,8 +31,17 @@ struct ReportCommand: ParsableCommand {
     @Flag(help: "List every spread warning instead of one summary line.")
     var verbose = false
 
+    @Option(help: "Write one self-contained HTML page (charts, tables, machine, commit, commands) to this file.")
+    var html: String?
+
+    @Option(help: "Write every chart as an SVG file into this directory (created if missing).")
+    var svg: String?
+
     func validate() throws {
-        if !schema && csvs.isEmpty { throw ValidationError("give a CSV file to report on, or --schema") }
+        if !schema && inputs.isEmpty { throw ValidationError("give a CSV or .hgrm file to report on, or --schema") }
+        if let html, !html.hasSuffix(".html") && !html.hasSuffix(".htm") {
+            throw ValidationError("--html \(html) does not end in .html: name the page it writes")
+        }
     }
 
     func run() throws {
@@ -35,22 +50,121 @@ struct ReportCommand: ParsableCommand {
             for column in ResultRow.columns { print("| `\(column.name)` | \(column.meaning) |") }
             return
         }
-        for (i, csv) in csvs.enumerated() {
-            let rows = try readResults(csv)
+        // Read everything first: a bad file fails before anything is written.
+        var runs: [(path: String, rows: [ResultRow])] = []
+        var spectra: [ReportCharts.Spectrum] = []
+        for input in inputs {
+            if input.hasSuffix(".hgrm") {
+                do {
+                    let text = try String(contentsOfFile: input, encoding: .utf8)
+                    let name = URL(fileURLWithPath: input).deletingPathExtension().lastPathComponent
+                    spectra.append(try ReportCharts.parseHgrm(text, name: name))
+                } catch {
+                    printError("iobench: cannot read \(input): \(error)")
+                    throw ExitCode.failure
+                }
+            } else {
+                let rows = try readResults(input)
+                guard !rows.isEmpty else {
+                    printError("iobench: \(input) holds no result rows")
+                    throw ExitCode.failure
+                }
+                runs.append((input, rows))
+            }
+        }
+        var palette = Palette()
+        for run in runs { for name in ReportCharts.servers(run.rows) { palette.register(name) } }
+        for spectrum in spectra { palette.register(spectrum.name) }
+
+        var sections: [HTMLReport.Section] = []
+        var usedIDs: Set<String> = []
+        for (index, run) in runs.enumerated() {
+            let rows = run.rows
+            let notification = rows.first?["cell"] != nil
+            // Two runs in one report keep their charts apart.
+            let prefix = runs.count > 1 ? "run\(index + 1)-" : ""
+            var charts = notification
+                ? ReportCharts.notificationCharts(rows, palette: palette, prefix: prefix)
+                : ReportCharts.echoCharts(rows, reference: reference, palette: palette, prefix: prefix)
+            for i in charts.indices {
+                while usedIDs.contains(charts[i].id) { charts[i].id += "-2" }
+                usedIDs.insert(charts[i].id)
+            }
+            let table = notification
+                ? NotificationRunner.render(rows, markdown: true)
+                : SummaryTable.render(rows, reference: reference, markdown: true, verbose: verbose)
+            let runID = rows.first?["run_id"] ?? URL(fileURLWithPath: run.path).lastPathComponent
+            sections.append(HTMLReport.Section(heading: (notification ? "Notification comparison " : "Run ") + runID,
+                                               facts: [("file", run.path)] + HTMLReport.facts(rows), charts: charts, markdown: table))
+        }
+        if let chart = ReportCharts.spectrumChart(spectra, palette: palette) {
+            sections.append(HTMLReport.Section(heading: "Latency spectra", facts: spectra.map { ("file", $0.name + ".hgrm") }, charts: [chart], markdown: ""))
+        }
+
+        var written: [String: String] = [:]  // chart id → SVG path
+        if let svg {
+            do {
+                try FileManager.default.createDirectory(atPath: svg, withIntermediateDirectories: true)
+                for chart in sections.flatMap(\.charts) {
+                    let path = (svg as NSString).appendingPathComponent(chart.id + ".svg")
+                    try (#"<?xml version="1.0" encoding="UTF-8"?>"# + "\n" + chart.svg()).write(toFile: path, atomically: true, encoding: .utf8)
+                    written[chart.id] = path
+                }
+            } catch {
+                printError("iobench: cannot write the charts into \(svg): \(error.localizedDescription)")
+                throw ExitCode.failure
+            }
+        }
+        if let html {
+            let command = (["iobench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+            let page = HTMLReport(generatedBy: command, sections: sections).html()
+            do {
+                let directory = URL(fileURLWithPath: html).deletingLastPathComponent()
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+                try page.write(toFile: html, atomically: true, encoding: .utf8)
+            } catch {
+                printError("iobench: cannot write \(html): \(error.localizedDescription)")
+                throw ExitCode.failure
+            }
+        }
+
+        for (i, run) in runs.enumerated() {
+            let rows = run.rows
             if i > 0 { print("") }
             // The notification comparison (iobench run --patterns) has its own table.
             if rows.first?["cell"] != nil {
-                if let run = rows.first?["run_id"] {
-                    let how = rows.first?["run_command"].map { ": `\($0)`" } ?? ""
-                    print(markdown ? "Run `\(run)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?")\(how)" : "run \(run)\(how)")
+                if let id = rows.first?["run_id"] {
+                    let how = (rows.first?["run_command"] ?? rows.first?["command"]).map { ": `\($0)`" } ?? ""
+                    print(markdown ? "Run `\(id)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?")\(how)" : "run \(id)\(how)")
                 }
                 print(NotificationRunner.render(rows, markdown: markdown), terminator: "")
-                continue
+            } else {
+                if let command = rows.first?["command"], let id = rows.first?["run_id"] {
+                    print(markdown ? "Run `\(id)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?"): `\(command)`" : "run \(id): \(command)")
+                }
+                print(SummaryTable.render(rows, reference: reference, markdown: markdown, verbose: verbose), terminator: "")
             }
-            if let command = rows.first?["command"], let run = rows.first?["run_id"] {
-                print(markdown ? "Run `\(run)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?"): `\(command)`" : "run \(run): \(command)")
+            printChartLinks(sections[i].charts, written)
+        }
+        if !spectra.isEmpty {
+            if !runs.isEmpty { print("") }
+            print(markdown ? "**latency spectra** (µs)\n" : "latency spectra (µs)")
+            for s in spectra {
+                let at = { (p: Double) in s.lines.first { $0.percentile >= p }.map { String(format: "%.1f", $0.value) } ?? "-" }
+                print("\(markdown ? "- " : "  ")\(s.name): p50 \(at(0.5)), p99 \(at(0.99)), p99.9 \(at(0.999)), max \(s.lines.last.map { String(format: "%.1f", $0.value) } ?? "-") over \(Int(s.lines.last?.count ?? 0)) samples")
             }
-            print(SummaryTable.render(rows, reference: reference, markdown: markdown, verbose: verbose), terminator: "")
+            if let section = sections.last, section.heading == "Latency spectra" { printChartLinks(section.charts, written) }
+        }
+        if let html { printError("iobench: wrote \(html)") }
+    }
+
+    /// With --svg, where each chart went (as Markdown images with --markdown).
+    private func printChartLinks(_ charts: [Chart], _ written: [String: String]) {
+        let paths = charts.compactMap { chart in written[chart.id].map { (chart.title, $0) } }
+        guard !paths.isEmpty else { return }
+        print("")
+        for (title, path) in paths {
+            print(markdown ? "![\(title)](\(path))" : "chart: \(path)  (\(title))")
         }
     }
 }
