@@ -60,8 +60,9 @@ public struct HTMLReport {
         h1 { font-size: 28px; margin: 0 0 4px; }
         h2 { font-size: 22px; margin: 40px 0 8px; border-bottom: 1px solid #ccc; padding-bottom: 4px; }
         h3 { font-size: 16px; margin: 22px 0 6px; }
-        .generated { color: #444; margin: 0 0 16px; }
-        dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 8px 0 16px; font-size: 14px; }
+        .generated { color: #444; margin: 0 0 12px; font-size: 13px; }
+        dl.facts { display: grid; grid-template-columns: max-content 1fr max-content 1fr; gap: 2px 16px; margin: 8px 0 16px; font-size: 13px; }
+        dl.facts dt.wide + dd { grid-column: span 3; }
         dl.facts dt { color: #444; }
         dl.facts dd { margin: 0; overflow-wrap: anywhere; }
         code { font-family: ui-monospace, 'DejaVu Sans Mono', Menlo, monospace; font-size: 0.92em; background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
@@ -99,7 +100,8 @@ public struct HTMLReport {
                 out += "<dl class=\"facts\">\n"
                 for (label, value) in section.facts {
                     let shown = label == "command" || label == "commit" ? "<code>\(xmlEscape(value))</code>" : xmlEscape(value)
-                    out += "<dt>\(xmlEscape(label))</dt><dd>\(shown)</dd>\n"
+                    let wide = label == "command" || label == "file" || label == "machine"
+                    out += "<dt\(wide ? " class=\"wide\"" : "")>\(xmlEscape(label))</dt><dd>\(shown)</dd>\n"
                 }
                 out += "</dl>\n"
             }

@@ -146,7 +146,7 @@ public enum ReportCharts {
             }
             let repetitions = Set(group.rows.compactMap { $0["repetition"] }).count
             let bars = repetitions > 1 ? "medians of \(repetitions) repetitions; bars: \(repetitions >= 6 ? "95%" : "min–max") interval of the median" : "one repetition"
-            let xTitle = "connections" + (xAxis == .log ? " (log scale)" : "")
+            let xTitle = "connections (count" + (xAxis == .log ? ", log scale)" : ")")
             if !cpu.isEmpty {
                 charts.append(Chart(id: prefix + "cpu-per-message-" + slug(group.describe), title: "Server CPU per message — \(group.describe)",
                                     subtitle: "Lower is better; \(bars). The server is pinned to its CPUs, the generator to others.",
@@ -161,7 +161,7 @@ public enum ReportCharts {
                     .map { Chart.MarkerKey(bottleneckMarker($0.0), $0.1) }
                 charts.append(Chart(id: prefix + "throughput-" + slug(group.describe), title: "Messages per second — \(group.describe)",
                                     subtitle: "Higher is better; \(bars). The marker says what limited each point.",
-                                    xTitle: xTitle, yTitle: "messages per second", xAxis: xAxis, yAxis: .linear, series: throughput, markerKeys: keys))
+                                    xTitle: xTitle, yTitle: "throughput (messages per second)", xAxis: xAxis, yAxis: .linear, series: throughput, markerKeys: keys))
                 charts[charts.count - 1].xTicks = connections.map(Double.init)
                 charts[charts.count - 1].legendMarkers = false
             }
@@ -291,7 +291,7 @@ public enum ReportCharts {
         var lines: [(Double, Double, Double)] = []
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count == 4, let value = Double(fields[0]), let p = Double(fields[1]), let count = Double(fields[2]) else { continue }
+            guard fields.count == 3 || fields.count == 4, let value = Double(fields[0]), let p = Double(fields[1]), let count = Double(fields[2]) else { continue }
             guard value.isFinite, p >= 0, p <= 1 else { throw ReportError.badSpectrum("\(name): the line '\(line)' is not value, percentile, count") }
             lines.append((value, p, count))
         }
