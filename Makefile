@@ -3,7 +3,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG ?= release
 
-.PHONY: deps build test bench baseline check check-against fuzz clean
+.PHONY: deps build test bench baseline check check-against fuzz charts clean
 
 deps:
 	@if ! pkg-config --exists liburing 2>/dev/null && [ ! -f /usr/include/liburing.h ]; then \
@@ -15,6 +15,12 @@ deps:
 	@if ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null || ! command -v strip >/dev/null; then \
 		echo "installing valgrind and binutils (counted measurements)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq valgrind binutils; \
+	fi
+
+	@# The report page's browser check (Tests/BenchTests/ChartTests.swift, scripts/browser-check.py).
+	@if ! command -v chromium >/dev/null || ! command -v python3 >/dev/null; then \
+		echo "installing chromium (the HTML report's check in a real browser)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-liberation python3; \
 	fi
 
 build: deps
@@ -44,6 +50,13 @@ check-against: deps build
 # Re-record the committed baseline (the --quick matrix) on this machine.
 baseline: deps build
 	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench baseline update --out results/baseline.csv
+
+# The README's charts and the one-page report, from the committed runs named here:
+# results/charts/*.svg and results/report.html.
+CHART_RUNS ?= results/runs/2026-11-30T002850Z-vm.csv results/notify/2026-11-30T170717Z-vm.csv
+charts: build
+	rm -rf results/charts
+	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench report $(CHART_RUNS) --svg results/charts --html results/report.html --markdown > /dev/null
 
 clean:
 	rm -rf .build

@@ -124,6 +124,10 @@ public struct RunPlan: Sendable {
     }
 
     public var loadCellCount: Int { targets.count * connections.count * sizes.count * modes.count * repetitions }
+    /// Load cells and idle measurements together.
+    public var cellCount: Int { loadCellCount + (idleConnections > 0 ? targets.count : 0) }
+    /// The time a cell is planned to take (warm-up and window), for an estimate before any has run.
+    public var plannedSecondsPerCell: Double { warmup + duration }
 }
 
 /// Runs a plan: every backend as a fresh child server per cell, pinned apart from the generator.
@@ -133,6 +137,8 @@ public final class BenchmarkRunner {
     public let runID: String
     /// Told what is happening: a status line that may be redrawn in place.
     public var status: (String) -> Void = { _ in }
+    /// Told as each cell starts: its number (from 1), how many there are, and what it is.
+    public var cellStarted: (_ index: Int, _ total: Int, _ description: String) -> Void = { _, _, _ in }
     private var rows: [ResultRow] = []
 
     public init(plan: RunPlan, machine: MachineInfo = .current()) {
@@ -162,7 +168,9 @@ public final class BenchmarkRunner {
                     for size in plan.sizes {
                         for backend in order {
                             done += 1
-                            let label = "[\(done)/\(plan.loadCellCount)] \(backend) \(connections) conns \(size) B \(mode) rep \(repetition)/\(plan.repetitions)"
+                            let what = "\(backend) \(connections) conns \(size) B \(mode) rep \(repetition)/\(plan.repetitions)"
+                            cellStarted(done, plan.cellCount, what)
+                            let label = "[\(done)/\(plan.cellCount)] \(what)"
                             rows.append(try measureChecked(backend, connections: connections, size: size, mode: mode, repetition: repetition, label: label))
                         }
                     }
@@ -171,6 +179,8 @@ public final class BenchmarkRunner {
         }
         if plan.idleConnections > 0 {
             for backend in plan.targets {
+                done += 1
+                cellStarted(done, plan.cellCount, "idle: \(backend) with \(plan.idleConnections) connections")
                 status("idle: \(backend) with \(plan.idleConnections) connections")
                 rows.append(try measureIdle(backend))
             }

@@ -79,6 +79,8 @@ public final class NotificationRunner {
     public let runID: String
     /// Called with a line of progress before each cell.
     public var status: (String) -> Void = { _ in }
+    /// Told as each cell starts: its number (from 1), how many there are, and what it is.
+    public var cellStarted: (_ index: Int, _ total: Int, _ description: String) -> Void = { _, _, _ in }
 
     public init(plan: NotificationPlan, machine: MachineInfo = .current()) {
         self.plan = plan
@@ -104,6 +106,7 @@ public final class NotificationRunner {
                 for cell in plan.cells {
                     for backend in backends {
                         done += 1
+                        cellStarted(done, cellCount, "\(clients) clients, \(cell), \(backend), repetition \(repetition)/\(plan.repetitions)")
                         status("[\(done)/\(cellCount)] \(clients) clients, \(cell), \(backend), repetition \(repetition)/\(plan.repetitions)")
                         rows.append(try measure(cell, backend: backend, clients: clients, repetition: repetition))
                     }

@@ -198,7 +198,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Where to write the CSV (a directory or a .csv file).")
     var out: String = "results/runs"
 
-    @Flag(help: "No progress line.")
+    @Flag(help: "No progress: without it a terminal shows a bar with the cell, its repetition and an ETA, and a redirected stderr gets one line per cell.")
     var quiet = false
 
     @Flag(help: "List every spread warning instead of one summary line.")
@@ -296,17 +296,18 @@ extension RunCommand {
             exitForUsage(UsageError("\(largest) clients need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer"))
         }
         let runner = NotificationRunner(plan: plan)
-        let progress = ProgressLine(quiet: quiet)
-        runner.status = { progress.show($0) }
+        let progress = RunProgress(quiet: quiet, plannedSecondsPerCell: plan.warmup + plan.duration + 1)
+        runner.status = { progress.status($0) }
+        runner.cellStarted = { progress.cellStarted($0, $1, $2) }
         let rows: [ResultRow]
         do {
             rows = try runner.run()
         } catch {
-            progress.clear()
+            progress.finish()
             printError("iobench: the run failed: \(error)")
             throw ExitCode.failure
         }
-        progress.clear()
+        progress.finish()
         print(NotificationRunner.render(rows))
         let destination = out == "results/runs" ? "results/notify" : out
         let path = try writeCSV(rows, to: destination, runID: runner.runID, columns: NotificationRunner.columns)
@@ -331,17 +332,18 @@ func warnIfShared(_ plan: RunPlan) {
 /// Runs a plan with a progress line; turns failures into one sentence and exit 1.
 func execute(_ plan: RunPlan, quiet: Bool) throws -> [ResultRow] {
     let runner = BenchmarkRunner(plan: plan)
-    let progress = ProgressLine(quiet: quiet)
-    runner.status = { progress.show($0) }
+    let progress = RunProgress(quiet: quiet, plannedSecondsPerCell: plan.plannedSecondsPerCell)
+    runner.status = { progress.status($0) }
+    runner.cellStarted = { progress.cellStarted($0, $1, $2) }
     do {
         let rows = try runner.run()
-        progress.clear()
+        progress.finish()
         return rows
     } catch let error as UsageError {
-        progress.clear()
+        progress.finish()
         exitForUsage(error)
     } catch {
-        progress.clear()
+        progress.finish()
         printError("iobench: the run failed: \(error)")
         throw ExitCode.failure
     }

@@ -162,6 +162,50 @@ import Testing
         #expect(reference.status == 64 && reference.stderr.contains("--reference c-floor is not measured in this run"), "\(reference.stderr)")
     }
 
+    /// On a terminal (a real pty) a bar with the cell, its repetition and an ETA, redrawn in
+    /// place; redirected, one plain line per cell; with --quiet, nothing.
+    @Test func progressIsABarOnATerminalAndLinesWhenRedirected() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-progress-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let arguments = ["run", "--backends", "epoll", "--connections", "4", "--sizes", "64", "--repeat", "2", "--duration", "300ms",
+                         "--warmup", "100ms", "--idle-connections", "0", "--out", out]
+        let redirected = try runCLI(arguments, timeout: 120)
+        #expect(redirected.status == 0, "\(redirected.stderr)")
+        let lines = redirected.stderr.split(separator: "\n").filter { $0.hasPrefix("iobench: [") }
+        #expect(lines.count == 2 && lines[0].hasPrefix("iobench: [1/2] epoll 4 conns 64 B depth 1 rep 1/2 (ETA ")
+                && lines[1].hasPrefix("iobench: [2/2] epoll 4 conns 64 B depth 1 rep 2/2 (ETA "), "\(redirected.stderr)")
+        #expect(!redirected.stderr.contains("\r") && redirected.stderr.contains("iobench: 2 cells in "), "\(redirected.stderr)")
+        let quiet = try runCLI(arguments + ["--quiet"], timeout: 120)
+        #expect(quiet.status == 0 && !quiet.stderr.contains("[1/2]"), "\(quiet.stderr)")
+        // The same run on a pseudo-terminal: what a person at a terminal sees.
+        let pty = """
+        import os, pty, sys
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(sys.argv[1], sys.argv[1:])
+        out = b""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        _, status = os.waitpid(pid, 0)
+        sys.stdout.write(out.decode("utf-8", "replace"))
+        sys.exit(os.waitstatus_to_exitcode(status))
+        """
+        // A window of 1.5 s, so the bar shows the window's live figures at least once.
+        let longer = arguments.map { $0 == "300ms" ? "1500ms" : $0 }
+        let terminal = try runProcess("/usr/bin/env", ["python3", "-c", pty, iobenchPath] + longer, timeout: 120)
+        #expect(terminal.status == 0, "\(terminal.stdout)")
+        #expect(terminal.stdout.contains("\r[--------------------] 1/2 epoll 4 conns 64 B depth 1 rep 1/2"), "\(terminal.stdout)")
+        #expect(terminal.stdout.contains("] 2/2 epoll 4 conns 64 B depth 1 rep 2/2") && terminal.stdout.contains(" · ETA "), "\(terminal.stdout)")
+        #expect(terminal.stdout.contains("msgs/s · ETA"), "no live figure in the bar: \(terminal.stdout)")
+        #expect(!terminal.stdout.contains("iobench: [1/2]"), "plain lines on a terminal: \(terminal.stdout)")
+    }
+
     @Test func aTinyRunWritesACSVThatReadsBack() throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-run-\(getpid()).csv").path
         defer { try? FileManager.default.removeItem(atPath: out) }
