@@ -147,10 +147,18 @@ public enum ReportCharts {
             let repetitions = Set(group.rows.compactMap { $0["repetition"] }).count
             let bars = repetitions > 1 ? "medians of \(repetitions) repetitions; bars: \(repetitions >= 6 ? "95%" : "min–max") interval of the median" : "one repetition"
             let xTitle = "connections (count" + (xAxis == .log ? ", log scale)" : ")")
+            // A figure that spans more than 5× across the chart (one connection costs ten times
+            // what many do) goes on a log axis, so the small values stay apart.
+            func yAxis(_ series: [Chart.Series]) -> Chart.Axis {
+                let values = series.flatMap { $0.points.map(\.y) }.filter { $0 > 0 }
+                guard let low = values.min(), let high = values.max() else { return .linear }
+                return high / low > 5 ? .log : .linear
+            }
             if !cpu.isEmpty {
+                let axis = yAxis(cpu)
                 charts.append(Chart(id: prefix + "cpu-per-message-" + slug(group.describe), title: "Server CPU per message — \(group.describe)",
                                     subtitle: "Lower is better; \(bars). The server is pinned to its CPUs, the generator to others.",
-                                    xTitle: xTitle, yTitle: "server CPU per message (µs)", xAxis: xAxis, yAxis: .linear, series: cpu))
+                                    xTitle: xTitle, yTitle: "server CPU per message (µs\(axis == .log ? ", log scale" : ""))", xAxis: xAxis, yAxis: axis, series: cpu))
                 charts[charts.count - 1].xTicks = connections.map(Double.init)
             }
             if !throughput.isEmpty {
@@ -159,9 +167,10 @@ public enum ReportCharts {
                             ("neither", "neither (latency-bound)"), ("unknown", "no verdict")]
                     .filter { used.contains(bottleneckMarker($0.0)) }
                     .map { Chart.MarkerKey(bottleneckMarker($0.0), $0.1) }
+                let axis = yAxis(throughput)
                 charts.append(Chart(id: prefix + "throughput-" + slug(group.describe), title: "Messages per second — \(group.describe)",
                                     subtitle: "Higher is better; \(bars). The marker says what limited each point.",
-                                    xTitle: xTitle, yTitle: "throughput (messages per second)", xAxis: xAxis, yAxis: .linear, series: throughput, markerKeys: keys))
+                                    xTitle: xTitle, yTitle: "throughput (messages per second\(axis == .log ? ", log scale" : ""))", xAxis: xAxis, yAxis: axis, series: throughput, markerKeys: keys))
                 charts[charts.count - 1].xTicks = connections.map(Double.init)
                 charts[charts.count - 1].legendMarkers = false
             }
