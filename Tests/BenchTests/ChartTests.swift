@@ -168,6 +168,27 @@ struct ParsedChart {
         #expect(throws: ReportError.self) { try ReportCharts.parseHgrm("value,percentile\n1,2\n", name: "bad") }
     }
 
+    /// results/charts is what `make charts` draws from the runs the Makefile names, byte for byte:
+    /// the README's charts cannot drift from their data.
+    @Test func theCommittedChartsAreWhatMakeChartsDraws() throws {
+        let root = ReportFixture.directory.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let makefile = try String(contentsOf: root.appendingPathComponent("Makefile"), encoding: .utf8)
+        let line = try #require(makefile.split(separator: "\n").first { $0.hasPrefix("CHART_RUNS ?= ") })
+        let runs = line.dropFirst("CHART_RUNS ?= ".count).split(separator: " ").map(String.init)
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-charts-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let made = try runCLI(["report"] + runs.map { root.appendingPathComponent($0).path } + ["--reference", "c-floor", "--svg", out.path])
+        #expect(made.status == 0, "\(made.stderr)")
+        let committed = root.appendingPathComponent("results/charts")
+        let names = try FileManager.default.contentsOfDirectory(atPath: committed.path).sorted()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out.path).sorted() == names)
+        for name in names {
+            let fresh = try String(contentsOf: out.appendingPathComponent(name), encoding: .utf8)
+            let kept = try String(contentsOf: committed.appendingPathComponent(name), encoding: .utf8)
+            #expect(fresh == kept, "results/charts/\(name) differs from what make charts draws: run make charts")
+        }
+    }
+
     @Test func logAxesHaveReadableTicks() throws {
         let chart = Chart(id: "t", title: "t", xTitle: "x (count)", yTitle: "y (µs)", xAxis: .log, yAxis: .log, series: [
             Chart.Series(name: "epoll", color: "#0072B2", points: [Chart.Point(x: 1, y: 0.5), Chart.Point(x: 512, y: 20_000)]),
