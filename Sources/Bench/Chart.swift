@@ -309,8 +309,8 @@ struct Scale {
             if high <= low { low /= 2; high *= 2 }
             var lo = Foundation.pow(10, Foundation.floor(Foundation.log10(low)))
             var hi = Foundation.pow(10, Foundation.ceil(Foundation.log10(high)))
-            // Within one decade, zoom to the 1-2-5 steps around the data.
-            if hi / lo <= 10 {
+            // Hug the data at the 1-2-5 steps around it (a percentile axis keeps its decades).
+            if axis == .log {
                 for f in [5.0, 2.0] where lo * f <= low { lo *= f; break }
                 for f in [0.2, 0.5] where hi * f >= high { hi *= f; break }
             }
