@@ -123,17 +123,23 @@ public struct Chart: Sendable {
             }
             out += "</text>\n"
         }
-        // Grid and y ticks.
-        out += "<g class=\"axis y\" font-size=\"13\" fill=\"#333333\">\n"
-        for tick in yScale.ticks() {
-            let y = yScale.position(tick.value)
-            out += "<line x1=\"\(svgNumber(plotLeft))\" x2=\"\(svgNumber(plotRight))\" y1=\"\(svgNumber(y))\" y2=\"\(svgNumber(y))\" stroke=\"\(tick.major ? "#d0d0d0" : "#ececec")\" stroke-width=\"1\"/>\n"
-            if tick.major || yScale.ticks().filter(\.major).count < 3 {
-                out += "<text class=\"tick\" x=\"\(svgNumber(plotLeft - 8))\" y=\"\(svgNumber(y + 4.5))\" text-anchor=\"end\">\(xmlEscape(tick.label))</text>\n"
+        // Grid lines at every tick; labels at the major ones (at all of them when fewer than
+        // three are major).
+        func gridAndLabels(_ scale: Scale, horizontal: Bool) -> String {
+            var out = ""
+            let ticks = scale.ticks()
+            let labelAll = ticks.filter(\.major).count < 3
+            for tick in ticks {
+                let p = scale.position(tick.value)
+                let (x1, x2, y1, y2) = horizontal ? (plotLeft, plotRight, p, p) : (p, p, plotTop, plotBottom)
+                out += "<line x1=\"\(svgNumber(x1))\" x2=\"\(svgNumber(x2))\" y1=\"\(svgNumber(y1))\" y2=\"\(svgNumber(y2))\" stroke=\"\(tick.major ? "#d0d0d0" : "#ececec")\" stroke-width=\"1\"/>\n"
+                guard tick.major || labelAll else { continue }
+                let (x, y, anchor) = horizontal ? (plotLeft - 8, p + 4.5, "end") : (p, plotBottom + 20, "middle")
+                out += "<text class=\"tick\" x=\"\(svgNumber(x))\" y=\"\(svgNumber(y))\" text-anchor=\"\(anchor)\">\(xmlEscape(tick.label))</text>\n"
             }
+            return out
         }
-        out += "</g>\n"
-        // x ticks.
+        out += "<g class=\"axis y\" font-size=\"13\" fill=\"#333333\">\n" + gridAndLabels(yScale, horizontal: true) + "</g>\n"
         out += "<g class=\"axis x\" font-size=\"13\" fill=\"#333333\">\n"
         if isBars {
             let band = (plotRight - plotLeft) / Double(categories.count)
@@ -142,13 +148,7 @@ public struct Chart: Sendable {
                 out += "<text class=\"tick\" x=\"\(svgNumber(x))\" y=\"\(svgNumber(plotBottom + 20))\" text-anchor=\"middle\">\(xmlEscape(category))</text>\n"
             }
         } else {
-            for tick in xScale.ticks() {
-                let x = xScale.position(tick.value)
-                out += "<line x1=\"\(svgNumber(x))\" x2=\"\(svgNumber(x))\" y1=\"\(svgNumber(plotTop))\" y2=\"\(svgNumber(plotBottom))\" stroke=\"\(tick.major ? "#d0d0d0" : "#ececec")\" stroke-width=\"1\"/>\n"
-                if tick.major || xScale.ticks().filter(\.major).count < 3 {
-                    out += "<text class=\"tick\" x=\"\(svgNumber(x))\" y=\"\(svgNumber(plotBottom + 20))\" text-anchor=\"middle\">\(xmlEscape(tick.label))</text>\n"
-                }
-            }
+            out += gridAndLabels(xScale, horizontal: false)
         }
         out += "</g>\n"
         out += "<rect class=\"frame\" x=\"\(svgNumber(plotLeft))\" y=\"\(svgNumber(plotTop))\" width=\"\(svgNumber(plotRight - plotLeft))\" height=\"\(svgNumber(plotHeight))\" fill=\"none\" stroke=\"#888888\" stroke-width=\"1\"/>\n"
