@@ -20,7 +20,7 @@ deps:
 	@# The report page's browser check (Tests/BenchTests/ChartTests.swift, scripts/browser-check.py).
 	@if ! command -v chromium >/dev/null || ! command -v python3 >/dev/null; then \
 		echo "installing chromium (the HTML report's check in a real browser)"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-liberation python3; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core fonts-liberation python3; \
 	fi
 
 build: deps
