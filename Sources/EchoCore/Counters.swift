@@ -38,8 +38,8 @@ public enum EventCounter: Int, CaseIterable, Sendable {
     /// short polling: jobs started, STATUS frames answered, of which PENDING (empty polls).
     case jobsSubmitted, statusPolls, statusPending
     /// long polling: valid WAITs, WAITs held (no event yet), answered with EVENTS (and the
-    /// events in them), answered with TIMEOUT.
-    case waits, waitsHeld, waitsAnswered, eventsAnswered, waitsTimedOut
+    /// events in them), answered with TIMEOUT, of which more than 10 ms after their deadline.
+    case waits, waitsHeld, waitsAnswered, eventsAnswered, waitsTimedOut, timeoutsLate
     /// Chunks seen by an injected loop (``CostInjection/loopIterations``), which runs every 16th.
     case injectionTicks
 }

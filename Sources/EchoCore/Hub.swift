@@ -53,7 +53,8 @@ public enum EventArrivals: String, CaseIterable, Sendable, CustomStringConvertib
 /// A fault the server injects into what it sends, so a test can prove a client's counting
 /// catches it: every `every`-th event (by sequence number) is dropped, sent twice, or sent after
 /// the next one; `late` publishes every `every`-th server event 20 ms after its due time (still
-/// stamped with that time) and answers a job's STATUS with PENDING until 20 ms after its end.
+/// stamped with that time), answers a job's STATUS with PENDING until 20 ms after its end, and
+/// answers every held WAIT's TIMEOUT 20 ms after its deadline.
 public struct EventFault: Sendable, Equatable, CustomStringConvertible {
     public enum Kind: String, CaseIterable, Sendable { case drop, duplicate, reorder, late }
     public var kind: Kind

@@ -86,7 +86,11 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
     public var wantsInput: Bool { !inputEnded && !inputPaused && !failed }
     public var owed: Int { outbound.count }
     public var hasOutbound: Bool { outbound.committedCount > 0 }
-    public var timerDeadline: UInt64? { waitDeadline }
+    public var timerDeadline: UInt64? {
+        guard let waitDeadline else { return nil }
+        // The injected `late` fault arms a held WAIT's timer past its deadline.
+        return hub.options.fault?.kind == .late ? waitDeadline + EventFault.lateNanoseconds : waitDeadline
+    }
     public var isSubscribed: Bool { subscription != nil }
     public var isWaiting: Bool { waitTopic != nil }
 
@@ -192,12 +196,18 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
         return []
     }
 
+    /// A TIMEOUT answered later than this after its deadline is counted late (`timeouts_late`):
+    /// the server's own measure of its timers' precision, which no client's scheduling blurs.
+    public static var lateTimeoutNanoseconds: UInt64 { 10_000_000 }
+
     public mutating func timerFired() -> SessionActions {
         guard let topic = waitTopic, let deadline = waitDeadline else { return [] }
-        guard ProcessResources.monotonicNanoseconds() >= deadline else { return .timerChanged }
+        let now = ProcessResources.monotonicNanoseconds()
+        guard now >= deadline else { return .timerChanged }
         let after = waitAfter
         releaseWait()
         counters.count(.waitsTimedOut)
+        if now - deadline > Self.lateTimeoutNanoseconds { counters.count(.timeoutsLate) }
         outbound.appendFrame(.timeout, fields: 12) { at in
             Frame.writeUInt32(at, topic.id)
             Frame.writeUInt64(at + 4, after)

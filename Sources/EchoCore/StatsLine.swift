@@ -151,6 +151,7 @@ public enum NotificationCounter: String, CaseIterable, Sendable {
     case waitsAnswered = "waits_answered"
     case eventsAnswered = "events_answered"
     case waitsTimedOut = "waits_timed_out"
+    case timeoutsLate = "timeouts_late"
 
     public var counter: EventCounter {
         switch self {
@@ -166,6 +167,7 @@ public enum NotificationCounter: String, CaseIterable, Sendable {
         case .waitsAnswered: .waitsAnswered
         case .eventsAnswered: .eventsAnswered
         case .waitsTimedOut: .waitsTimedOut
+        case .timeoutsLate: .timeoutsLate
         }
     }
 }

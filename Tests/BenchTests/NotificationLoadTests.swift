@@ -146,13 +146,16 @@ struct NotificationLoadTests {
         let r = try NotificationLoad.run(o)
         #expect(r.errors.isEmpty, "\(r.errors)")
         #expect(r.deliveries > 300, "\(r.deliveries) jobs noticed")
-        #expect(r.latency.max < EventFault.lateNanoseconds, "max \(r.latency.max)")
+        // Judged by percentiles, not the max: one stray scheduling delay on a shared two-core
+        // machine must not pass for the fault (CI once saw a clean max of 48 ms).
+        #expect(r.latency.valueAtPercentile(99) < EventFault.lateNanoseconds, "p99 \(r.latency.valueAtPercentile(99))")
         let late = try serve("poll", ["--inject-event-fault", "late:5"])
         defer { late.stop() }
         o.target = late.address
         let l = try NotificationLoad.run(o)
         #expect(l.errors.isEmpty, "\(l.errors)")
-        #expect(l.latency.max >= EventFault.lateNanoseconds, "max \(l.latency.max)")
+        // Every 5th job answers 20 ms late: a fifth of the notices are past 20 ms.
+        #expect(l.latency.valueAtPercentile(90) >= EventFault.lateNanoseconds, "p90 \(l.latency.valueAtPercentile(90))")
     }
 
     @Test("long polls that all time out together are answered at their deadlines")
