@@ -97,10 +97,11 @@ public enum ReportCharts {
         return groups
     }
 
-    static func slug(_ text: String) -> String {
+    /// A file and anchor name: lower-case ASCII letters and digits (µ as u), runs of anything else one `-`.
+    public static func slug(_ text: String) -> String {
         var out = ""
         for c in text.lowercased() {
-            if c.isLetter || c.isNumber { out.append(c) } else if !out.hasSuffix("-") { out.append("-") }
+            if c.isASCII && (c.isLetter || c.isNumber) { out.append(c) } else if c == "µ" { out.append("u") } else if !out.hasSuffix("-") { out.append("-") }
         }
         while out.hasSuffix("-") { out.removeLast() }
         return out

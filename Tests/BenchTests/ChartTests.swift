@@ -189,6 +189,11 @@ struct ParsedChart {
         }
     }
 
+    @Test func chartFileNamesAreASCII() {
+        #expect(ReportCharts.slug("64 B rpc, depth 1, 50 µs work") == "64-b-rpc-depth-1-50-us-work")
+        #expect(ReportCharts.slug("open loop 40k msgs/s") == "open-loop-40k-msgs-s")
+    }
+
     @Test func logAxesHaveReadableTicks() throws {
         let chart = Chart(id: "t", title: "t", xTitle: "x (count)", yTitle: "y (µs)", xAxis: .log, yAxis: .log, series: [
             Chart.Series(name: "epoll", color: "#0072B2", points: [Chart.Point(x: 1, y: 0.5), Chart.Point(x: 512, y: 20_000)]),
