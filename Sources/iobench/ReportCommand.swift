@@ -90,9 +90,7 @@ struct ReportCommand: ParsableCommand {
                 while usedIDs.contains(charts[i].id) { charts[i].id += "-2" }
                 usedIDs.insert(charts[i].id)
             }
-            let table = notification
-                ? NotificationRunner.render(rows, markdown: true)
-                : SummaryTable.render(rows, reference: reference, markdown: true, verbose: verbose)
+            let table = render(rows, markdown: true).table
             let runID = rows.first?["run_id"] ?? URL(fileURLWithPath: run.path).lastPathComponent
             sections.append(HTMLReport.Section(heading: (notification ? "Notification comparison " : "Run ") + runID,
                                                facts: [("file", run.path)] + HTMLReport.facts(rows), charts: charts, markdown: table))
@@ -129,21 +127,10 @@ struct ReportCommand: ParsableCommand {
         }
 
         for (i, run) in runs.enumerated() {
-            let rows = run.rows
             if i > 0 { print("") }
-            // The notification comparison (iobench run --patterns) has its own table.
-            if rows.first?["cell"] != nil {
-                if let id = rows.first?["run_id"] {
-                    let how = (rows.first?["run_command"] ?? rows.first?["command"]).map { ": `\($0)`" } ?? ""
-                    print(markdown ? "Run `\(id)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?")\(how)" : "run \(id)\(how)")
-                }
-                print(NotificationRunner.render(rows, markdown: markdown), terminator: "")
-            } else {
-                if let command = rows.first?["command"], let id = rows.first?["run_id"] {
-                    print(markdown ? "Run `\(id)` on \(rows.first?["cpu_model"] ?? "?"), \(rows.first?["cores"] ?? "?") cores, kernel \(rows.first?["kernel"] ?? "?"): `\(command)`" : "run \(id): \(command)")
-                }
-                print(SummaryTable.render(rows, reference: reference, markdown: markdown, verbose: verbose), terminator: "")
-            }
+            let (heading, table) = markdown ? (render(run.rows, markdown: true).heading, sections[i].markdown) : render(run.rows, markdown: false)
+            if let heading { print(heading) }
+            print(table, terminator: "")
             printChartLinks(sections[i].charts, written)
         }
         if !spectra.isEmpty {
@@ -156,6 +143,21 @@ struct ReportCommand: ParsableCommand {
             if let section = sections.last, section.heading == "Latency spectra" { printChartLinks(section.charts, written) }
         }
         if let html { printError("iobench: wrote \(html)") }
+    }
+
+    /// A run's heading line (its id, machine and command) and its table: the notification
+    /// comparison (iobench run --patterns) has its own.
+    private func render(_ rows: [ResultRow], markdown: Bool) -> (heading: String?, table: String) {
+        let first = rows.first
+        let heading = first?["run_id"].map { id in
+            let how = (first?["run_command"] ?? first?["command"]).map { ": `\($0)`" } ?? ""
+            return markdown ? "Run `\(id)` on \(first?["cpu_model"] ?? "?"), \(first?["cores"] ?? "?") cores, kernel \(first?["kernel"] ?? "?")\(how)"
+                            : "run \(id)\(how.replacingOccurrences(of: "`", with: ""))"
+        }
+        let table = first?["cell"] != nil
+            ? NotificationRunner.render(rows, markdown: markdown)
+            : SummaryTable.render(rows, reference: reference, markdown: markdown, verbose: verbose)
+        return (heading, table)
     }
 
     /// With --svg, where each chart went (as Markdown images with --markdown).
