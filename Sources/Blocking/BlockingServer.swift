@@ -13,6 +13,8 @@ public final class BlockingServer: EchoServer, Sendable {
     private let configuration: ServerConfiguration
     private let registry = CounterRegistry()
     private let limit: ConnectionLimit
+    /// Ends connections whose peer may still be sending (after a refusal) without an RST.
+    private let closer: LingeringCloser
     private let stopping = Atomic<Bool>(false)
     /// Open connection sockets and the number of connection threads still running.
     private let live = Mutex<(fds: Set<Int32>, threads: Int)>(([], 0))
@@ -30,6 +32,7 @@ public final class BlockingServer: EchoServer, Sendable {
     public init(configuration: ServerConfiguration) {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
+        closer = LingeringCloser(limit: limit, registry: registry)
         lifecycle = Mutex((nil, -1, configuration.address))
         hub = Hub(options: configuration.notifications)
         let pattern = configuration.pattern
@@ -43,6 +46,7 @@ public final class BlockingServer: EchoServer, Sendable {
     public init<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
+        closer = LingeringCloser(limit: limit, registry: registry)
         lifecycle = Mutex((nil, -1, configuration.address))
         hub = Hub(options: configuration.notifications)
         startConnection = { server, fd, counters in
@@ -140,6 +144,8 @@ public final class BlockingServer: EchoServer, Sendable {
             maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize, counters: sys,
             notifier: Session.usesServices ? hub.notifier : nil, hub: Session.usesServices ? hub : nil))
         var inputPaused = false
+        /// The peer shut down its sending side (else a close lingers: see ``LingeringCloser``).
+        var inputEnded = false
         // Timers and notifications (only for sessions that use them: they cost a poll per read).
         // A post wakes the thread with a signal (no descriptor per connection: 10,000
         // subscribers would otherwise need 20,000).
@@ -156,7 +162,7 @@ public final class BlockingServer: EchoServer, Sendable {
                 mailbox = nil
             }
             buffer.deallocate()
-            finish(fd, sys)
+            finish(fd, sys, lingering: !inputEnded)
             registry.retire(counters)
         }
         if services {
@@ -217,6 +223,7 @@ public final class BlockingServer: EchoServer, Sendable {
             }
             var actions: SessionActions
             if n == 0 {
+                inputEnded = true
                 actions = session.inputDidEnd()
             } else {
                 sys.count(.bytesIn, UInt64(n))
@@ -318,13 +325,20 @@ public final class BlockingServer: EchoServer, Sendable {
         func retire() { thread.withLock { $0 = nil } }
     }
 
-    private func finish(_ fd: Int32, _ sys: SystemCalls) {
+    /// Ends a connection: its socket is closed now, or with `lingering` handed to the
+    /// ``LingeringCloser`` (its peer may still be sending).
+    private func finish(_ fd: Int32, _ sys: SystemCalls, lingering: Bool = false) {
         // Out of the set before closing, so stop() never shuts down a reused descriptor; the
-        // thread count drops only after the close, so stop() returns with every socket closed.
+        // thread count drops only after the close, so stop() returns with every socket closed
+        // or handed to the closer, which stop() ends after the threads.
         live.withLock { _ = $0.fds.remove(fd) }
-        sys.close(fd)
-        sys.count(.closed)
-        limit.release()
+        if lingering {
+            closer.adopt(fd, sys)
+        } else {
+            sys.close(fd)
+            sys.count(.closed)
+            limit.release()
+        }
         live.withLock { $0.threads -= 1 }
     }
 
@@ -354,5 +368,6 @@ public final class BlockingServer: EchoServer, Sendable {
             if live.withLock({ $0.threads }) == 0 { break }
             usleep(500)
         }
+        closer.stop()
     }
 }

@@ -61,6 +61,14 @@ public struct SystemCalls {
         return .bytes(n)
     }
 
+    /// Reads and throws away up to `count` bytes of a TCP socket's input without copying them
+    /// (`MSG_TRUNC`) and without waiting; `.bytes(0)` when the peer has closed its side.
+    public func discardInput(_ fd: Int32, upTo count: Int) throws(SystemError) -> IOResult {
+        let flags = Int32(MSG_DONTWAIT) | Int32(MSG_TRUNC)
+        guard let n = try retrying(.recv, "recv", { Glibc.recv(fd, nil, count, flags) }) else { return .wouldBlock }
+        return .bytes(n)
+    }
+
     /// Accepts one connection; nil when none is waiting. The new socket is close-on-exec and,
     /// with `nonBlocking`, non-blocking.
     public func accept(_ fd: Int32, nonBlocking: Bool) throws(SystemError) -> Int32? {
@@ -195,6 +203,8 @@ public enum Epoll {
     public static let output = EPOLLOUT.rawValue
     public static let error = EPOLLERR.rawValue
     public static let hangUp = EPOLLHUP.rawValue
+    /// The peer shut down its sending side.
+    public static let peerClosed = EPOLLRDHUP.rawValue
     public static let add = EPOLL_CTL_ADD
     public static let modify = EPOLL_CTL_MOD
     public static let delete = EPOLL_CTL_DEL

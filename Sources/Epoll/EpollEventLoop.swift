@@ -13,6 +13,8 @@ struct EpollConnection<Session: ConnectionSession & ~Copyable>: ~Copyable {
     var interest: UInt32
     /// Reading is paused (the session said ``SessionActions/pauseInput``).
     var inputPaused = false
+    /// The peer shut down its sending side (else a close lingers: see ``LingeringCloser``).
+    var inputEnded = false
     /// The session's armed timer (monotonic ns), 0 for none: a timer-queue entry that does not
     /// match it when it comes due is stale.
     var timerDeadline: UInt64 = 0
@@ -37,6 +39,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     private let epoll: Int32
     private let wake: Int32
     private let limit: ConnectionLimit
+    private let closer: LingeringCloser
     private let injection: CostInjection
     private let context: SessionContext
     private let sys: SystemCalls
@@ -56,7 +59,8 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
     /// ``run(until:)``.
-    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration, hub: Hub) throws(SystemError) {
+    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, closer: LingeringCloser, configuration: ServerConfiguration,
+         hub: Hub) throws(SystemError) {
         sys = SystemCalls(counters: resources.counters)
         let epfd: Int32
         do throws(SystemError) {
@@ -76,6 +80,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         epoll = epfd
         wake = resources.wake
         self.limit = limit
+        self.closer = closer
         injection = configuration.injection
         context = SessionContext(maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize,
                                  counters: sys, notifier: hub.notifier, hub: hub)
@@ -250,6 +255,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         }
         guard case .bytes(let n) = result else { return true }
         if n == 0 {
+            conn.pointee.inputEnded = true
             return perform(conn.pointee.session.inputDidEnd(), conn, index)
         }
         sys.count(.bytesIn, UInt64(n))
@@ -296,7 +302,8 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         if actions.contains(.resumeInput) { conn.pointee.inputPaused = false }
         if actions.contains(.timerChanged) { timerChanged(conn, index) }
         if actions.contains(.close) {
-            closeConnection(index)
+            // Everything owed is written: a peer still sending gets a FIN after it, not an RST.
+            closeConnection(index, lingering: !conn.pointee.inputEnded)
             return false
         }
         if actions.contains(.send) && conn.pointee.session.hasOutbound {
@@ -344,8 +351,20 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         }
     }
 
-    private mutating func closeConnection(_ index: Int) {
+    /// Ends a connection: its socket is closed now, or with `lingering` handed to the
+    /// ``LingeringCloser`` (its peer may still be sending).
+    private mutating func closeConnection(_ index: Int, lingering: Bool = false) {
         let record = connections.remove(index)  // dropping it frees the session's memory
+        if lingering {
+            do {
+                // Out of this loop's set first: the closer watches it from now on.
+                try sys.epollCtl(epoll, Epoll.delete, record.fd, events: 0, data: 0)
+                closer.adopt(record.fd, sys)
+                return
+            } catch {
+                // Not in the set (cannot happen): close it here, at once.
+            }
+        }
         sys.close(record.fd)  // closing also removes it from the epoll set
         sys.count(.closed)
         limit.release()

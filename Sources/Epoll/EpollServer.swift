@@ -11,6 +11,8 @@ public final class EpollServer: EchoServer, Sendable {
     private let configuration: ServerConfiguration
     private let registry = CounterRegistry()
     private let limit: ConnectionLimit
+    /// Ends connections whose peer may still be sending (after a refusal) without an RST.
+    private let closer: LingeringCloser
     private let group = LoopGroup(threadName: "iob-epoll")
     private let bound: Mutex<SocketAddress>
     /// Notifications between connections on different loops, and the notification patterns'
@@ -22,6 +24,7 @@ public final class EpollServer: EchoServer, Sendable {
     public init(configuration: ServerConfiguration) {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
+        closer = LingeringCloser(limit: limit, registry: registry)
         self.bound = Mutex(configuration.address)
         hub = Hub(options: configuration.notifications)
         startForSessionType = nil
@@ -32,6 +35,7 @@ public final class EpollServer: EchoServer, Sendable {
     public init<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
+        closer = LingeringCloser(limit: limit, registry: registry)
         self.bound = Mutex(configuration.address)
         hub = Hub(options: configuration.notifications)
         startForSessionType = { try $0.startLoops(Session.self) }
@@ -62,10 +66,10 @@ public final class EpollServer: EchoServer, Sendable {
     fileprivate func startLoops<Session: ConnectionSession & ~Copyable>(_: Session.Type) throws {
         let (listeners, address) = try Socket.listenOnEachLoop(configuration.address, count: max(configuration.threads, 1), nonBlocking: true)
         bound.withLock { $0 = address }
-        let limit = self.limit, configuration = self.configuration, hub = self.hub
+        let limit = self.limit, closer = self.closer, configuration = self.configuration, hub = self.hub
         try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources, ready, stopping in
             var loop = try EpollEventLoop<Session>(listener: listeners[resources.index], resources: resources, limit: limit,
-                                               configuration: configuration, hub: hub)
+                                               closer: closer, configuration: configuration, hub: hub)
             ready(loop.setupDescription)
             loop.run(until: stopping)
         }
@@ -81,5 +85,6 @@ public final class EpollServer: EchoServer, Sendable {
     public func stop() {
         hub.stop()
         group.stop()
+        closer.stop()
     }
 }

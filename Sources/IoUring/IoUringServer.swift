@@ -12,6 +12,8 @@ public final class IoUringServer: EchoServer, Sendable {
     private let configuration: ServerConfiguration
     private let registry = CounterRegistry()
     private let limit: ConnectionLimit
+    /// Ends connections whose peer may still be sending (after a refusal) without an RST.
+    private let closer: LingeringCloser
     private let group = LoopGroup(threadName: "iob-uring")
     private let bound: Mutex<SocketAddress>
     /// Notifications between connections on different loops, and the notification patterns'
@@ -23,6 +25,7 @@ public final class IoUringServer: EchoServer, Sendable {
     public init(configuration: ServerConfiguration) {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
+        closer = LingeringCloser(limit: limit, registry: registry)
         self.bound = Mutex(configuration.address)
         hub = Hub(options: configuration.notifications)
         startForSessionType = nil
@@ -33,6 +36,7 @@ public final class IoUringServer: EchoServer, Sendable {
     public init<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
+        closer = LingeringCloser(limit: limit, registry: registry)
         self.bound = Mutex(configuration.address)
         hub = Hub(options: configuration.notifications)
         startForSessionType = { try $0.startLoops(Session.self) }
@@ -69,11 +73,11 @@ public final class IoUringServer: EchoServer, Sendable {
     fileprivate func startLoops<Session: ConnectionSession & ~Copyable>(_: Session.Type) throws {
         let (listeners, address) = try Socket.listenOnEachLoop(configuration.address, count: max(configuration.threads, 1), nonBlocking: false)
         bound.withLock { $0 = address }
-        let limit = self.limit, configuration = self.configuration, hub = self.hub
+        let limit = self.limit, closer = self.closer, configuration = self.configuration, hub = self.hub
         // Each ring is made on its own loop thread: it must be created by the thread that submits to it.
         try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources, ready, stopping in
             var loop = try RingEventLoop<Session>(listener: listeners[resources.index], resources: resources, limit: limit,
-                                               configuration: configuration, hub: hub)
+                                               closer: closer, configuration: configuration, hub: hub)
             ready(loop.setupDescription)
             loop.run(until: stopping)
         }
@@ -90,5 +94,6 @@ public final class IoUringServer: EchoServer, Sendable {
     public func stop() {
         hub.stop()
         group.stop()
+        closer.stop()
     }
 }

@@ -10,6 +10,10 @@ struct RingConnectionState: Equatable {
     /// The send in flight writes the session's outbound bytes (else held echo buffers).
     private(set) var sendingOutbound = false
     private(set) var closing = false
+    /// Once closed, the socket goes to the ``LingeringCloser`` (its peer may still be sending).
+    private(set) var lingers = false
+    /// The peer shut down its sending side (a recv completed with 0).
+    var inputEnded = false
     /// The multishot recv ended with `ENOBUFS`; re-armed when buffers come back.
     var waitingForBuffers = false
     /// The session asked to stop reading.
@@ -46,8 +50,11 @@ struct RingConnectionState: Equatable {
     mutating func otherSubmitted() { inFlight += 1 }
 
     /// Starts closing; returns true when the socket may be closed at once (nothing in flight).
-    mutating func beginClose() -> Bool {
+    /// `lingering`: the session ended the exchange with everything owed written; unless the
+    /// peer already finished sending, the socket is then handed to the ``LingeringCloser``.
+    mutating func beginClose(lingering: Bool = false) -> Bool {
         closing = true
+        lingers = lingering && !inputEnded
         return inFlight == 0
     }
 

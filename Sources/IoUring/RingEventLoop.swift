@@ -30,6 +30,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     let listener: Int32
     let wake: Int32
     let limit: ConnectionLimit
+    let closer: LingeringCloser
     let injection: CostInjection
     let context: SessionContext
     let sys: SystemCalls
@@ -63,7 +64,8 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
     /// ``run(until:)``. Must run on the thread that will run the loop (`SINGLE_ISSUER`).
-    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, configuration: ServerConfiguration, hub: Hub) throws(SystemError) {
+    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, closer: LingeringCloser, configuration: ServerConfiguration,
+         hub: Hub) throws(SystemError) {
         sys = SystemCalls(counters: resources.counters)
         let newRing: Ring
         do throws(SystemError) {
@@ -85,6 +87,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         self.listener = listener
         wake = resources.wake
         self.limit = limit
+        self.closer = closer
         injection = configuration.injection
         batchWait = configuration.batchWaitMicroseconds
         waitByPoll = configuration.ringWaitByPoll
@@ -311,6 +314,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
                 perform(actions, conn, index, recvStillArmed: more)
             }
         } else if res == 0 {
+            conn.pointee.state.inputEnded = true
             if !conn.pointee.state.closing {
                 perform(conn.pointee.session.inputDidEnd(), conn, index, recvStillArmed: more)
             }
@@ -362,7 +366,8 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     mutating func perform(_ actions: SessionActions, _ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int, recvStillArmed: Bool) {
         if actions.contains(.timerChanged) { timerChanged(conn, index) }
         if actions.contains(.close) {
-            beginClose(conn, index)
+            // Everything owed is written: a peer still sending gets a FIN after it, not an RST.
+            beginClose(conn, index, lingering: true)
             return
         }
         if actions.contains(.pauseInput) {
@@ -392,14 +397,14 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     @inline(never)  // not per message: out of line, so the completion loop stays compact
-    mutating func beginClose(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
+    mutating func beginClose(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int, lingering: Bool = false) {
         guard !conn.pointee.state.closing else { return }
         let recvArmed = conn.pointee.state.recvArmed
         // A send still in flight at a close is one the peer is not reading (a session closes
         // only once its output is written, unless it gives up on a slow peer): shutting the
         // socket down completes it, so the close does not wait on the peer.
         if conn.pointee.state.sendInFlight { sys.shutdown(conn.pointee.fd, Int32(SHUT_RDWR)) }
-        if conn.pointee.state.beginClose() {
+        if conn.pointee.state.beginClose(lingering: lingering) {
             finishClose(index)
         } else if recvArmed {
             cancelRecv(conn, index)
@@ -416,9 +421,13 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
             buffers.give(back: id)
             id = following
         }
-        sys.close(record.fd)
-        sys.count(.closed)
-        limit.release()
+        if record.state.lingers {
+            closer.adopt(record.fd, sys)
+        } else {
+            sys.close(record.fd)
+            sys.count(.closed)
+            limit.release()
+        }
     }
 
     /// Re-arms as many connections that hit `ENOBUFS` as there are buffers to receive into.

@@ -83,7 +83,7 @@ final class NIOInboundByteCounter: ChannelInboundHandler {
 }
 
 /// Answers each request in order after its `work_us` of CPU; refused frames get an ERROR frame
-/// in their place, and a fatal one closes the connection once it is written.
+/// in their place, and a fatal one ends the connection once it is written.
 final class NIORpcHandler: ChannelInboundHandler, NIOConnectionLifecycle {
     typealias InboundIn = RpcInbound
     typealias OutboundOut = ByteBuffer
@@ -123,7 +123,18 @@ final class NIORpcHandler: ChannelInboundHandler, NIOConnectionLifecycle {
             if error.isFatal {
                 closing = true
                 let channel = context.channel
-                context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+                // `truncated` comes at the peer's end of input; after `too_large` the peer may
+                // still be sending: once every answer is written it gets a FIN, not an RST.
+                let lingers = error != .truncated
+                let counters = self.counters
+                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+                context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { result in
+                    if case .success = result, lingers {
+                        NIOLingeringClose.begin(bound.value, counters: counters)
+                    } else {
+                        channel.close(promise: nil)
+                    }
+                }
             } else {
                 context.write(wrapOutboundOut(frame), promise: nil)
             }

@@ -6,9 +6,11 @@ import Glibc
 
 /// Serves a pattern's ``ConnectionSession`` on a NIO channel, with NIO's own tools for the
 /// backend services: a timer is a task scheduled on the channel's event loop, a notification
-/// from another loop or thread arrives through `EventLoop.execute`. Output is handed to NIO
-/// only while the channel is writable (its outbound buffer under `--max-owed`); the rest stays
-/// in the session, whose own bound and slow-consumer policy then act as on the other backends.
+/// from another loop or thread arrives through `EventLoop.execute`. Output is written as the
+/// other backends write it: one write at a time, at most ``writeChunk`` bytes copied out of the
+/// session, and the session told only once NIO has written them to the socket — so what it
+/// counts as delivered (EVENT frames completely written) was written, and the rest stays in the
+/// session, whose own bound and slow-consumer policy then act as on the other backends.
 final class NIOSessionHandler<Session: ConnectionSession & ~Copyable>: ChannelInboundHandler, NIOConnectionLifecycle {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -22,6 +24,16 @@ final class NIOSessionHandler<Session: ConnectionSession & ~Copyable>: ChannelIn
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     private var notesTaken: [Note] = []
+    /// Bytes handed to NIO and not yet written (0: no write in flight).
+    private var writing = 0
+    /// The peer shut down its sending side.
+    private var inputEnded = false
+    /// Actions that arrived while ``perform(_:)`` was running (a write can complete inside it).
+    private var pending: SessionActions = []
+    private var performing = false
+
+    /// The most bytes one write copies out of the session.
+    static var writeChunk: Int { 64 * 1024 }
 
     init(counters: ThreadCounters, limit: ConnectionLimit, hub: Hub, maxOwed: Int, maxFrameSize: Int) {
         self.counters = counters
@@ -67,6 +79,7 @@ final class NIOSessionHandler<Session: ConnectionSession & ~Copyable>: ChannelIn
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
+            inputEnded = true
             guard session != nil else { return }
             perform(session!.inputDidEnd())
             return
@@ -96,31 +109,57 @@ final class NIOSessionHandler<Session: ConnectionSession & ~Copyable>: ChannelIn
     }
 
     /// Executes a session's actions, and those its writes bring back.
-    private func perform(_ first: SessionActions) {
-        guard let context else { return }
-        var actions = first
-        while !actions.isEmpty, session != nil {
-            var next: SessionActions = []
+    private func perform(_ actions: SessionActions) {
+        pending.formUnion(actions)
+        guard !performing, let context else { return }
+        performing = true
+        defer { performing = false }
+        while session != nil {
+            let actions = pending
+            pending = []
             if actions.contains(.timerChanged) { rearmTimer(context) }
             if actions.contains(.close) {
-                context.close(promise: nil)
+                close(context)
                 return
             }
             if actions.contains(.pauseInput) { context.channel.setOption(.autoRead, value: false).whenFailure { _ in } }
             if actions.contains(.resumeInput) { context.channel.setOption(.autoRead, value: true).whenFailure { _ in } }
-            // Hand NIO the owed bytes while it takes them (the rest waits for writability).
-            var wrote = false
-            while session?.hasOutbound == true && context.channel.isWritable {
-                let bytes = session!.pinOutboundForWrite()
-                var buffer = context.channel.allocator.buffer(capacity: bytes.count)
-                buffer.writeBytes(bytes)
-                context.write(wrapOutboundOut(buffer), promise: nil)
-                counters.add(.bytesOut, UInt64(bytes.count))
-                wrote = true
-                next.formUnion(session!.sent(bytes.count))
+            if writing == 0 && session?.hasOutbound == true && context.channel.isWritable { write(context) }
+            if pending.isEmpty { return }
+        }
+    }
+
+    /// Writes the next chunk of the session's owed bytes; the session hears of it once NIO has
+    /// written it to the socket (the completion may come at once, inside this call).
+    private func write(_ context: ChannelHandlerContext) {
+        let owed = session!.pinOutboundForWrite()
+        let count = min(owed.count, Self.writeChunk)
+        var buffer = context.channel.allocator.buffer(capacity: count)
+        buffer.writeBytes(UnsafeRawBufferPointer(rebasing: owed[..<count]))
+        writing = count
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { result in
+            let handler = bound.value
+            handler.writing = 0
+            guard handler.session != nil else { return }
+            switch result {
+            case .success:
+                handler.counters.add(.bytesOut, UInt64(count))
+                handler.perform(handler.session!.sent(count).union(.send))
+            case .failure:
+                handler.session!.unpinOutbound()  // the connection failed: errorCaught closes it
             }
-            if wrote { context.flush() }
-            actions = next.subtracting(.send)
+        }
+    }
+
+    /// Ends the connection the session ended. With every owed byte written and the peer still
+    /// sending, it lingers (``NIOLingeringClose``) so the peer gets a FIN, not an RST; a peer
+    /// that is not reading (a write still in flight: the slow-consumer policy) is closed at once.
+    private func close(_ context: ChannelHandlerContext) {
+        if writing == 0 && !inputEnded {
+            NIOLingeringClose.begin(context, counters: counters)
+        } else {
+            context.close(promise: nil)
         }
     }
 

@@ -212,6 +212,13 @@ struct ServeCommand: ParsableCommand {
         case .nio: NIOEchoServer(configuration: configuration)
         }
         control.startStdinReader(server, quitOnEOF: quitOnEOF)
+        // libdispatch opens its event manager's descriptors (an epoll, an eventfd and a timerfd)
+        // the first time a timer or asynchronous work runs, and keeps them for the life of the
+        // process; SwiftNIO's shutdown uses Dispatch. Started before counting, so that what a
+        // stopped server leaves open is its own (otherwise NIO appeared to leak 3).
+        let dispatchStarted = DispatchSemaphore(value: 0)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(1)) { dispatchStarted.signal() }
+        dispatchStarted.wait()
         let baselineFDs = ProcessResources.openDescriptorCount()
         do {
             try server.start()
