@@ -58,6 +58,10 @@ public struct ServerConfiguration: Sendable {
     /// valgrind's lock, and every other thread of the server stops until a completion arrives.
     /// Costs a `poll` and a second `io_uring_enter` per wait that blocks.
     public var ringWaitByPoll = false
+    /// io_uring: receive with one single-shot recv per buffer instead of a multishot recv capped
+    /// at what the session may still take (the way of kernels before 6.17, which lack the cap;
+    /// chosen on such kernels by itself). Each recv then reads at most one buffer.
+    public var ringSingleShotRecv = false
     /// Deliberate extra cost per received chunk, for proving that the regression check catches
     /// a slower server (hidden `serve` options). Zero in every real measurement.
     public var injection = CostInjection()

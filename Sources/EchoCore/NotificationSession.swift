@@ -296,6 +296,9 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
             let after = body.bigEndian(at: 4, as: UInt64.self)
             let timeout = body.bigEndian(at: 12, as: UInt32.self)
             guard timeout <= Frame.maxDurationMilliseconds, let topic = hub.topic(id) else { refuse(.outOfRange); return [] }
+            // A cursor past the newest event came from another run of the server (sequence
+            // numbers start again at 1): held, it would wait while events it never sees go by.
+            guard after == Frame.fromNow || after < topic.nextSeq else { refuse(.outOfRange); return [] }
             counters.count(.waits)
             let (answered, resolved) = topic.answerWait(address, mailbox: mailbox, after: after, listen: timeout > 0,
                                                          maxEvents: hub.options.maxQueue, maxFrame: maxFrameSize, into: &outbound)

@@ -47,6 +47,8 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     /// Microseconds a wait may hold out for a batch (0: wake on the first completion).
     let batchWait: UInt32
     let waitByPoll: Bool
+    /// Receive with single-shot recvs (chosen, or the kernel refused the multishot cap).
+    var singleShotRecv: Bool
     /// Sessions' timers: the wait returns no later than the first (the wait's own timeout,
     /// passed through `IORING_ENTER_EXT_ARG`, no timeout operation in the ring).
     var timers = TimerQueue()
@@ -91,6 +93,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         injection = configuration.injection
         batchWait = configuration.batchWaitMicroseconds
         waitByPoll = configuration.ringWaitByPoll
+        singleShotRecv = configuration.ringSingleShotRecv
         // Held echo buffers are bounded by the session, like owed bytes: a connection may hold
         // about its --max-owed in buffers (at least 4) before it stops reading.
         let maxHeld = max(4, configuration.maxOwedPerConnection / configuration.ringBufferSize + 1)
@@ -168,10 +171,21 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         io_uring_sqe_set_data64(sqe, UserData(.wake).rawValue)
     }
 
+    /// Arms a recv into the provided buffers. A multishot recv goes on filling buffers as data
+    /// arrives until it is stopped, and a cancel (at a pause) takes effect only at the next
+    /// submission, so it is capped at what the session may still take before its `--max-owed`
+    /// bound (`optlen`, Linux 6.17; `file_index` in liburing 2.3's header): the kernel ends it
+    /// there, and a peer that does not read makes the connection hold at most about
+    /// `--max-owed` plus one buffer, as a read-sized step does on the other backends.
     @inline(__always)
     mutating func armRecv(_ conn: UnsafeMutablePointer<RingConnection<Session>>, _ index: Int) {
         let sqe = ring.nextSQE(sys)
-        io_uring_prep_recv_multishot(sqe, conn.pointee.fd, nil, 0, 0)
+        if singleShotRecv {
+            io_uring_prep_recv(sqe, conn.pointee.fd, nil, Int(buffers.bufferSize), 0)
+        } else {
+            io_uring_prep_recv_multishot(sqe, conn.pointee.fd, nil, 0, 0)
+            sqe.pointee.file_index = UInt32(max(context.maxOwed - conn.pointee.session.owed, 1))
+        }
         sqe.pointee.flags |= UInt8(1 << IOSQE_BUFFER_SELECT_BIT)
         sqe.pointee.buf_group = buffers.groupID
         io_uring_sqe_set_data64(sqe, UserData(.recv, slot: index, generation: connections.generation(index)).rawValue)
@@ -325,6 +339,9 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
                     conn.pointee.state.waitingForBuffers = true
                     waiting.append(data.rawValue)
                 }
+            } else if error == .invalidArgument && !singleShotRecv && !more {
+                // A kernel before 6.17 refuses the multishot cap: receive one buffer at a time.
+                singleShotRecv = true
             } else if error != .cancelled && !conn.pointee.state.closing {
                 sys.count(.resets)
                 beginClose(conn, index)

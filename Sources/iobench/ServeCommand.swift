@@ -84,6 +84,9 @@ struct ServeCommand: ParsableCommand {
     @Flag(help: "io_uring: wait for completions in poll(2) on the ring, then reap them without blocking. Only for running under valgrind, which cannot run other threads beside one waiting in io_uring_enter; costs a poll and an io_uring_enter per blocking wait.")
     var ringWaitByPoll = false
 
+    @Flag(help: "io_uring: one single-shot recv per provided buffer instead of a multishot recv capped at what the connection may still take before --max-owed (what kernels before 6.17 get by themselves, lacking the cap).")
+    var ringSingleShotRecv = false
+
     @Flag(help: "Stop when stdin reaches its end (the harness uses this so a server never outlives it).")
     var quitOnEOF = false
 
@@ -156,6 +159,10 @@ struct ServeCommand: ParsableCommand {
                 throw UsageError("--ring-wait-by-poll and --batch-wait cannot be combined: choose one way for io_uring to wait")
             }
             configuration.ringWaitByPoll = ringWaitByPoll
+            guard !ringSingleShotRecv || backend == .ioUring else {
+                throw UsageError("--ring-single-shot-recv applies to the io_uring backend only")
+            }
+            configuration.ringSingleShotRecv = ringSingleShotRecv
             guard (16 * 1024...64 * 1024 * 1024).contains(configuration.threadStackSize) else {
                 throw UsageError("--stack-size \(stackSize) is out of range: use 16k to 64m")
             }

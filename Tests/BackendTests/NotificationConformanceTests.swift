@@ -375,12 +375,7 @@ struct NotificationConformanceTests {
             #expect(try eventually(timeout: 30) { try server.stats().connectionsOpen == 0 }, "\(kind) \(pattern): connections still open")
             let stopped = server.stop()
             let final = try #require(stopped.finalStats, "\(kind): no final stats line")
-            // SwiftNIO 2.101 leaves descriptors of its own open after shutdown (2 to 4 seen here,
-            // with or without connections; see the echo and rpc suites): only our backends are
-            // held to none.
-            if !kind.isReferencePeer {
-                #expect(final.leakedFileDescriptors == 0, "\(kind) \(pattern): \(final.leakedFileDescriptors ?? -1) descriptors left open")
-            }
+            #expect(final.leakedFileDescriptors == 0, "\(kind) \(pattern): \(final.leakedFileDescriptors ?? -1) descriptors left open")
             #expect(final.leakedThreads == 0)
         }
     }

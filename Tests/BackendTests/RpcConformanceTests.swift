@@ -152,9 +152,7 @@ struct RpcConformanceTests {
         #expect(grown < 64 << 20, "\(kind): RSS grew by \(grown >> 20) MiB for 200 partial requests")
         let stopped = server.stop()
         let final = try #require(stopped.finalStats, "\(kind): no final stats line")
-        if !kind.isReferencePeer {  // SwiftNIO 2.101 leaves 3 descriptors open after shutdown (see the echo suite)
-            #expect(final.leakedFileDescriptors == 0, "\(kind): \(final.leakedFileDescriptors ?? -1) descriptors left open")
-        }
+        #expect(final.leakedFileDescriptors == 0, "\(kind): \(final.leakedFileDescriptors ?? -1) descriptors left open")
         #expect(final.connectionsOpen == 0)
         let malformed = final.malformedFrames
         #expect(malformed["too_large"] == 20)
