@@ -133,7 +133,7 @@ extension ByteQueue {
 
 extension UnsafeRawBufferPointer {
     /// A big-endian integer at `offset` (the caller checked the length).
-    @inlinable func bigEndian<T: FixedWidthInteger>(at offset: Int, as: T.Type) -> T {
+    @inlinable public func bigEndian<T: FixedWidthInteger>(at offset: Int, as: T.Type) -> T {
         T(bigEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
     }
 }

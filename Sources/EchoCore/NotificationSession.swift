@@ -45,8 +45,12 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
     var subscription: Topic?
     /// The next sequence number to copy into the outbound queue.
     var cursor: UInt64 = 0
-    /// Events in the outbound queue not yet completely written.
+    /// Events in the outbound queue not yet completely written: a batch of EVENT frames,
+    /// copied into an empty queue, so they are its first frames.
     var batchEvents = 0
+    /// Bytes of the batch's head EVENT frame not yet written (0: the head of the queue is at a
+    /// frame's start).
+    var headEventRemaining = 0
     // long polling
     var waitTopic: Topic?
     var waitAfter: UInt64 = 0
@@ -130,15 +134,12 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
     }
 
     public mutating func sent(_ count: Int) -> SessionActions {
+        if batchEvents > 0 { countDeliveredEvents(written: count) }
         outbound.consume(count)
         var actions: SessionActions = []
         if outbound.committedCount > 0 {
             actions.insert(.send)
         } else {
-            if batchEvents > 0 {
-                counters.count(.eventsDelivered, UInt64(batchEvents))
-                batchEvents = 0
-            }
             if failed || inputEnded {
                 return .close
             }
@@ -344,7 +345,30 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
         }
         guard delivery.copied > 0 else { return [] }
         batchEvents = delivery.copied
+        headEventRemaining = 0
         return .send
+    }
+
+    /// Counts the batch's EVENT frames that a write of `count` bytes from the head of the queue
+    /// completed (`events_delivered` counts frames written whole: one the connection ends in the
+    /// middle of, at a slow-consumer disconnect, is not).
+    mutating func countDeliveredEvents(written count: Int) {
+        let head = outbound.committed
+        var offset = 0
+        var completed = 0
+        while offset < count && batchEvents > completed {
+            if headEventRemaining == 0 {
+                headEventRemaining = Frame.headerSize + Int(head.bigEndian(at: offset, as: UInt32.self))
+            }
+            let step = min(count - offset, headEventRemaining)
+            headEventRemaining -= step
+            offset += step
+            if headEventRemaining == 0 { completed += 1 }
+        }
+        if completed > 0 {
+            counters.count(.eventsDelivered, UInt64(completed))
+            batchEvents -= completed
+        }
     }
 
     mutating func releaseWait() {

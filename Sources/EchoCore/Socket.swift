@@ -72,9 +72,14 @@ public enum Socket {
     }
 
     /// Connects a blocking TCP socket to `address` (used by clients and tests).
-    public static func connect(to address: SocketAddress, noDelay: Bool = true) throws(SystemError) -> Int32 {
+    /// `receiveBuffer` sets `SO_RCVBUF` before connecting: set later, a small one leaves the
+    /// window scale negotiated for the default, and the sender may stall on zero-window probes.
+    public static func connect(to address: SocketAddress, noDelay: Bool = true, receiveBuffer: Int32? = nil) throws(SystemError) -> Int32 {
         let fd = socket(address.domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SystemError("socket", .current) }
+        if var size = receiveBuffer {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         while true {
             let rc = address.withSockAddr { Glibc.connect(fd, $0, $1) }
             if rc == 0 { break }

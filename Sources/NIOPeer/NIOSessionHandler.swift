@@ -7,10 +7,12 @@ import Glibc
 /// Serves a pattern's ``ConnectionSession`` on a NIO channel, with NIO's own tools for the
 /// backend services: a timer is a task scheduled on the channel's event loop, a notification
 /// from another loop or thread arrives through `EventLoop.execute`. Output is written as the
-/// other backends write it: one write at a time, at most ``writeChunk`` bytes copied out of the
-/// session, and the session told only once NIO has written them to the socket — so what it
-/// counts as delivered (EVENT frames completely written) was written, and the rest stays in the
-/// session, whose own bound and slow-consumer policy then act as on the other backends.
+/// other backends write it: the session's owed frames are copied out, at most ``writeChunk``
+/// bytes at a time (at least one frame), one buffer per frame, and the session hears of each
+/// frame only once NIO has written all of it to the socket — so what it counts as delivered
+/// (EVENT frames completely written) was written, and the rest stays in the session, whose own
+/// bound and slow-consumer policy then act as on the other backends. The sessions served here
+/// are framed (push, poll): their owed bytes are whole frames.
 final class NIOSessionHandler<Session: ConnectionSession & ~Copyable>: ChannelInboundHandler, NIOConnectionLifecycle {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -129,27 +131,41 @@ final class NIOSessionHandler<Session: ConnectionSession & ~Copyable>: ChannelIn
         }
     }
 
-    /// Writes the next chunk of the session's owed bytes; the session hears of it once NIO has
-    /// written it to the socket (the completion may come at once, inside this call).
+    /// Writes the next frames of the session's owed bytes; the session hears of each once NIO
+    /// has written all of it to the socket (completions come in order, and may come at once,
+    /// inside this call).
     private func write(_ context: ChannelHandlerContext) {
         let owed = session!.pinOutboundForWrite()
-        let count = min(owed.count, Self.writeChunk)
-        var buffer = context.channel.allocator.buffer(capacity: count)
-        buffer.writeBytes(UnsafeRawBufferPointer(rebasing: owed[..<count]))
-        writing = count
+        var frames: [Int] = []
+        var offset = 0
+        while offset + Frame.headerSize <= owed.count && (offset == 0 || offset < Self.writeChunk) {
+            let size = Frame.headerSize + Int(owed.bigEndian(at: offset, as: UInt32.self))
+            precondition(offset + size <= owed.count, "owed bytes end inside a frame")
+            frames.append(size)
+            offset += size
+        }
+        precondition(!frames.isEmpty, "owed bytes that are not a frame")
+        writing = offset
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { result in
-            let handler = bound.value
-            handler.writing = 0
-            guard handler.session != nil else { return }
-            switch result {
-            case .success:
-                handler.counters.add(.bytesOut, UInt64(count))
-                handler.perform(handler.session!.sent(count).union(.send))
-            case .failure:
-                handler.session!.unpinOutbound()  // the connection failed: errorCaught closes it
+        var start = 0
+        for size in frames {
+            var buffer = context.channel.allocator.buffer(capacity: size)
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: owed[start..<(start + size)]))
+            start += size
+            context.write(wrapOutboundOut(buffer)).whenComplete { result in
+                let handler = bound.value
+                handler.writing -= size
+                guard handler.session != nil else { return }
+                switch result {
+                case .success:
+                    handler.counters.add(.bytesOut, UInt64(size))
+                    handler.perform(handler.session!.sent(size).union(.send))
+                case .failure:
+                    handler.session!.unpinOutbound()  // the connection failed: errorCaught closes it
+                }
             }
         }
+        context.flush()
     }
 
     /// Ends the connection the session ended. With every owed byte written and the peer still

@@ -37,8 +37,8 @@ struct PatternStream {
 final class Client: @unchecked Sendable {
     let fd: Int32
 
-    init(_ address: SocketAddress, timeoutSeconds: Int = 15) throws {
-        fd = try Socket.connect(to: address)
+    init(_ address: SocketAddress, timeoutSeconds: Int = 15, receiveBuffer: Int32? = nil) throws {
+        fd = try Socket.connect(to: address, receiveBuffer: receiveBuffer)
         var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
