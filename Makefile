@@ -30,7 +30,7 @@ build: deps
 test: deps
 	$(SWIFT) test --no-parallel
 
-# The default matrix: 3 backends x 1,16,128,512 connections x 64 B,4 KiB x 3 repetitions, plus
+# The default matrix: 3 backends and the NIO peer x 1,16,128,512 connections x 64 B,4 KiB x 3 repetitions, plus
 # 10,000 idle connections per backend. Writes results/runs/<run id>.csv. ARGS adds options.
 bench: deps build
 	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench run $(ARGS)
@@ -41,8 +41,9 @@ bench: deps build
 check: deps build
 	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench check --baseline results/baseline.csv --metrics counted $(ARGS)
 
-# Paired timing against a git ref (default HEAD~1): builds it in .build/against/ and measures
-# both servers interleaved; exit 2 when a 95% interval lies beyond the threshold.
+# Paired check against a git ref (default HEAD~1): builds it in .build/against/, counts both
+# servers under callgrind (exit 2 on a counted regression), then times them interleaved (exit 2
+# when a 95% interval lies beyond the threshold, unless ARGS has --gate counted).
 REF ?= HEAD~1
 check-against: deps build
 	$$($(SWIFT) build -c $(CONFIG) --show-bin-path)/iobench check --against $(REF) $(ARGS)

@@ -64,6 +64,21 @@ public enum BaselinePlans {
         return (cells, skipped.sorted())
     }
 
+    /// Makes `plan` the counted cells a baseline records and `check --against` compares: each
+    /// server under callgrind, 64 B messages, closed loop at depth 1, a 2 s window after 0.5 s of
+    /// warm-up, per connection count.
+    public static func makeCounted(_ plan: inout RunPlan, connections: [Int], repetitions: Int) {
+        plan.method = .counted
+        plan.externals = []
+        plan.connections = connections
+        plan.sizes = [64]
+        plan.modes = [.closed(depth: 1)]
+        plan.repetitions = repetitions
+        plan.duration = 2
+        plan.warmup = 0.5
+        plan.idleConnections = 0
+    }
+
     static func cpus(_ text: String?) -> [Int]? {
         guard let text, !text.isEmpty else { return nil }
         let values = text.split(separator: " ").compactMap { Int($0) }

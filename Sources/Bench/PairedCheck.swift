@@ -43,6 +43,38 @@ public struct PairedCheck: Sendable {
             self.ratio = ratio
             self.verdict = verdict
         }
+
+        /// How many times worse new is than old, by the point estimate (above 1: worse).
+        public var worsening: Double? {
+            guard let ratio else { return nil }
+            return metric == "msgs_per_s" ? 1 / ratio.value : ratio.value
+        }
+    }
+
+    /// Whether more pairs are worth measuring: the interval straddles the threshold while the
+    /// point estimate lies beyond it (a likely regression that the noise hides so far).
+    public func needsMorePairs(_ outcome: Outcome) -> Bool {
+        outcome.verdict == .cannotTell && (outcome.worsening ?? 0) > 1 + threshold
+    }
+
+    /// Judges `rows` (`pairs` repetitions); while a comparison ``needsMorePairs(_:)`` and fewer
+    /// than `maxPairs` were measured, adds `more(n)` (n more repetitions, numbered after the
+    /// others) and judges all of them again. `announce` hears why before each batch.
+    public func judgeEscalating(_ rows: [ResultRow], backend: String, oldLabel: String, newLabel: String, pairs: Int,
+                                batch: Int, maxPairs: Int, more: (Int) throws -> [ResultRow],
+                                announce: (String) -> Void = { _ in }) rethrows -> (rows: [ResultRow], outcomes: [Outcome], pairs: Int) {
+        var rows = rows
+        var pairs = pairs
+        var outcomes = judge(rows, backend: backend, oldLabel: oldLabel, newLabel: newLabel)
+        while outcomes.contains(where: needsMorePairs) && pairs < maxPairs {
+            let count = min(max(batch, 1), maxPairs - pairs)
+            let unsure = outcomes.filter(needsMorePairs).map { "\($0.metric) ×\($0.ratio?.formatted(3) ?? "?")" }.joined(separator: ", ")
+            announce("\(backend) cannot tell yet (\(unsure)) after \(pairs) pairs; measuring \(count) more")
+            rows = PairedCountedCheck.appending(try more(count), to: rows)
+            pairs += count
+            outcomes = judge(rows, backend: backend, oldLabel: oldLabel, newLabel: newLabel)
+        }
+        return (rows, outcomes, pairs)
     }
 
     /// Judges rows of one run in which `oldLabel` and `newLabel` were measured in the same
@@ -84,17 +116,67 @@ public struct PairedCheck: Sendable {
     }
 
     public func render(_ outcomes: [Outcome], oldName: String, newName: String, markdown: Bool) -> String {
-        var table = [["backend", "metric", oldName, newName, "new ÷ old [95% CI]", "threshold", "verdict"]]
+        var table = [["backend", "metric", oldName, newName, "new ÷ old [95% CI]", "pairs", "threshold", "verdict"]]
         for o in outcomes {
             table.append([
                 o.backend, o.metric,
                 o.old.map(RegressionCheck.format) ?? "-", o.new.map(RegressionCheck.format) ?? "-",
-                o.ratio.map { $0.formatted(3) } ?? "-",
+                o.ratio.map { $0.formatted(3) } ?? "-", o.ratio.map { "\($0.count)" } ?? "-",
                 (o.metric == "msgs_per_s" ? "÷" : "×") + String(format: "%.2f", 1 + threshold),
                 o.verdict == .regressed ? "REGRESSED" : o.verdict == .missing ? "MISSING" : o.verdict.rawValue,
             ])
         }
         return markdown ? SummaryTable.markdownTable(table) : SummaryTable.align(table)
+    }
+}
+
+/// The counted half of `check --against REF`, judged before the timed half: the counted
+/// baseline's cells (``BaselinePlans/makeCounted(_:connections:repetitions:)``), REF's server and
+/// this binary's each under callgrind in the same repetitions, compared with the baseline
+/// check's counted thresholds (+2% user-space instructions, +0.01 allocations, +0.05 system
+/// calls per message; io_uring +5% and +0.25): REF's figures stand as the baseline (their
+/// median), this binary's as the fresh run (their best). Counts do not depend on the machine's
+/// speed or load, so this sees a code change that timing under a closed loop partly hides.
+public enum PairedCountedCheck {
+    public static func oldLabel(_ kind: BackendKind) -> String { "\(kind.rawValue)@old" }
+    public static func newLabel(_ kind: BackendKind) -> String { "\(kind.rawValue)@new" }
+
+    /// The plan: both servers of every backend, interleaved in every repetition.
+    public static func plan(executable: String, commandLine: String, oldExecutable: String, backends: [BackendKind],
+                            connections: [Int], repetitions: Int, serverArguments: [String], candidateArguments: [String]) -> RunPlan {
+        var plan = RunPlan(executable: executable, commandLine: commandLine)
+        plan.backends = []
+        plan.variants = backends.flatMap { kind in [
+            ServerVariant(name: oldLabel(kind), backend: kind, arguments: serverArguments, executable: oldExecutable),
+            ServerVariant(name: newLabel(kind), backend: kind, arguments: serverArguments + candidateArguments),
+        ] }
+        BaselinePlans.makeCounted(&plan, connections: connections, repetitions: repetitions)
+        return plan
+    }
+
+    /// Compares the new servers' rows with the old ones', cell by cell (each labelled with its
+    /// backend's name again, so the baseline check's comparison and thresholds apply as they are).
+    public static func compare(_ rows: [ResultRow], backends: [BackendKind], thresholds: Thresholds = .defaults) -> [Comparison] {
+        func relabel(_ label: (BackendKind) -> String) -> [ResultRow] {
+            rows.compactMap { row in
+                guard let kind = backends.first(where: { label($0) == row["backend"] }) else { return nil }
+                var row = row
+                row["backend"] = kind.rawValue
+                return row
+            }
+        }
+        return RegressionCheck(thresholds: thresholds).compare(baseline: relabel(oldLabel), now: relabel(newLabel))
+    }
+
+    /// Numbers the repetitions of `more` after those of `rows`, so a cell measured again adds
+    /// repetitions instead of repeating their numbers.
+    public static func appending(_ more: [ResultRow], to rows: [ResultRow]) -> [ResultRow] {
+        let offset = rows.compactMap { $0.int("repetition") }.max() ?? 0
+        return rows + more.map { row in
+            var row = row
+            row["repetition"] = "\((row.int("repetition") ?? 0) + offset)"
+            return row
+        }
     }
 }
 

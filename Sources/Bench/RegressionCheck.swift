@@ -342,8 +342,8 @@ public struct RegressionCheck: Sendable {
     }
 
     /// The report: every cell and metric with baseline, now, change, threshold and verdict.
-    public static func render(_ comparisons: [Comparison], markdown: Bool) -> String {
-        var table = [["cell", "backend", "metric", "baseline", "now", "change", "threshold", "verdict"]]
+    public static func render(_ comparisons: [Comparison], markdown: Bool, names: (baseline: String, now: String) = ("baseline", "now")) -> String {
+        var table = [["cell", "backend", "metric", names.baseline, names.now, "change", "threshold", "verdict"]]
         for c in comparisons {
             let metric = c.basis.isEmpty || c.basis == "reference" ? c.metric : "\(c.metric) (\(c.basis))"
             table.append([

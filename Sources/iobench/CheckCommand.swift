@@ -16,11 +16,17 @@ struct CheckCommand: ParsableCommand {
         marked 'not judged', with a sentence saying so. Errors in the fresh run are a regression; \
         a cell or metric the fresh run lacks makes the check fail (exit 1).
 
-        --against REF: builds REF in a worktree (.build/against/, release mode) and measures its \
-        server and this binary's interleaved in every repetition (old new, new old, ...) on the same \
-        CPUs. Each metric is judged on the per-repetition ratios new/old: their geometric mean and a \
-        95% t-interval on their logarithms. A regression when the interval lies wholly beyond \
-        --threshold; 'cannot tell' (reported, not a failure) when it straddles it.
+        --against REF: builds REF in a worktree (.build/against/, release mode) and compares its \
+        server with this binary's, counted first, then timed (--metrics picks one). Counted: the \
+        counted baseline's cells (each server under callgrind, 64 B, closed loop, at \
+        --counted-connections), both servers in every repetition, judged with the counted \
+        thresholds (REF's median against the new binary's best). Timed: both servers interleaved in \
+        every repetition (old new, new old, ...) on the same CPUs, judged on the per-repetition \
+        ratios new/old: their geometric mean and a 95% t-interval on their logarithms. A regression \
+        when the interval lies wholly beyond --threshold; 'cannot tell' when it straddles it, and \
+        when its point estimate is beyond the threshold it is measured again, --repeat pairs at a \
+        time, up to --max-repeat. --control adds an A/A comparison (REF against itself). --gate \
+        counted reports timed regressions without failing (CI's use).
 
         Thresholds for baseline checks can be overridden per metric and per backend with a JSON file \
         (--thresholds; see README.md); values that would disable a check are refused.
@@ -37,7 +43,7 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "The baseline CSV (written by 'iobench baseline update').")
     var baseline: String = "results/baseline.csv"
 
-    @Option(help: "Which of the baseline's cells to re-measure: counted, timed or all.")
+    @Option(help: "Which cells to measure: counted, timed or all (of the baseline's; with --against, the counted and the timed comparison).")
     var metrics: Scope = .all
 
     @Option(help: "A JSON file of thresholds per metric and per backend (default: results/thresholds.json when it exists).")
@@ -79,6 +85,26 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "--against: also write the paired rows to this CSV.")
     var out: String?
 
+    @Option(help: "--against: compare with this prebuilt iobench binary instead of building REF (REF then only names it in the report).")
+    var againstExecutable: String?
+
+    @Option(help: "--against: connection counts of the counted cells (each server under callgrind, 64 B, closed loop), as in the counted baseline.")
+    var countedConnections: ListOf<Int> = ListOf([1, 16])
+
+    @Option(help: "--against: repetitions of each counted cell (both servers in each).")
+    var countedRepeat: Int = 2
+
+    @Option(help: "--against: the most timed pairs per server: a 'cannot tell' whose point estimate is beyond the threshold is measured again, --repeat pairs at a time, up to this many.")
+    var maxRepeat: Int = 30
+
+    @Flag(help: "--against: an A/A control: REF's server measured a second time in every repetition and compared with itself, to show the day's noise (reported, not judged).")
+    var control = false
+
+    enum Gate: String, ExpressibleByArgument { case counted, all }
+
+    @Option(help: "--against: which regressions fail the check (exit 2): 'all', or 'counted' only (timed ones are then reported, as CI does).")
+    var gate: Gate = .all
+
     @Option(help: "Report format: table or markdown (for CI job summaries).")
     var format: ReportFormat = .table
 
@@ -98,6 +124,10 @@ struct CheckCommand: ParsableCommand {
         guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
         guard rate >= 0 && rate.isFinite else { throw ValidationError("--rate must be a positive number of messages per second, or 0 for a closed loop") }
         guard retries >= 0 else { throw ValidationError("--retries must not be negative") }
+        guard maxRepeat >= repetitions else { throw ValidationError("--max-repeat \(maxRepeat) must be at least --repeat \(repetitions)") }
+        guard countedRepeat >= 1 else { throw ValidationError("--counted-repeat must be at least 1") }
+        guard countedConnections.values.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--counted-connections must list connection counts of at least 1") }
+        guard againstExecutable == nil || against != nil else { throw ValidationError("--against-executable goes with --against REF (the name the report gives it)") }
     }
 
     func run() throws {
@@ -215,68 +245,176 @@ struct CheckCommand: ParsableCommand {
 
     private func checkAgainst(_ ref: String) throws {
         let progress = ProgressLine(quiet: quiet)
-        let repository = MachineInfo.packageDirectory(of: selfExecutable())
-        let (oldExecutable, oldCommit) = try RefBuild.build(ref: ref, repository: repository) { progress.show("check: \($0)") }
-        progress.clear()
-        let newBuild = MachineInfo.current()
-        let oldName = "\(ref) (\(oldCommit))"
-        let newName = "new (\(newBuild.gitCommit)\(newBuild.gitDirty ? "+dirty" : ""))"
-        let checker = PairedCheck(threshold: threshold)
-        var outcomes: [PairedCheck.Outcome] = []
-        var allRows: [ResultRow] = []
-        for kind in backends.values {
-            var plan = RunPlan(executable: selfExecutable(), commandLine: reproducibleCommandLine())
-            plan.backends = []
-            let oldLabel = "\(kind.rawValue)@old", newLabel = "\(kind.rawValue)@new"
-            plan.variants = [
-                ServerVariant(name: oldLabel, backend: kind, arguments: serverArguments, executable: oldExecutable),
-                ServerVariant(name: newLabel, backend: kind, arguments: serverArguments + candidateServerArguments),
-            ]
-            plan.connections = [connections]
-            plan.sizes = [size.bytes]
-            plan.modes = [rate > 0 ? .open(rate: rate) : .closed(depth: 1)]
-            plan.repetitions = repetitions
-            plan.duration = duration.seconds
-            plan.warmup = warmup.seconds
-            plan.idleConnections = 0
-            let allowed = Array(0..<ProcessInfo.processInfo.activeProcessorCount)
-            plan.clientCPUs = allowed.count > 1 ? allowed.filter { $0 != 0 } : allowed
-            plan.generatorThreads = plan.clientCPUs.count
-            let runner = BenchmarkRunner(plan: plan)
-            runner.status = { progress.show("check --against \(ref): \($0)") }
-            let rows: [ResultRow]
-            do { rows = try runner.run() } catch {
-                progress.clear()
-                throw CheckError.unusable("measuring \(kind) against \(ref) failed: \(error)")
+        let oldExecutable: String, oldName: String
+        if let againstExecutable {
+            guard FileManager.default.isExecutableFile(atPath: againstExecutable) else {
+                throw CheckError.unusable("--against-executable \(againstExecutable) is not an executable file: give the path of an iobench binary")
             }
+            oldExecutable = againstExecutable
+            oldName = "\(ref) (\(MachineInfo.current(executable: againstExecutable).gitCommit))"
+        } else {
+            let repository = MachineInfo.packageDirectory(of: selfExecutable())
+            let (executable, commit) = try RefBuild.build(ref: ref, repository: repository) { progress.show("check: \($0)") }
             progress.clear()
+            oldExecutable = executable
+            oldName = "\(ref) (\(commit))"
+        }
+        let newBuild = MachineInfo.current()
+        let newName = "new (\(newBuild.gitCommit)\(newBuild.gitDirty ? "+dirty" : ""))"
+        let markdown = format == .markdown
+        var allRows: [ResultRow] = []
+        var failures: [String] = []
+        var regressions: [String] = []
+
+        // Counted first: it sees what the timing may not, whatever the machine's speed today.
+        if metrics != .timed {
+            if let reason = Callgrind.unavailableReason() {
+                throw CheckError.unusable("the counted comparison needs valgrind: \(reason) (or pass --metrics timed)")
+            }
+            let (comparisons, rows) = try countedAgainst(oldExecutable: oldExecutable, ref: ref, progress: progress)
             allRows += rows
-            outcomes += checker.judge(rows, backend: kind.rawValue, oldLabel: oldLabel, newLabel: newLabel)
-            let errors = rows.compactMap { $0.int("errors") }.reduce(0, +)
-            if errors > 0 { outcomes.append(.init(backend: kind.rawValue, metric: "errors", old: nil, new: Double(errors), ratio: nil, verdict: .regressed)) }
+            if markdown { print("### iobench check against `\(ref)`: counted (callgrind)\n") } else { print("counted (callgrind), \(oldName) against \(newName):") }
+            print(RegressionCheck.render(comparisons, markdown: markdown, names: (String(ref), "new")), terminator: "")
+            print("counted: user-space instructions, allocations and system calls per message of each server under callgrind, \(countedRepeat) repetition(s) per cell, \(ref)'s median against the new binary's best; thresholds as for the counted baseline.")
+            let counted = comparisons.filter { $0.verdict == .regressed }
+            if counted.isEmpty {
+                let judged = comparisons.filter { $0.verdict == .ok || $0.verdict == .improved }.count
+                print("counted: no regression in \(judged) comparisons")
+            } else {
+                print("counted: \(counted.count) regression(s):")
+                for r in counted {
+                    let change = r.change.map { String(format: "%+.1f%%", $0 * 100) } ?? "?"
+                    print("  - \(r.cell), \(r.backend): \(r.metric) \(r.metric == "errors" ? "\(Int(r.now ?? 0)) errors" : change) (threshold \(r.threshold?.description ?? "-"))")
+                    regressions.append("counted \(r.backend) \(r.metric)")
+                }
+            }
+            if let missing = comparisons.first(where: { $0.verdict == .missing }) {
+                failures.append("counted \(missing.cell), \(missing.backend): \(missing.metric) was not measured for both servers")
+            }
+            print("")
+        }
+
+        if metrics != .counted {
+            let checker = PairedCheck(threshold: threshold)
+            var outcomes: [PairedCheck.Outcome] = []
+            var controls: [PairedCheck.Outcome] = []
+            var escalations: [String] = []
+            for kind in backends.values {
+                let oldLabel = "\(kind.rawValue)@old", newLabel = "\(kind.rawValue)@new", controlLabel = "\(kind.rawValue)@old-again"
+                var variants = [
+                    ServerVariant(name: oldLabel, backend: kind, arguments: serverArguments, executable: oldExecutable),
+                    ServerVariant(name: newLabel, backend: kind, arguments: serverArguments + candidateServerArguments),
+                ]
+                if control { variants.append(ServerVariant(name: controlLabel, backend: kind, arguments: serverArguments, executable: oldExecutable)) }
+                // A likely regression the noise hides so far: more pairs, up to the budget.
+                let (rows, judged, pairs) = try checker.judgeEscalating(
+                    try timedPairs(kind, variants: variants, repetitions: repetitions, ref: ref, progress: progress),
+                    backend: kind.rawValue, oldLabel: oldLabel, newLabel: newLabel, pairs: repetitions, batch: repetitions, maxPairs: maxRepeat,
+                    more: { try timedPairs(kind, variants: variants, repetitions: $0, ref: ref, progress: progress) },
+                    announce: { printError("iobench check: \($0)") })
+                if pairs > repetitions {
+                    let outcome = judged.filter { $0.verdict != .missing }.map { "\($0.metric) \($0.verdict.rawValue)" }.joined(separator: ", ")
+                    escalations.append("\(kind): \(pairs) pairs (\(repetitions), then \(pairs - repetitions) more): \(outcome)")
+                }
+                allRows += rows
+                outcomes += judged
+                if control { controls += checker.judge(rows, backend: kind.rawValue, oldLabel: oldLabel, newLabel: controlLabel) }
+                let errors = rows.compactMap { $0.int("errors") }.reduce(0, +)
+                if errors > 0 { outcomes.append(.init(backend: kind.rawValue, metric: "errors", old: nil, new: Double(errors), ratio: nil, verdict: .regressed)) }
+            }
+            if markdown { print("### iobench check against `\(ref)`: timed (paired, \(repetitions) repetitions, up to \(maxRepeat))\n") } else { print("timed (paired), \(oldName) against \(newName):") }
+            print(checker.render(outcomes, oldName: oldName, newName: newName, markdown: markdown), terminator: "")
+            print("timed: new ÷ old is the geometric mean of the per-repetition ratios (old and new measured back to back, alternating order) with its 95% t-interval; a regression when the whole interval is beyond the threshold. A 'cannot tell' whose point estimate is beyond the threshold is measured again, up to --max-repeat \(maxRepeat) pairs.")
+            for line in escalations { print("timed: measured again: \(line)") }
+            if control {
+                if markdown { print("\n#### A/A control: \(ref) against itself\n") } else { print("A/A control, \(oldName) against itself (the day's noise; not judged):") }
+                print(checker.render(controls, oldName: oldName, newName: "\(ref) again", markdown: markdown), terminator: "")
+            }
+            let unsure = outcomes.filter { $0.verdict == .cannotTell }
+            if !unsure.isEmpty {
+                print("timed: cannot tell: \(unsure.map { "\($0.backend) \($0.metric)" }.joined(separator: ", ")) (the interval straddles the threshold: too noisy to decide)")
+            }
+            let timed = outcomes.filter { $0.verdict == .regressed }
+            if !timed.isEmpty {
+                let list = timed.map { "\($0.backend) \($0.metric)\($0.ratio.map { " ×" + $0.formatted(3) } ?? "")" }.joined(separator: "; ")
+                if gate == .counted {
+                    print("timed: \(timed.count) regression(s), reported, not gating (--gate counted): \(list)")
+                } else {
+                    print("timed: \(timed.count) regression(s): \(list)")
+                    regressions += timed.map { "timed \($0.backend) \($0.metric)" }
+                }
+            } else {
+                let ok = outcomes.filter { $0.verdict == .ok || $0.verdict == .improved }.count
+                print("timed: no regression found: \(ok) of \(outcomes.count) comparisons within the threshold, \(unsure.count) cannot tell")
+            }
+            if let missing = outcomes.first(where: { $0.verdict == .missing }) {
+                failures.append("timed \(missing.backend) \(missing.metric): fewer than two valid pairs were measured")
+            }
         }
         if let out {
             let path = try writeCSV(allRows, to: out, runID: allRows.first?["run_id"] ?? "against")
             printError("iobench check: paired rows in \(path)")
         }
-        let markdown = format == .markdown
-        if markdown { print("### iobench check against `\(ref)` (paired, \(repetitions) repetitions)\n") }
-        print(checker.render(outcomes, oldName: oldName, newName: newName, markdown: markdown), terminator: "")
-        print("new ÷ old: geometric mean of \(repetitions) per-repetition ratios (old and new measured back to back, alternating order) with its 95% t-interval; a regression when the whole interval is beyond the threshold.")
-        let regressions = outcomes.filter { $0.verdict == .regressed }
-        let unsure = outcomes.filter { $0.verdict == .cannotTell }
-        if !unsure.isEmpty {
-            print("cannot tell: \(unsure.map { "\($0.backend) \($0.metric)" }.joined(separator: ", ")) (the interval straddles the threshold: too noisy to decide; rerun with more --repeat)")
-        }
         if !regressions.isEmpty {
-            print("\(regressions.count) regression(s): " + regressions.map { "\($0.backend) \($0.metric)\($0.ratio.map { " ×" + $0.formatted(3) } ?? "")" }.joined(separator: "; "))
+            print("\(regressions.count) regression(s): \(regressions.joined(separator: "; "))")
             throw ExitCode(2)
         }
-        if let missing = outcomes.first(where: { $0.verdict == .missing }) {
-            throw CheckError.unusable("\(missing.backend) \(missing.metric): fewer than two valid pairs were measured; nothing can be said of it")
+        if !failures.isEmpty {
+            throw CheckError.unusable("nothing can be said of: \(failures.joined(separator: "; "))")
         }
-        let ok = outcomes.filter { $0.verdict == .ok || $0.verdict == .improved }.count
-        print("no regression found: \(ok) of \(outcomes.count) comparisons within the threshold, \(unsure.count) cannot tell")
+    }
+
+    /// The counted cells of every backend whose counted figures the baseline keeps (the three
+    /// models and the NIO peer), both servers in every repetition; a cell that looks regressed is
+    /// measured again (both servers) up to --retries times.
+    private func countedAgainst(oldExecutable: String, ref: String, progress: ProgressLine) throws -> ([Comparison], [ResultRow]) {
+        let kinds = backends.values
+        var limits = Thresholds.defaults
+        if let thresholds { limits = try Thresholds.load(thresholds) }
+        func measure(_ connections: [Int]) throws -> [ResultRow] {
+            let plan = PairedCountedCheck.plan(executable: selfExecutable(), commandLine: reproducibleCommandLine(), oldExecutable: oldExecutable,
+                                               backends: kinds, connections: connections, repetitions: countedRepeat,
+                                               serverArguments: serverArguments, candidateArguments: candidateServerArguments)
+            let runner = BenchmarkRunner(plan: plan)
+            runner.status = { progress.show("check --against \(ref), counted: \($0)") }
+            defer { progress.clear() }
+            do { return try runner.run() } catch { throw CheckError.unusable("counting against \(ref) failed: \(error)") }
+        }
+        var rows = try measure(countedConnections.values)
+        var comparisons = PairedCountedCheck.compare(rows, backends: kinds, thresholds: limits)
+        var attempt = 0
+        while attempt < retries {
+            let suspect = comparisons.filter { $0.verdict == .regressed && $0.metric != "errors" }
+            guard !suspect.isEmpty else { break }
+            attempt += 1
+            let cells = countedConnections.values.filter { connections in suspect.contains { $0.cell.contains(": \(connections) conns ") } }
+            printError("iobench check: counted \(suspect.map { "\($0.cell) \($0.backend) \($0.metric)" }.joined(separator: ", ")) looks regressed; measuring it again (\(attempt)/\(retries))")
+            rows = PairedCountedCheck.appending(try measure(cells.isEmpty ? countedConnections.values : cells), to: rows)
+            comparisons = PairedCountedCheck.compare(rows, backends: kinds, thresholds: limits)
+        }
+        return (comparisons, rows)
+    }
+
+    /// `repetitions` repetitions of the timed cell, every variant in each (the runner alternates
+    /// their order from one repetition to the next).
+    private func timedPairs(_ kind: BackendKind, variants: [ServerVariant], repetitions: Int, ref: String, progress: ProgressLine) throws -> [ResultRow] {
+        var plan = RunPlan(executable: selfExecutable(), commandLine: reproducibleCommandLine())
+        plan.backends = []
+        plan.variants = variants
+        plan.connections = [connections]
+        plan.sizes = [size.bytes]
+        plan.modes = [rate > 0 ? .open(rate: rate) : .closed(depth: 1)]
+        plan.repetitions = repetitions
+        plan.duration = duration.seconds
+        plan.warmup = warmup.seconds
+        plan.idleConnections = 0
+        let allowed = Array(0..<ProcessInfo.processInfo.activeProcessorCount)
+        plan.clientCPUs = allowed.count > 1 ? allowed.filter { $0 != 0 } : allowed
+        plan.generatorThreads = plan.clientCPUs.count
+        let runner = BenchmarkRunner(plan: plan)
+        runner.status = { progress.show("check --against \(ref): \($0)") }
+        defer { progress.clear() }
+        do { return try runner.run() } catch { throw CheckError.unusable("measuring \(kind) against \(ref) failed: \(error)") }
     }
 }
 
@@ -321,16 +459,8 @@ struct BaselineCommand: ParsableCommand {
                     }
                     if let reason = Callgrind.unavailableReason() { throw UsageError(reason) }
                     var counted = plan
-                    counted.method = .counted
-                    counted.externals = []
-                    counted.connections = connections.values
-                    counted.sizes = [64]
-                    counted.modes = [.closed(depth: 1)]
                     guard countedRepeat >= 1 else { throw UsageError("--counted-repeat must be at least 1") }
-                    counted.repetitions = countedRepeat
-                    counted.duration = 2
-                    counted.warmup = 0.5
-                    counted.idleConnections = 0
+                    BaselinePlans.makeCounted(&counted, connections: connections.values, repetitions: countedRepeat)
                     countedPlan = counted
                 }
             } catch let error as UsageError { exitForUsage(error) }
