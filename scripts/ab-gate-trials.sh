@@ -9,15 +9,18 @@
 # RUNS times (default 10); then it replaces the spin by an empty commit (HEAD~1 is then the same
 # code) and runs the same check CONTROL_RUNS times (default 20). One line per run: the exit code
 # and the backends the counted comparison flagged. The first run builds HEAD~1 in the clone's
-# .build/against/src; later runs reuse it.
+# .build/against/src; later runs reuse it. With OLD_EXECUTABLE (an iobench built from HEAD, the
+# clone's HEAD~1, such as this tree's .build/release/iobench) that build is skipped: the check is
+# given it with --against-executable.
 #
-# Usage: scripts/ab-gate-trials.sh [RUNS] [CONTROL_RUNS]   (CHECK_ARGS, SCRATCH from the environment)
+# Usage: scripts/ab-gate-trials.sh [RUNS] [CONTROL_RUNS]   (CHECK_ARGS, SCRATCH, OLD_EXECUTABLE from the environment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
 controls=${2:-20}
 scratch=${SCRATCH:-/tmp/iobench-ab-trials}
 check_args=${CHECK_ARGS:---backends blocking,epoll,io_uring}
+if [ -n "${OLD_EXECUTABLE:-}" ]; then check_args="$check_args --against-executable $(realpath "$OLD_EXECUTABLE")"; fi
 
 rm -rf "$scratch"
 git clone --quiet --no-hardlinks "$PWD" "$scratch"
