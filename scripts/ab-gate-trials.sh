@@ -13,7 +13,10 @@
 # clone's HEAD~1, such as this tree's .build/release/iobench) that build is skipped: the check is
 # given it with --against-executable.
 #
-# Usage: scripts/ab-gate-trials.sh [RUNS] [CONTROL_RUNS]   (CHECK_ARGS, SCRATCH, OLD_EXECUTABLE from the environment)
+# SPIN_ARGS are added to the spin's runs only (for example "--counted-repeat 1 --retries 0": a
+# change this large needs no second look), so the control runs keep CI's settings.
+#
+# Usage: scripts/ab-gate-trials.sh [RUNS] [CONTROL_RUNS]   (CHECK_ARGS, SPIN_ARGS, SCRATCH, OLD_EXECUTABLE from the environment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
@@ -38,10 +41,10 @@ open(path, "w").write(source.replace(send, send + spin))
 EOF
 commit -am "spin ~900 ns in every send of the syscall seam"
 
-trial() {  # label, index
+trial() {  # label, index, extra arguments
   local out status flagged
   set +e
-  out=$("$scratch/.build/release/iobench" check --against HEAD~1 --metrics counted --quiet $check_args 2>&1)
+  out=$("$scratch/.build/release/iobench" check --against HEAD~1 --metrics counted --quiet $check_args $3 2>&1)
   status=$?
   set -e
   flagged=$(printf '%s\n' "$out" | sed -n 's/^  - counted: \([0-9]*\) conns .* depth 1, \([a-z_]*\): \(counted\.[a-z_]*\) \([-+0-9.%]*\).*/\2 \3 \4 (\1 conns)/p' | sort -u | paste -sd ';' -)
@@ -50,11 +53,11 @@ trial() {  # label, index
 }
 
 swift build -c release --package-path "$scratch" --product iobench >/dev/null
-echo "spin: $(git -C "$scratch" log -1 --format=%h) against HEAD~1 $(git -C "$scratch" rev-parse --short HEAD~1); check args: $check_args"
-for i in $(seq 1 "$runs"); do trial spin "$i"; done
+echo "spin: $(git -C "$scratch" log -1 --format=%h) against HEAD~1 $(git -C "$scratch" rev-parse --short HEAD~1); check args: $check_args ${SPIN_ARGS:-}"
+for i in $(seq 1 "$runs"); do trial spin "$i" "${SPIN_ARGS:-}"; done
 
 git -C "$scratch" reset --quiet --hard HEAD~1
 commit --allow-empty -m "no change"
 swift build -c release --package-path "$scratch" --product iobench >/dev/null
 echo "control: $(git -C "$scratch" log -1 --format=%h) (empty) against HEAD~1 $(git -C "$scratch" rev-parse --short HEAD~1)"
-for i in $(seq 1 "$controls"); do trial control "$i"; done
+for i in $(seq 1 "$controls"); do trial control "$i" ""; done

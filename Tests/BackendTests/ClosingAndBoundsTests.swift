@@ -108,14 +108,23 @@ struct ClosingAndBoundsTests {
         }
     }
 
-    @Test("a refused client that keeps sending and never closes is closed within the 2 s bound", arguments: backends)
-    func lingeringEndsAtItsTimeBound(kind: BackendKind) throws {
+    /// An rpc server and a client whose 4 GiB declaration it has just refused (the ERROR read).
+    static func refusedClient(_ kind: BackendKind) throws -> (ServerProcess, Client, refused: Date) {
         let server = try startServer(kind, ["--pattern", "rpc"])
-        defer { server.stop() }
         let client = try Client(server.address, timeoutSeconds: 5)
         try client.send(Wire.u32(UInt32.max) + [0x01])
-        #expect(try client.receive(16) == Wire.error(1, "too_large"))
-        let refused = Date()
+        let answer = try client.receive(16)
+        guard answer == Wire.error(1, "too_large") else {
+            server.stop()
+            throw TestFailure("\(kind): \(answer) instead of the too_large ERROR")
+        }
+        return (server, client, Date())
+    }
+
+    @Test("a refused client that keeps sending and never closes is closed within the 2 s bound", arguments: backends)
+    func lingeringEndsAtItsTimeBound(kind: BackendKind) throws {
+        let (server, client, refused) = try Self.refusedClient(kind)
+        defer { server.stop() }
         // The FIN follows the ERROR at once.
         #expect(try Self.readToFIN(client, "\(kind)").isEmpty)
         #expect(Date().timeIntervalSince(refused) < 1, "\(kind): the end of the stream came \(Date().timeIntervalSince(refused)) s after the ERROR")
@@ -135,12 +144,8 @@ struct ClosingAndBoundsTests {
 
     @Test("a refused client that floods is closed once 1 MiB was discarded, before the time bound", arguments: backends)
     func lingeringEndsAtItsByteBound(kind: BackendKind) throws {
-        let server = try startServer(kind, ["--pattern", "rpc"])
+        let (server, client, refused) = try Self.refusedClient(kind)
         defer { server.stop() }
-        let client = try Client(server.address, timeoutSeconds: 5)
-        try client.send(Wire.u32(UInt32.max) + [0x01])
-        #expect(try client.receive(16) == Wire.error(1, "too_large"))
-        let refused = Date()
         let before = try server.stats().bytesIn
         let flood = [UInt8](repeating: 0x47, count: 64 * 1024)
         var sent = 0
