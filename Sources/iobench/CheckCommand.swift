@@ -371,7 +371,7 @@ struct CheckCommand: ParsableCommand {
         let kinds = backends.values
         var limits = Thresholds.defaults
         if let thresholds { limits = try Thresholds.load(thresholds) }
-        func measure(_ connections: [Int]) throws -> [ResultRow] {
+        func measure(_ connections: [Int], _ kinds: [BackendKind]) throws -> [ResultRow] {
             let plan = PairedCountedCheck.plan(executable: selfExecutable(), commandLine: reproducibleCommandLine(), oldExecutable: oldExecutable,
                                                backends: kinds, connections: connections, repetitions: countedRepeat,
                                                serverArguments: serverArguments, candidateArguments: candidateServerArguments)
@@ -380,16 +380,20 @@ struct CheckCommand: ParsableCommand {
             defer { progress.clear() }
             do { return try runner.run() } catch { throw CheckError.unusable("counting against \(ref) failed: \(error)") }
         }
-        var rows = try measure(countedConnections.values)
+        var rows = try measure(countedConnections.values, kinds)
         var comparisons = PairedCountedCheck.compare(rows, backends: kinds, thresholds: limits)
         var attempt = 0
         while attempt < retries {
             let suspect = comparisons.filter { $0.verdict == .regressed && $0.metric != "errors" }
             guard !suspect.isEmpty else { break }
             attempt += 1
-            let cells = countedConnections.values.filter { connections in suspect.contains { $0.cell.contains(": \(connections) conns ") } }
             printError("iobench check: counted \(suspect.map { "\($0.cell) \($0.backend) \($0.metric)" }.joined(separator: ", ")) looks regressed; measuring it again (\(attempt)/\(retries))")
-            rows = PairedCountedCheck.appending(try measure(cells.isEmpty ? countedConnections.values : cells), to: rows)
+            // Only the suspect cells, both servers of each: more repetitions of REF's move its
+            // median, more of the new binary's give it more chances at its best.
+            for connections in countedConnections.values {
+                let suspects = kinds.filter { kind in suspect.contains { $0.backend == kind.rawValue && $0.cell.contains(": \(connections) conns ") } }
+                if !suspects.isEmpty { rows = PairedCountedCheck.appending(try measure([connections], suspects), to: rows) }
+            }
             comparisons = PairedCountedCheck.compare(rows, backends: kinds, thresholds: limits)
         }
         return (comparisons, rows)
