@@ -32,22 +32,25 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
 
+        // The backend registry: every backend described once, read by the CLI and the harness.
+        .target(name: "Backends", dependencies: ["EchoCore", "Blocking", "Epoll", "IoUring", "NIOPeer"]),
+
         // The harness: child server processes, load generation, measurement, reports.
         .target(name: "Bench", dependencies: [
-            "EchoCore",
+            "EchoCore", "Backends",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
 
         .executableTarget(name: "iobench", dependencies: [
-            "EchoCore", "Blocking", "Epoll", "IoUring", "NIOPeer", "Bench",
+            "EchoCore", "Backends", "Bench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "EchoCoreTests", dependencies: ["EchoCore", "TestSupport"]),
         .testTarget(name: "IoUringTests", dependencies: ["IoUring"]),
         .target(name: "TestSupport", dependencies: ["EchoCore"], path: "Tests/TestSupport"),
-        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Blocking", "Epoll", "IoUring", "Bench", "TestSupport", "iobench"]),
-        .testTarget(name: "BenchTests", dependencies: ["EchoCore", "Bench", "TestSupport", "iobench"]),
+        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Bench", "TestSupport", "iobench"]),
+        .testTarget(name: "BenchTests", dependencies: ["EchoCore", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Bench", "TestSupport", "iobench"]),
     ],
     swiftLanguageModes: [.v6]
 )

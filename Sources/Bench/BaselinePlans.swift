@@ -1,3 +1,4 @@
+import Backends
 import EchoCore
 import Foundation
 
@@ -26,7 +27,7 @@ public enum BaselinePlans {
             var backends: [BackendKind] = []
             for row in group {
                 guard let name = row["backend"] else { continue }
-                if let kind = BackendKind(rawValue: name) {
+                if let kind = Backends.named(name)?.kind {
                     if !backends.contains(kind) { backends.append(kind) }
                 } else {
                     skipped.insert(name)  // an external server: it may not be running now

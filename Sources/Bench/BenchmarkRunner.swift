@@ -1,3 +1,4 @@
+import Backends
 import EchoCore
 import Foundation
 #if canImport(Glibc)
@@ -86,7 +87,7 @@ public enum MeasurementMethod: String, Sendable, CaseIterable {
 /// The matrix `iobench run` measures.
 public struct RunPlan: Sendable {
     public var method = MeasurementMethod.timed
-    public var backends: [BackendKind] = BackendKind.allCases
+    public var backends: [BackendKind] = Backends.kinds
     /// Third-party servers measured beside the backends (`--external NAME=HOST:PORT`).
     public var externals: [ExternalServer] = []
     /// Backends with extra serve options, measured as servers of their own (`--variant`).
@@ -334,12 +335,9 @@ public final class BenchmarkRunner {
             row["server_rss_peak_kb"] = "\(s1.peakResidentBytes / 1024)"
             row["server_threads_peak"] = "\(s1.threads)"
             row.fill(syscallsFrom: before.stats, to: after.stats, perMessage: perProbeMessage)
-            let capacity: Double
-            switch target.kind {
-            case .blocking?, .nio?: capacity = Double(plan.serverCPUs.count)
-            case .epoll?, .ioUring?: capacity = Double(min(plan.serverCPUs.count, plan.serverThreads))
-            case nil: capacity = Double(min(plan.serverCPUs.count, max(s1.threads, 1)))
-            }
+            // The CPUs the server can keep busy: what its threading allows of those it is pinned to.
+            let capacity = Double(target.kind.map { Backends.descriptor($0).cpuCapacity(pinned: plan.serverCPUs.count, threads: plan.serverThreads) }
+                                  ?? min(plan.serverCPUs.count, max(s1.threads, 1)))
             row["bottleneck"] = Bottleneck.verdict(serverUtilization: cpu / load.seconds / max(capacity, 1),
                                                    generatorUtilization: load.generatorUtilization)
         }
@@ -358,13 +356,12 @@ public final class BenchmarkRunner {
         }
         var extra: [String] = []
         if case .variant(let variant) = target { extra = variant.arguments }
-        // valgrind cannot run the server's other threads while one waits in io_uring_enter.
-        if kind == .ioUring {
-            guard !extra.contains(where: { $0.hasPrefix("--batch-wait") }) else {
-                throw UsageError("\(target) waits with --batch-wait inside io_uring_enter, which valgrind cannot run beside the server's other threads: it cannot be counted")
-            }
-            extra.append("--ring-wait-by-poll")
+        // What the backend needs, or cannot have, under valgrind (io_uring: wait in poll(2)).
+        let descriptor = Backends.descriptor(kind)
+        for (option, reason) in descriptor.uncountableOptions where extra.contains(where: { $0.hasPrefix(option) }) {
+            throw UsageError("\(target) \(reason): it cannot be counted")
         }
+        extra += descriptor.countedServeOptions
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-callgrind-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }

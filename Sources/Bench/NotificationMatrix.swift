@@ -1,3 +1,4 @@
+import Backends
 import EchoCore
 import Foundation
 #if canImport(Glibc)
@@ -43,7 +44,7 @@ public struct NotificationPlan: Sendable {
         }
     }
 
-    public var backends: [BackendKind] = BackendKind.allCases
+    public var backends: [BackendKind] = Backends.kinds
     public var cells: [Cell] = []
     public var clients: [Int] = [1000]
     /// Events per second on the one topic every client listens to (the server's own events,
@@ -202,7 +203,7 @@ public final class NotificationRunner {
         // The bottleneck: a side that used (nearly) all of its CPUs.
         let serverUtil = row.double("server_cpu_util") ?? 0
         let generatorUtil = row.double("generator_cpu_util") ?? 0
-        let capacity = backend == .blocking || backend == .nio ? Double(plan.serverCPUs.count) : 1
+        let capacity = Double(Backends.descriptor(backend).cpuCapacity(pinned: plan.serverCPUs.count, threads: 1))
         row["bottleneck"] = serverUtil >= Bottleneck.saturation * capacity ? "server" : generatorUtil >= Bottleneck.saturation ? "generator" : "neither"
         let load = NotificationLoad.commandLine(options)
         row["command"] = "iobench " + arguments.joined(separator: " ") + " & " + load

@@ -1,3 +1,4 @@
+import Backends
 import Foundation
 
 /// One colour and one marker per server, the same in every chart: the Okabe–Ito palette, which
@@ -5,17 +6,13 @@ import Foundation
 /// markers). Our backends, the NIO peer and the C floor have fixed colours; any other server
 /// (a --variant, an --external) takes the next spare colour in the order it first appears.
 public struct Palette: Sendable {
-    public static let fixed: [String: String] = [
-        "blocking": "#D55E00",  // vermillion
-        "epoll": "#0072B2",  // blue
-        "io_uring": "#009E73",  // bluish green
-        "nio": "#CC79A7",  // reddish purple
-        "c-floor": "#000000",  // black: the floor
-    ]
+    /// The registry's backends, then the C floor.
+    public static let fixed: [String: String] = Dictionary(uniqueKeysWithValues: Backends.all.map { ($0.kind.rawValue, $0.colour) })
+        .merging(["c-floor": "#000000"]) { a, _ in a }  // black: the floor
     public static let spare = ["#E69F00", "#56B4E9", "#7F7F7F", "#882255", "#44AA99", "#999933", "#332288", "#AA4499"]
-    static let fixedMarkers: [String: Chart.Marker] = [
-        "blocking": .square, "epoll": .circle, "io_uring": .triangle, "nio": .diamond, "c-floor": .cross,
-    ]
+    static let fixedMarkers: [String: Chart.Marker] = Dictionary(uniqueKeysWithValues: Backends.all.map {
+        ($0.kind.rawValue, Chart.Marker(rawValue: $0.marker) ?? .ring)
+    }).merging(["c-floor": .cross]) { a, _ in a }
 
     private var assigned: [String: String] = [:]
     private var order: [String] = []

@@ -1,3 +1,4 @@
+import Backends
 import EchoCore
 import Foundation
 
@@ -87,7 +88,7 @@ public enum SummaryTable {
             }
             var lines: [[String]] = [counted ? countedHeader : header]
             for f in figures {
-                let name = BackendKind(rawValue: f.backend)?.isReferencePeer == true ? f.backend + " (peer)" : f.backend
+                let name = Backends.named(f.backend)?.isReferencePeer == true ? f.backend + " (peer)" : f.backend
                 let errors = "\(Int(f.values("errors").reduce(0, +)))"
                 if counted {
                     lines.append([

@@ -371,3 +371,18 @@ public final class BlockingServer: EchoServer, Sendable {
         closer.stop()
     }
 }
+
+extension BackendKind {
+    /// A thread per connection, blocking `recv`/`send`.
+    public static let blocking = BackendKind("blocking")
+}
+
+extension BlockingServer: BackendFactory {
+    public static func makeServer(configuration: ServerConfiguration) -> any EchoServer {
+        BlockingServer(configuration: configuration)
+    }
+
+    public static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any EchoServer)? {
+        BlockingServer(configuration: configuration, session: session)
+    }
+}

@@ -2,25 +2,95 @@
 import Glibc
 #endif
 
-/// The I/O models a server can be built on; chosen at run time, so one binary holds all three.
-public enum BackendKind: String, CaseIterable, Sendable, CustomStringConvertible {
-    /// One OS thread per connection, blocking `recv`/`send`.
-    case blocking
-    /// Readiness: non-blocking sockets and `epoll_wait`.
-    case epoll
-    /// Completion: io_uring with multishot accept/recv and a provided buffer ring.
-    case ioUring = "io_uring"
-    /// Not an I/O model of ours: SwiftNIO, the Swift ecosystem's standard runtime, measured
-    /// beside the three as a reference peer.
-    case nio
+/// A server backend's name: what `--backend` takes, the `backend` column of every CSV and the
+/// key of its colour in charts. Each backend module declares its own (`BackendKind.epoll` lives
+/// in `Epoll`); which names exist is what the registry (`Backends.all`) lists.
+public struct BackendKind: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let rawValue: String
+
+    public init(_ name: String) { rawValue = name }
 
     public var description: String { rawValue }
 
-    /// The three I/O models this project compares (everything but the reference peer).
-    public static let models: [BackendKind] = [.blocking, .epoll, .ioUring]
+    public static func < (a: BackendKind, b: BackendKind) -> Bool { a.rawValue < b.rawValue }
+}
 
-    /// Whether this is a reference peer rather than one of the three models.
-    public var isReferencePeer: Bool { self == .nio }
+/// How a backend's threads serve connections, which decides how many CPUs it can use.
+public enum BackendThreading: String, Sendable {
+    /// One OS thread per connection: it can use every CPU it is pinned to.
+    case threadPerConnection = "thread per connection"
+    /// `--threads` event loops, one thread each: at most that many CPUs.
+    case eventLoops = "event loops"
+    /// A runtime with its own threads (a reference peer): every CPU it is pinned to.
+    case runtime
+}
+
+/// What a backend is in the comparison.
+public enum BackendRole: String, Sendable {
+    /// One of the I/O models this project compares.
+    case model
+    /// Not a model of ours: a runtime measured beside them for reference (SwiftNIO).
+    case referencePeer = "reference peer"
+}
+
+/// Makes a backend's servers. A backend that can serve any session type (the event loops and
+/// the blocking server, generic over the protocol) also makes servers for one session type,
+/// which is how a workload that exists only in the tests is served by every backend.
+public protocol BackendFactory: Sendable {
+    /// A server for `configuration.pattern`.
+    static func makeServer(configuration: ServerConfiguration) -> any EchoServer
+    /// A server whose connections speak `Session`; nil when the backend cannot (a runtime with
+    /// its own protocol handlers).
+    static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any EchoServer)?
+}
+
+/// Everything the program knows about one backend, said once: the registry (`Backends.all`)
+/// holds one per backend, and the CLI, the harness and the charts read it instead of naming
+/// backends.
+public struct BackendDescriptor: Sendable {
+    public let kind: BackendKind
+    /// One line for `--help` and the docs: the model and its mechanism.
+    public let summary: String
+    public let role: BackendRole
+    public let threading: BackendThreading
+    /// Its colour in every chart (hex) and its marker's name (see `Chart.Marker`).
+    public let colour: String
+    public let marker: String
+    /// The `iobench serve` options only this backend takes (the others refuse them).
+    public let serveOptions: [String]
+    /// Options added to its `serve` when it runs under callgrind (counted measurements).
+    public let countedServeOptions: [String]
+    /// Options with which it cannot be counted, each with the reason.
+    public let uncountableOptions: [String: String]
+    /// The system call kinds it makes (what its stats can show as non-zero).
+    public let syscallKinds: [SyscallKind]
+    public let factory: any BackendFactory.Type
+
+    public init(kind: BackendKind, summary: String, role: BackendRole = .model, threading: BackendThreading, colour: String, marker: String,
+                serveOptions: [String] = [], countedServeOptions: [String] = [], uncountableOptions: [String: String] = [:],
+                syscallKinds: [SyscallKind], factory: any BackendFactory.Type) {
+        self.kind = kind
+        self.summary = summary
+        self.role = role
+        self.threading = threading
+        self.colour = colour
+        self.marker = marker
+        self.serveOptions = serveOptions
+        self.countedServeOptions = countedServeOptions
+        self.uncountableOptions = uncountableOptions
+        self.syscallKinds = syscallKinds
+        self.factory = factory
+    }
+
+    public var isReferencePeer: Bool { role == .referencePeer }
+
+    /// The CPUs it can keep busy when pinned to `pinned` CPUs with `threads` event loops.
+    public func cpuCapacity(pinned: Int, threads: Int) -> Int {
+        switch threading {
+        case .threadPerConnection, .runtime: pinned
+        case .eventLoops: min(pinned, max(threads, 1))
+        }
+    }
 }
 
 /// Everything a backend needs to serve.

@@ -1,99 +1,44 @@
 import CLibUring
 import EchoCore
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
+
+extension BackendKind {
+    /// Completion with io_uring.
+    public static let ioUring = BackendKind("io_uring")
+}
 
 /// The completion model: `threads` rings, each on its own thread with its own `SO_REUSEPORT`
-/// listener, multishot accept, multishot recv into a provided buffer ring and batched submission.
-public final class IoUringServer: EchoServer, Sendable {
-    public let kind = BackendKind.ioUring
-    private let configuration: ServerConfiguration
-    private let registry = CounterRegistry()
-    private let limit: ConnectionLimit
-    /// Ends connections whose peer may still be sending (after a refusal) without an RST.
-    private let closer: LingeringCloser
-    private let group = LoopGroup(threadName: "iob-uring")
-    private let bound: Mutex<SocketAddress>
-    /// Notifications between connections on different loops, and the notification patterns'
-    /// topics and jobs.
-    private let hub: Hub
-    /// Set when the server was made for one session type (not a pattern's).
-    private let startForSessionType: (@Sendable (IoUringServer) throws -> Void)?
+/// listener, multishot accept, multishot recv into a provided buffer ring and batched
+/// submission (``RingEventLoop``).
+public enum IoUringBackend: EventLoopBackend, BackendFactory {
+    public static var kind: BackendKind { .ioUring }
+    public static var threadName: String { "iob-uring" }
+    public static var nonBlockingListener: Bool { false }
 
-    public init(configuration: ServerConfiguration) {
-        self.configuration = configuration
-        self.limit = ConnectionLimit(maximum: configuration.maxConnections)
-        closer = LingeringCloser(limit: limit, registry: registry)
-        self.bound = Mutex(configuration.address)
-        hub = Hub(options: configuration.notifications)
-        startForSessionType = nil
+    public static func loopBody(for pattern: ServerPattern) throws -> EventLoopBody<Self>.Body {
+        try pattern.withSessionType(EventLoopBody<Self>())
     }
 
-    /// A server whose connections speak `Session`, any conforming type (`configuration.pattern`
-    /// is then only what stats report): the backend is generic over the protocol it serves.
-    public init<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) {
-        self.configuration = configuration
-        self.limit = ConnectionLimit(maximum: configuration.maxConnections)
-        closer = LingeringCloser(limit: limit, registry: registry)
-        self.bound = Mutex(configuration.address)
-        hub = Hub(options: configuration.notifications)
-        startForSessionType = { try $0.startLoops(Session.self) }
+    /// Each ring is made on its own loop thread: it must be created by the thread that submits to it.
+    public static func runLoop<Session: ConnectionSession & ~Copyable>(
+        _: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
+        ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws {
+        var loop = try RingEventLoop<Session>(listener: listener, resources: resources, limit: services.limit, closer: services.closer,
+                                              configuration: services.configuration, hub: services.hub)
+        ready(loop.setupDescription)
+        loop.run(until: stopping)
     }
 
-    public var boundAddress: SocketAddress { bound.withLock { $0 } }
-
-    public func start() throws {
-        do {
-            if let startForSessionType {
-                try startForSessionType(self)
-            } else {
-                try configuration.pattern.withSessionType(LoopStarter(server: self))
-            }
-        } catch let error as SystemError where error.call == Ring.minTimeoutCall {
-            throw UsageError("--batch-wait needs Linux 6.12 or later (IORING_FEAT_MIN_TIMEOUT), which this kernel's io_uring lacks: leave --batch-wait out")
-        } catch let error as SystemError where error.call.hasPrefix("io_uring") {
-            throw UsageError("cannot start io_uring: \(error); the kernel refused the ring (is io_uring enabled? see /proc/sys/kernel/io_uring_disabled)")
+    public static func explainStartFailure(_ error: any Error) -> any Error {
+        if let error = error as? SystemError, error.call == Ring.minTimeoutCall {
+            return UsageError("--batch-wait needs Linux 6.12 or later (IORING_FEAT_MIN_TIMEOUT), which this kernel's io_uring lacks: leave --batch-wait out")
         }
-        do {
-            try hub.start(registry: registry)
-        } catch {
-            group.stop()
-            throw error
+        if let error = error as? SystemError, error.call.hasPrefix("io_uring") {
+            return UsageError("cannot start io_uring: \(error); the kernel refused the ring (is io_uring enabled? see /proc/sys/kernel/io_uring_disabled)")
         }
-    }
-
-    /// Starts the loops for the pattern's session type (a specialised loop per pattern).
-    private struct LoopStarter: SessionTypeVisitor {
-        let server: IoUringServer
-        func visit<Session: ConnectionSession & ~Copyable>(_ type: Session.Type) throws { try server.startLoops(type) }
-    }
-
-    fileprivate func startLoops<Session: ConnectionSession & ~Copyable>(_: Session.Type) throws {
-        let (listeners, address) = try Socket.listenOnEachLoop(configuration.address, count: max(configuration.threads, 1), nonBlocking: false)
-        bound.withLock { $0 = address }
-        let limit = self.limit, closer = self.closer, configuration = self.configuration, hub = self.hub
-        // Each ring is made on its own loop thread: it must be created by the thread that submits to it.
-        try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources, ready, stopping in
-            var loop = try RingEventLoop<Session>(listener: listeners[resources.index], resources: resources, limit: limit,
-                                               closer: closer, configuration: configuration, hub: hub)
-            ready(loop.setupDescription)
-            loop.run(until: stopping)
-        }
-    }
-
-    public func stats() -> ServerStats {
-        var stats = ServerStats(backend: kind, threads: max(configuration.threads, 1), counters: registry.totals(),
-                                ioUringSetup: group.setupDescriptions.first)
-        stats.pattern = configuration.pattern
-        hub.record(into: &stats)
-        return stats
-    }
-
-    public func stop() {
-        hub.stop()
-        group.stop()
-        closer.stop()
+        return error
     }
 }
+
+/// The io_uring server.
+public typealias IoUringServer = EventLoopServer<IoUringBackend>

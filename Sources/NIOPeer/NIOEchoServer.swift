@@ -176,3 +176,19 @@ extension NIOConnectionLifecycle {
         context.close(promise: nil)
     }
 }
+
+extension BackendKind {
+    /// SwiftNIO, measured beside the models as a reference peer.
+    public static let nio = BackendKind("nio")
+}
+
+extension NIOEchoServer: BackendFactory {
+    public static func makeServer(configuration: ServerConfiguration) -> any EchoServer {
+        NIOEchoServer(configuration: configuration)
+    }
+
+    /// NIO serves the patterns through its own channel handlers, not a session type.
+    public static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any EchoServer)? {
+        nil
+    }
+}

@@ -1,3 +1,4 @@
+import Backends
 import ArgumentParser
 import Bench
 import EchoCore
@@ -59,7 +60,7 @@ struct CheckCommand: ParsableCommand {
     var against: String?
 
     @Option(help: "--against: the servers to compare (comma-separated).")
-    var backends: ListOf<BackendKind> = ListOf(BackendKind.allCases)
+    var backends: ListOf<BackendKind> = ListOf(Backends.kinds)
 
     @Option(name: .customLong("repeat"), help: "--against: repetitions (pairs) per server.")
     var repetitions: Int = 10
@@ -182,7 +183,7 @@ struct CheckCommand: ParsableCommand {
         if !skipped.isEmpty {
             printError("iobench check: note: external servers are not re-measured: \(skipped.joined(separator: ", "))")
         }
-        let measuredRows = baseRows.filter { BackendKind(rawValue: $0["backend"] ?? "") != nil }
+        let measuredRows = baseRows.filter { Backends.named($0["backend"] ?? "") != nil }
 
         var nowRows: [ResultRow] = []
         for cell in cells { nowRows += try measure(cell) }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Backends
 import Bench
 import EchoCore
 import Foundation
@@ -19,7 +20,15 @@ struct IOBench: ParsableCommand {
     )
 }
 
-extension BackendKind: ExpressibleByArgument {}
+extension BackendKind: ExpressibleByArgument {
+    /// Only the names in the registry.
+    public init?(argument: String) {
+        guard let descriptor = Backends.named(argument) else { return nil }
+        self = descriptor.kind
+    }
+
+    public static var allValueStrings: [String] { Backends.kinds.map(\.rawValue) }
+}
 extension ServerPattern: ExpressibleByArgument {}
 extension SlowConsumerPolicy: ExpressibleByArgument {}
 extension EventArrivals: ExpressibleByArgument {}

@@ -1,3 +1,4 @@
+import Backends
 import ArgumentParser
 #if canImport(Glibc)
 import Glibc
@@ -12,7 +13,7 @@ import Glibc
 /// The benchmark matrix options shared by `run` and `baseline update`.
 struct MatrixOptions: ParsableArguments {
     @Option(help: "Backends to compare (comma-separated): blocking, epoll, io_uring, and nio (SwiftNIO, a reference peer).")
-    var backends: ListOf<BackendKind> = ListOf(BackendKind.allCases)
+    var backends: ListOf<BackendKind> = ListOf(Backends.kinds)
 
     @Option(name: .customLong("external"), help: ArgumentHelp(
         "An already-running third-party echo server to measure beside the backends, NAME=HOST:PORT (repeatable).",
@@ -138,10 +139,10 @@ struct MatrixOptions: ParsableArguments {
             guard parts.count == 2, !parts[0].isEmpty, let first = words.first else {
                 throw UsageError("--variant '\(spec)' is not NAME=BACKEND OPTIONS: for example --variant 'io_uring+wait=io_uring --batch-wait 100us'")
             }
-            guard let backend = BackendKind(rawValue: first) else {
-                throw UsageError("--variant '\(spec)': '\(first)' is not a backend; use blocking, epoll, io_uring or nio")
+            guard let backend = Backends.named(first)?.kind else {
+                throw UsageError("--variant '\(spec)': '\(first)' is not a backend; use \(Backends.namesForHelp)")
             }
-            guard BackendKind(rawValue: parts[0]) == nil else {
+            guard Backends.named(parts[0]) == nil else {
                 throw UsageError("--variant name '\(parts[0])' is a backend's name: give the variant a name of its own")
             }
             return ServerVariant(name: parts[0], backend: backend, arguments: Array(words.dropFirst()))
@@ -156,7 +157,7 @@ struct MatrixOptions: ParsableArguments {
             guard parts.count == 2, !parts[0].isEmpty else {
                 throw UsageError("--external '\(spec)' is not NAME=HOST:PORT: name the server, for example --external c-floor=127.0.0.1:7000")
             }
-            guard BackendKind(rawValue: parts[0]) == nil, !servers.contains(where: { $0.name == parts[0] }) else {
+            guard Backends.named(parts[0]) == nil, !servers.contains(where: { $0.name == parts[0] }) else {
                 throw UsageError("--external name '\(parts[0])' is taken: give each external server its own name, unlike the backends")
             }
             servers.append(ExternalServer(name: parts[0], address: try SocketAddress(parsing: parts[1])))

@@ -1,10 +1,7 @@
 import ArgumentParser
-import Blocking
+import Backends
 import Dispatch
 import EchoCore
-import Epoll
-import IoUring
-import NIOPeer
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -21,7 +18,7 @@ struct ServeCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "I/O model: blocking (a thread per connection), epoll (readiness) or io_uring (completion); or nio, SwiftNIO as a reference peer.")
+    @Option(help: ArgumentHelp("The backend: \(Backends.all.map { "\($0.kind) (\($0.summary))" }.joined(separator: "; ")).", valueName: "backend"))
     var backend: BackendKind
 
     @Option(help: "Protocol on every connection: echo (bytes back as they came, no framing), rpc (framed request/response), push (SUBSCRIBE, then every EVENT) or poll (short polling: SUBMIT/STATUS; long polling: WAIT). See docs/PROTOCOL.md.")
@@ -148,20 +145,18 @@ struct ServeCommand: ParsableCommand {
             guard (0...0.1).contains(batchWaitSeconds) else {
                 throw UsageError("--batch-wait \(batchWait) is out of range: use 0 to 100ms")
             }
-            guard batchWaitSeconds == 0 || backend == .ioUring else {
-                throw UsageError("--batch-wait applies to the io_uring backend only (epoll has no batching wait)")
+            // Options of one backend are refused by the others (the registry says whose they are).
+            let given = [("--batch-wait", batchWaitSeconds > 0), ("--ring-wait-by-poll", ringWaitByPoll),
+                         ("--ring-single-shot-recv", ringSingleShotRecv)].filter(\.1).map(\.0)
+            for option in given where !Backends.descriptor(backend).serveOptions.contains(option) {
+                let owners = Backends.all.filter { $0.serveOptions.contains(option) }.map(\.kind.rawValue).joined(separator: ", ")
+                throw UsageError("\(option) applies to the \(owners) backend only, not \(backend)")
             }
             configuration.batchWaitMicroseconds = UInt32((batchWaitSeconds * 1e6).rounded())
-            guard !ringWaitByPoll || backend == .ioUring else {
-                throw UsageError("--ring-wait-by-poll applies to the io_uring backend only")
-            }
             guard !(ringWaitByPoll && batchWaitSeconds > 0) else {
                 throw UsageError("--ring-wait-by-poll and --batch-wait cannot be combined: choose one way for io_uring to wait")
             }
             configuration.ringWaitByPoll = ringWaitByPoll
-            guard !ringSingleShotRecv || backend == .ioUring else {
-                throw UsageError("--ring-single-shot-recv applies to the io_uring backend only")
-            }
             configuration.ringSingleShotRecv = ringSingleShotRecv
             guard (16 * 1024...64 * 1024 * 1024).contains(configuration.threadStackSize) else {
                 throw UsageError("--stack-size \(stackSize) is out of range: use 16k to 64m")
@@ -212,12 +207,7 @@ struct ServeCommand: ParsableCommand {
         ProcessResources.raiseDescriptorLimit()
         let control = ServeControl()
         control.startSignalWatcher()
-        let server: EchoServer = switch backend {
-        case .blocking: BlockingServer(configuration: configuration)
-        case .epoll: EpollServer(configuration: configuration)
-        case .ioUring: IoUringServer(configuration: configuration)
-        case .nio: NIOEchoServer(configuration: configuration)
-        }
+        let server = Backends.descriptor(backend).factory.makeServer(configuration: configuration)
         control.startStdinReader(server, quitOnEOF: quitOnEOF)
         // libdispatch opens its event manager's descriptors (an epoll, an eventfd and a timerfd)
         // the first time a timer or asynchronous work runs, and keeps them for the life of the

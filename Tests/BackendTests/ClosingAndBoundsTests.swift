@@ -1,3 +1,8 @@
+import NIOPeer
+import IoUring
+import Epoll
+import Blocking
+import Backends
 import Bench
 import EchoCore
 import Foundation
@@ -14,7 +19,7 @@ import Glibc
 /// is what the subscriber received. Serialized: one test reads the server's memory.
 @Suite(.serialized)
 struct ClosingAndBoundsTests {
-    static let backends = BackendKind.allCases
+    static let backends = Backends.kinds
 
     /// Sends `bytes` from another thread (a blocking send that may wait for the server), so the
     /// caller can decide when to read.

@@ -1,3 +1,8 @@
+import NIOPeer
+import IoUring
+import Epoll
+import Blocking
+import Backends
 import Bench
 import EchoCore
 import Foundation
@@ -66,7 +71,7 @@ enum NotifyWire {
 /// through real `iobench serve --pattern push|poll` children.
 @Suite(.serialized)
 struct NotificationConformanceTests {
-    static let backends = BackendKind.allCases
+    static let backends = Backends.kinds
 
     static func monotonicNow() -> UInt64 { ProcessResources.monotonicNanoseconds() }
 

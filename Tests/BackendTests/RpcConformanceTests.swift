@@ -1,3 +1,8 @@
+import NIOPeer
+import IoUring
+import Epoll
+import Blocking
+import Backends
 import Bench
 import EchoCore
 import Foundation
@@ -11,7 +16,7 @@ import Glibc
 /// `iobench serve --pattern rpc` children. Serialized: some tests read the server's CPU and memory.
 @Suite(.serialized)
 struct RpcConformanceTests {
-    static let backends = BackendKind.allCases
+    static let backends = Backends.kinds
 
     static func startRpcServer(_ kind: BackendKind, _ extra: [String] = []) throws -> ServerProcess {
         try startServer(kind, ["--pattern", "rpc"] + extra)

@@ -1,3 +1,8 @@
+import NIOPeer
+import IoUring
+import Epoll
+import Blocking
+import Backends
 import Bench
 import EchoCore
 import TestSupport
@@ -17,7 +22,7 @@ import Glibc
         (["serve", "--backend", "io_uring", "--ring-buffers", "1000"], "must be a power of two"),
         (["serve", "--backend", "epoll", "--stack-size", "big"], "size 'big' is not a size"),
         (["serve", "--backend", "epoll", "--bogus"], "--bogus"),
-        (["serve", "--backend", "epoll", "--batch-wait", "50us"], "--batch-wait applies to the io_uring backend only"),
+        (["serve", "--backend", "epoll", "--batch-wait", "50us"], "--batch-wait applies to the io_uring backend only, not epoll"),
         (["serve", "--backend", "io_uring", "--batch-wait", "1s"], "--batch-wait 1s is out of range"),
     ])
     func badValuesExitWithUsageError(arguments: [String], message: String) throws {
@@ -26,7 +31,7 @@ import Glibc
         #expect(result.stderr.contains(message), "\(arguments): stderr was \(result.stderr)")
     }
 
-    @Test(arguments: BackendKind.allCases)
+    @Test(arguments: Backends.kinds)
     func portInUseIsAUsageErrorNamingThePort(kind: BackendKind) throws {
         let server = try startServer(.epoll)
         defer { server.stop() }

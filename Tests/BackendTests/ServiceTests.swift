@@ -1,3 +1,5 @@
+import NIOPeer
+import Backends
 import Blocking
 import EchoCore
 import Epoll
@@ -126,17 +128,15 @@ struct ServiceTests {
     static func makeServer(_ kind: BackendKind, threads: Int) throws -> any EchoServer {
         var configuration = ServerConfiguration(address: try SocketAddress(host: "127.0.0.1", port: 0))
         configuration.threads = threads
-        let server: any EchoServer = switch kind {
-        case .blocking: BlockingServer(configuration: configuration, session: ServiceProbeSession.self)
-        case .epoll: EpollServer(configuration: configuration, session: ServiceProbeSession.self)
-        case .ioUring: IoUringServer(configuration: configuration, session: ServiceProbeSession.self)
-        case .nio: fatalError("the NIO peer uses NIO's own timers and channels")
-        }
+        // The NIO peer uses NIO's own timers and channels: it serves no session type of ours.
+        let factory = Backends.descriptor(kind).factory
+        let made: (any EchoServer)? = factory.makeServer(configuration: configuration, session: ServiceProbeSession.self)
+        let server = try #require(made)
         try server.start()
         return server
     }
 
-    @Test("timers fire on time, and a cancelled timer does not", arguments: BackendKind.models)
+    @Test("timers fire on time, and a cancelled timer does not", arguments: Backends.models)
     func timers(kind: BackendKind) throws {
         let server = try Self.makeServer(kind, threads: 1)
         defer { server.stop() }
@@ -157,7 +157,7 @@ struct ServiceTests {
         #expect(a.line(within: 0.4) == nil, "\(kind): the replaced timer fired too")
     }
 
-    @Test("a notification reaches a connection on another loop or thread, and never a newcomer in its place", arguments: BackendKind.models)
+    @Test("a notification reaches a connection on another loop or thread, and never a newcomer in its place", arguments: Backends.models)
     func notifications(kind: BackendKind) throws {
         let server = try Self.makeServer(kind, threads: 2)
         defer { server.stop() }

@@ -1,3 +1,8 @@
+import NIOPeer
+import IoUring
+import Epoll
+import Blocking
+import Backends
 import Bench
 import EchoCore
 import Foundation
@@ -14,7 +19,7 @@ import Glibc
 /// from another run of the server, and a half-close while a WAIT is held.
 @Suite(.serialized)
 struct SpecificationDecisionsTests {
-    static let backends = BackendKind.allCases
+    static let backends = Backends.kinds
 
     @Test("topics: any u32 names one; the 65,537th distinct topic is refused with out_of_range", arguments: backends)
     func topicsAreCountedNotBounded(kind: BackendKind) throws {

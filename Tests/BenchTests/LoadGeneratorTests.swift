@@ -1,4 +1,9 @@
 @testable import Bench
+import NIOPeer
+import IoUring
+import Epoll
+import Blocking
+import Backends
 import EchoCore
 import Foundation
 import Synchronization
@@ -12,7 +17,7 @@ import Glibc
 /// broken echo servers run in this process.
 @Suite(.serialized)
 struct LoadGeneratorTests {
-    @Test("closed loop against every backend: verified, counted, timed", arguments: BackendKind.allCases)
+    @Test("closed loop against every backend: verified, counted, timed", arguments: Backends.kinds)
     func closedLoopAgainstEachBackend(kind: BackendKind) throws {
         let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", kind.rawValue, "--port", "0", "--quit-on-eof"])
         defer { server.stop() }

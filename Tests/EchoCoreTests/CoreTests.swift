@@ -142,7 +142,7 @@ import Glibc
         totals.events[.closed] = 1
         totals.events[.malformedTooLarge] = 2
         totals.syscalls[.recv] = 7
-        var stats = ServerStats(backend: .epoll, threads: 2, counters: totals)
+        var stats = ServerStats(backend: BackendKind("epoll"), threads: 2, counters: totals)
         stats.pattern = .rpc
         let line = stats.line
         let parsed = try #require(StatsLine(json: line.json))
@@ -155,7 +155,7 @@ import Glibc
     }
 
     @Test func countersAPeerCannotProvideAreNullNotZero() throws {
-        var stats = ServerStats(backend: .nio, threads: 1, counters: CounterTotals())
+        var stats = ServerStats(backend: BackendKind("nio"), threads: 1, counters: CounterTotals())
         stats.unavailable = ["syscalls"]
         let json = stats.line.json
         #expect(json.contains("\"syscalls\":null") && json.contains("\"syscalls_total\":null"))

@@ -1,0 +1,162 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What an event-loop backend implements: a reference for new backends, in the spirit of
+/// SwiftNIO's `_SelectorBackendProtocol` and mio's selectors. ``EventLoopServer`` does the rest
+/// (listeners, threads, the start handshake, stop, the connection limit, the lingering closer,
+/// the hub, stats), the same for every backend.
+///
+/// The checklist for a loop made by ``runLoop(_:listener:resources:services:ready:stopping:)``:
+///
+/// 1. Make the loop on the calling thread (its own thread) and take ownership of `listener`:
+///    close it if the loop cannot be made, else when the loop ends.
+/// 2. Call `ready` once with what it set up (or nil), then serve until `stopping` is set and
+///    `resources.wake` fires; a failed wait reports itself and ends the loop.
+/// 3. Register `resources.wake` with ``Notifier/register(wake:closingWake:)``: its mailbox's
+///    notes go to `session.notified(_:)`; arm the sessions' timers in a ``TimerQueue``.
+/// 4. Accept with the ``ConnectionLimit`` (`services.limit`): a connection over it is closed at
+///    once and counted `refused`; out of descriptors, pause accepting for a while.
+/// 5. Drive each connection's session (``ConnectionSession``) and carry out its actions; a
+///    `close` with input not ended is handed to `services.closer` (never an RST).
+/// 6. Count every system call through ``SystemCalls`` made from `resources.counters`.
+/// 7. At the end close every connection, unregister from the notifier, close the listener and
+///    whatever the loop opened.
+///
+/// The loop is generic over the session type, and `runLoop` is instantiated here per pattern, in
+/// the backend's own module, so its hot path is specialised for each protocol.
+public protocol EventLoopBackend: Sendable {
+    /// The backend's name, as in the registry.
+    static var kind: BackendKind { get }
+    /// Prefix of its loop threads' names (`iob-epoll-0`, …).
+    static var threadName: String { get }
+    /// Whether its listeners are non-blocking (readiness) or blocking (completion).
+    static var nonBlockingListener: Bool { get }
+    /// Makes one loop for `Session` on the calling thread and runs it; see the checklist.
+    static func runLoop<Session: ConnectionSession & ~Copyable>(
+        _ session: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
+        ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws
+    /// ``runLoop(_:listener:resources:services:ready:stopping:)`` for the session type of
+    /// `pattern`. Every backend implements it with the same line,
+    /// `try pattern.withSessionType(EventLoopBody<Self>())`, written in its own module so that the
+    /// compiler specialises its loop for each pattern there (both are inlinable).
+    static func loopBody(for pattern: ServerPattern) throws -> EventLoopBody<Self>.Body
+    /// What a person should read when starting failed with `error` (by default the error itself).
+    static func explainStartFailure(_ error: any Error) -> any Error
+}
+
+extension EventLoopBackend {
+    public static func explainStartFailure(_ error: any Error) -> any Error { error }
+}
+
+extension EventLoopBackend where Self: BackendFactory {
+    public static func makeServer(configuration: ServerConfiguration) -> any EchoServer {
+        EventLoopServer<Self>(configuration: configuration)
+    }
+
+    public static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any EchoServer)? {
+        EventLoopServer<Self>(configuration: configuration, session: session)
+    }
+}
+
+/// The body of a loop thread for one session type: what ``EventLoopBackend/loopBody(for:)``
+/// returns.
+@frozen
+public struct EventLoopBody<Backend: EventLoopBackend>: SessionTypeVisitor {
+    public typealias Body = @Sendable (_ listener: Int32, LoopResources, LoopServices, _ ready: (String?) -> Void, _ stopping: borrowing Atomic<Bool>) throws -> Void
+
+    @inlinable public init() {}
+
+    @inlinable
+    public func visit<Session: ConnectionSession & ~Copyable>(_: Session.Type) -> Body {
+        { listener, resources, services, ready, stopping in
+            try Backend.runLoop(Session.self, listener: listener, resources: resources, services: services, ready: ready, stopping: stopping)
+        }
+    }
+}
+
+/// What every loop of a server shares.
+public struct LoopServices: Sendable {
+    public let configuration: ServerConfiguration
+    public let limit: ConnectionLimit
+    /// Ends connections whose peer may still be sending (after a refusal) without an RST.
+    public let closer: LingeringCloser
+    /// Notifications between connections on different loops, and the notification patterns'
+    /// topics and jobs.
+    public let hub: Hub
+}
+
+/// An event-loop server: `threads` loops of `Backend`, each on its own thread with its own
+/// `SO_REUSEPORT` listener. The shared part of every event-loop backend.
+public final class EventLoopServer<Backend: EventLoopBackend>: EchoServer, Sendable {
+    public var kind: BackendKind { Backend.kind }
+    private let services: LoopServices
+    private let registry = CounterRegistry()
+    private let group = LoopGroup(threadName: Backend.threadName)
+    private let bound: Mutex<SocketAddress>
+    /// Set when the server was made for one session type (not a pattern's).
+    private let sessionBody: EventLoopBody<Backend>.Body?
+
+    public init(configuration: ServerConfiguration) {
+        services = Self.services(configuration, registry: registry)
+        bound = Mutex(configuration.address)
+        sessionBody = nil
+    }
+
+    /// A server whose connections speak `Session`, any conforming type (`configuration.pattern`
+    /// is then only what stats report): the backend is generic over the protocol it serves.
+    public init<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) {
+        services = Self.services(configuration, registry: registry)
+        bound = Mutex(configuration.address)
+        sessionBody = EventLoopBody<Backend>().visit(Session.self)
+    }
+
+    private static func services(_ configuration: ServerConfiguration, registry: CounterRegistry) -> LoopServices {
+        let limit = ConnectionLimit(maximum: configuration.maxConnections)
+        return LoopServices(configuration: configuration, limit: limit, closer: LingeringCloser(limit: limit, registry: registry),
+                            hub: Hub(options: configuration.notifications))
+    }
+
+    public var boundAddress: SocketAddress { bound.withLock { $0 } }
+
+    public func start() throws {
+        do {
+            try startLoops(sessionBody ?? (try Backend.loopBody(for: services.configuration.pattern)))
+        } catch {
+            throw Backend.explainStartFailure(error)
+        }
+        do {
+            try services.hub.start(registry: registry)
+        } catch {
+            group.stop()
+            throw error
+        }
+    }
+
+    private func startLoops(_ body: @escaping EventLoopBody<Backend>.Body) throws {
+        let configuration = services.configuration
+        let (listeners, address) = try Socket.listenOnEachLoop(configuration.address, count: max(configuration.threads, 1),
+                                                               nonBlocking: Backend.nonBlockingListener)
+        bound.withLock { $0 = address }
+        let services = self.services
+        try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources, ready, stopping in
+            try body(listeners[resources.index], resources, services, ready, stopping)
+        }
+    }
+
+    public func stats() -> ServerStats {
+        let configuration = services.configuration
+        var stats = ServerStats(backend: kind, threads: max(configuration.threads, 1), counters: registry.totals(),
+                                ioUringSetup: group.setupDescriptions.first)
+        stats.pattern = configuration.pattern
+        services.hub.record(into: &stats)
+        return stats
+    }
+
+    public func stop() {
+        services.hub.stop()
+        group.stop()
+        services.closer.stop()
+    }
+}
