@@ -20,9 +20,12 @@ let package = Package(
         // The shared core: syscall seam, sockets, the backend protocol, sessions, counters.
         .target(name: "EchoCore", dependencies: ["CSystemShims"]),
 
-        // The three I/O models, side by side.
+        // The readiness event loop, on any selector (epoll, ppoll).
+        .target(name: "Readiness", dependencies: ["EchoCore"]),
+
+        // The I/O models, side by side.
         .target(name: "Blocking", dependencies: ["EchoCore", "CSystemShims"]),
-        .target(name: "Epoll", dependencies: ["EchoCore"]),
+        .target(name: "Epoll", dependencies: ["EchoCore", "Readiness"]),
         .target(name: "IoUring", dependencies: ["EchoCore", "CLibUring"]),
 
         // A reference peer, not a model: SwiftNIO's echo, measured beside the three.

@@ -84,3 +84,13 @@ int iobench_poll_wakeable(struct pollfd *fds, int count, int timeout_ms) {
 int iobench_wake_thread(pthread_t thread) {
     return pthread_kill(thread, SIGUSR1);
 }
+
+int iobench_ppoll(struct pollfd *fds, nfds_t count, int timeout_ms) {
+    struct timespec timeout, *limit = NULL;
+    if (timeout_ms >= 0) {
+        timeout.tv_sec = timeout_ms / 1000;
+        timeout.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+        limit = &timeout;
+    }
+    return ppoll(fds, count, limit, NULL);
+}

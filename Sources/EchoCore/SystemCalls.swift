@@ -131,6 +131,17 @@ public struct SystemCalls {
         throw SystemError("epoll_pwait2", error)
     }
 
+    /// Waits with ppoll(2) until one of `count` descriptors is ready or `timeoutMilliseconds`
+    /// pass (-1: no limit); returns how many have events (0 on timeout or `EINTR`).
+    public func ppoll(_ fds: UnsafeMutablePointer<pollfd>, count descriptors: Int, timeoutMilliseconds: Int32) throws(SystemError) -> Int {
+        count(.poll)
+        let n = iobench_ppoll(fds, nfds_t(descriptors), timeoutMilliseconds)
+        if n >= 0 { return Int(n) }
+        let error = Errno.current
+        if error == .interrupted { return 0 }
+        throw SystemError("ppoll", error)
+    }
+
     /// Performs a ``CostInjection``: every 16th call a loop of `loopIterations` iterations
     /// (ticked inline, so its cost per message is the loop's and a few instructions, not a
     /// call), and on every call the extra system calls, busy wait and allocations (out of line).
@@ -197,6 +208,11 @@ let injectionSink = Atomic<UInt64>(0)
 
 /// The epoll types and constants, re-exported from the shim so that only this seam imports it.
 public typealias EpollEvent = epoll_event
+
+extension EpollEvent {
+    /// The token registered with the descriptor (`data.u64`).
+    @inlinable public var token: UInt64 { data.u64 }
+}
 
 public enum Epoll {
     public static let input = EPOLLIN.rawValue

@@ -1,4 +1,5 @@
 import EchoCore
+import Readiness
 import Synchronization
 
 extension BackendKind {
@@ -7,7 +8,8 @@ extension BackendKind {
 }
 
 /// The readiness model: `threads` event loops, each with its own `SO_REUSEPORT` listener and
-/// epoll instance, non-blocking sockets, level-triggered events (``EpollEventLoop``).
+/// epoll instance, non-blocking sockets, level-triggered events (a ``ReadinessEventLoop`` on an
+/// ``EpollSelector``).
 public enum EpollBackend: EventLoopBackend, BackendFactory {
     public static var kind: BackendKind { .epoll }
     public static var threadName: String { "iob-epoll" }
@@ -20,8 +22,7 @@ public enum EpollBackend: EventLoopBackend, BackendFactory {
     public static func runLoop<Session: ConnectionSession & ~Copyable>(
         _: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
         ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws {
-        var loop = try EpollEventLoop<Session>(listener: listener, resources: resources, limit: services.limit, closer: services.closer,
-                                               configuration: services.configuration, hub: services.hub)
+        var loop = try ReadinessEventLoop<EpollSelector, Session>(listener: listener, resources: resources, services: services)
         ready(loop.setupDescription)
         loop.run(until: stopping)
     }

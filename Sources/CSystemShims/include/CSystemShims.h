@@ -15,6 +15,9 @@
 /// accept4(2): Glibc declares it only under _GNU_SOURCE.
 int iobench_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
+/// ppoll(2) (GNU-only in Glibc) with a millisecond timeout, -1 for none: the ppoll backend's wait.
+int iobench_ppoll(struct pollfd *fds, nfds_t count, int timeout_ms);
+
 /// Pins the calling thread (and the threads it creates later) to the listed CPUs.
 /// Returns 0 or -1 with errno set.
 int iobench_pin_to_cpus(const int32_t *cpus, int count);

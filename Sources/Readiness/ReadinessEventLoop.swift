@@ -1,99 +1,101 @@
 import EchoCore
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
-/// One connection of an epoll loop: kept inline in the loop's ``ConnectionTable``. Output the
-/// peer would not take yet is kept by the session (its outbound queue), so an idle connection
-/// costs this record and nothing else.
-struct EpollConnection<Session: ConnectionSession & ~Copyable>: ~Copyable {
-    var fd: Int32
-    /// The events registered with epoll now; changed with `Epoll.modify` only when it must.
-    var interest: UInt32
+/// One connection of a readiness loop: kept inline in the loop's ``ConnectionTable``. Output
+/// the peer would not take yet is kept by the session (its outbound queue), so an idle
+/// connection costs this record (and its selector's entry) and nothing else.
+@usableFromInline
+struct ReadinessConnection<Session: ConnectionSession & ~Copyable>: ~Copyable {
+    @usableFromInline var fd: Int32
+    /// The events registered with the selector now; changed only when it must.
+    @usableFromInline var interest: UInt32
     /// Reading is paused (the session said ``SessionActions/pauseInput``).
-    var inputPaused = false
+    @usableFromInline var inputPaused = false
     /// The peer shut down its sending side (else a close lingers: see ``LingeringCloser``).
-    var inputEnded = false
+    @usableFromInline var inputEnded = false
     /// The session's armed timer (monotonic ns), 0 for none: a timer-queue entry that does not
     /// match it when it comes due is stale.
-    var timerDeadline: UInt64 = 0
-    var session: Session
+    @usableFromInline var timerDeadline: UInt64 = 0
+    @usableFromInline var session: Session
+
+    @inlinable
+    init(fd: Int32, interest: UInt32, session: consuming Session) {
+        self.fd = fd
+        self.interest = interest
+        self.session = session
+    }
 }
 
-/// A level-triggered epoll event loop over sessions of one pattern. Per readable connection it
-/// makes one `recv` into a shared buffer, gives the bytes to the session and executes what it
+/// A level-triggered readiness event loop over sessions of one pattern, on any
+/// ``ReadinessSelector`` (epoll, ppoll). Per readable connection it makes one `recv` into a
+/// shared buffer, gives the bytes to the session and executes what it
 /// answers: echoed bytes are sent straight back from the read buffer (only what the peer would
 /// not take is copied, into the session), produced bytes are sent from the session's outbound
-/// queue, with `EPOLLOUT` armed while any are owed. At most one `recv` per readiness event
-/// keeps the syscall count per message at about two plus a share of `epoll_wait`.
-struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
-    static var listenerToken: UInt64 { UInt64.max }
-    static var wakeToken: UInt64 { UInt64.max - 1 }
-    static var readBufferSize: Int { 64 * 1024 }
-    static var eventCapacity: Int32 { 1024 }
+/// queue, with writability watched while any are owed. At most one `recv` per readiness event
+/// keeps the syscall count per message at about two plus a share of the selector's wait.
+///
+/// Everything here is inlinable: the backend's module instantiates the loop for its selector
+/// and each session type, and the compiler specialises the hot path there.
+public struct ReadinessEventLoop<Selector: ReadinessSelector & ~Copyable, Session: ConnectionSession & ~Copyable>: ~Copyable {
+    @inlinable static var listenerToken: UInt64 { UInt64.max }
+    @inlinable static var wakeToken: UInt64 { UInt64.max - 1 }
+    @inlinable static var readBufferSize: Int { 64 * 1024 }
     /// How long accepting pauses after running out of descriptors.
-    static var acceptBackoffNanoseconds: UInt64 { 50_000_000 }
+    @inlinable static var acceptBackoffNanoseconds: UInt64 { 50_000_000 }
 
-    private let listener: Int32
-    private let epoll: Int32
-    private let wake: Int32
-    private let limit: ConnectionLimit
-    private let closer: LingeringCloser
-    private let injection: CostInjection
-    private let context: SessionContext
-    private let sys: SystemCalls
-    private var connections = ConnectionTable<EpollConnection<Session>>(initialCapacity: 256)
-    private let readBuffer: UnsafeMutableRawPointer
-    private let events: UnsafeMutablePointer<EpollEvent>
+    @usableFromInline let listener: Int32
+    @usableFromInline var selector: Selector
+    @usableFromInline let wake: Int32
+    @usableFromInline let limit: ConnectionLimit
+    @usableFromInline let closer: LingeringCloser
+    @usableFromInline let injection: CostInjection
+    @usableFromInline let context: SessionContext
+    @usableFromInline let sys: SystemCalls
+    @usableFromInline var connections = ConnectionTable<ReadinessConnection<Session>>(initialCapacity: 256)
+    @usableFromInline let readBuffer: UnsafeMutableRawPointer
     /// Non-zero while accepting is paused after `EMFILE`: when to resume (monotonic ns).
-    private var acceptResumeAt: UInt64 = 0
-    /// Sessions' timers; `epoll_wait` sleeps no later than the first.
-    private var timers = TimerQueue()
+    @usableFromInline var acceptResumeAt: UInt64 = 0
+    /// Sessions' timers; the selector waits no later than the first.
+    @usableFromInline var timers = TimerQueue()
     /// Notifications from other loops, announced on the wake eventfd.
-    private let notifier: Notifier
-    private let mailbox: LoopMailbox
-    private let loopNumber: UInt32
+    @usableFromInline let notifier: Notifier
+    @usableFromInline let mailbox: LoopMailbox
+    @usableFromInline let loopNumber: UInt32
     /// Notes taken from the mailbox (kept, so taking allocates nothing).
-    private var notesTaken: [Note] = []
+    @usableFromInline var notesTaken: [Note] = []
 
     /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
     /// ``run(until:)``.
-    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, closer: LingeringCloser, configuration: ServerConfiguration,
-         hub: Hub) throws(SystemError) {
+    @inlinable
+    public init(listener: Int32, resources: LoopResources, services: LoopServices) throws(SystemError) {
         sys = SystemCalls(counters: resources.counters)
-        let epfd: Int32
         do throws(SystemError) {
-            epfd = try sys.epollCreate()
-            do throws(SystemError) {
-                try sys.epollCtl(epfd, Epoll.add, listener, events: Epoll.input, data: Self.listenerToken)
-                try sys.epollCtl(epfd, Epoll.add, resources.wake, events: Epoll.input, data: Self.wakeToken)
-            } catch {
-                sys.close(epfd)
-                throw error
-            }
+            var made = try Selector(sys: sys)
+            try made.register(listener, interest: Readiness.input, token: Self.listenerToken)
+            try made.register(resources.wake, interest: Readiness.input, token: Self.wakeToken)
+            selector = made
         } catch {
             sys.close(listener)
-            throw error
+            throw error  // the selector, if made, closed itself as it went
         }
         self.listener = listener
-        epoll = epfd
         wake = resources.wake
-        self.limit = limit
-        self.closer = closer
+        let configuration = services.configuration, hub = services.hub
+        limit = services.limit
+        closer = services.closer
         injection = configuration.injection
         context = SessionContext(maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize,
                                  counters: sys, notifier: hub.notifier, hub: hub)
         notifier = hub.notifier
         (loopNumber, mailbox) = hub.notifier.register(wake: resources.wake)
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 64)
-        events = .allocate(capacity: Int(Self.eventCapacity))
     }
 
-    /// What the loop set up, for stats (nothing to say for epoll).
-    var setupDescription: String? { nil }
+    /// What the loop set up, for stats (nothing to say for a readiness loop).
+    @inlinable public var setupDescription: String? { nil }
 
-    mutating func run(until stopping: borrowing Atomic<Bool>) {
+    @inlinable
+    public mutating func run(until stopping: borrowing Atomic<Bool>) {
         var running = true
         while running {
             var timeout: Int32 = -1
@@ -110,14 +112,14 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
             }
             let ready: Int
             do {
-                ready = try sys.epollWait(epoll, events, capacity: Self.eventCapacity, timeoutMilliseconds: timeout)
+                ready = try selector.wait(timeoutMilliseconds: timeout)
             } catch {
-                reportError("iobench: epoll loop stopped: \(error)")
+                reportError("iobench: \(Selector.name) loop stopped: \(error)")
                 break
             }
             for i in 0..<ready {
-                let event = events[i]
-                switch event.data.u64 {
+                let (token, events) = selector.event(i)
+                switch token {
                 case Self.listenerToken:
                     acceptConnections()
                 case Self.wakeToken:
@@ -125,7 +127,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
                     if stopping.load(ordering: .sequentiallyConsistent) { running = false }
                     deliverNotes()
                 default:
-                    handle(token: event.data.u64, events: event.events)
+                    handle(token: token, events: events)
                 }
             }
             if !timers.isEmpty { fireDueTimers() }
@@ -135,7 +137,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     // MARK: Accepting
 
-    private mutating func acceptConnections() {
+    @inlinable mutating func acceptConnections() {
         // Bounded so one burst of connects cannot starve established connections.
         for _ in 0..<64 {
             let fd: Int32
@@ -158,9 +160,9 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
                 continue
             }
             Socket.setNoDelay(fd)
-            let index = connections.insert(EpollConnection(fd: fd, interest: Epoll.input, session: Session(context: context)))
+            let index = connections.insert(ReadinessConnection(fd: fd, interest: Readiness.input, session: Session(context: context)))
             do {
-                try sys.epollCtl(epoll, Epoll.add, fd, events: Epoll.input, data: token(index))
+                try selector.register(fd, interest: Readiness.input, token: token(index))
             } catch {
                 _ = connections.remove(index)
                 limit.release()
@@ -177,7 +179,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     // MARK: Services
 
     /// Notifications posted from other threads: each to its connection, if it is still there.
-    private mutating func deliverNotes() {
+    @inlinable mutating func deliverNotes() {
         mailbox.take(into: &notesTaken)
         for note in notesTaken {
             let index = Int(note.slot)
@@ -188,7 +190,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     /// Runs every timer that is due; stale entries (cancelled, re-armed, closed) are dropped.
-    private mutating func fireDueTimers() {
+    @inlinable mutating func fireDueTimers() {
         let now = ProcessResources.monotonicNanoseconds()
         while let entry = timers.popDue(now) {
             let index = Int(entry.slot)
@@ -201,7 +203,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     }
 
     /// Arms the connection's timer for what its session now asks (or cancels it).
-    private mutating func timerChanged(_ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) {
+    @inlinable mutating func timerChanged(_ conn: UnsafeMutablePointer<ReadinessConnection<Session>>, _ index: Int) {
         guard let deadline = conn.pointee.session.timerDeadline else {
             conn.pointee.timerDeadline = 0
             return
@@ -210,32 +212,42 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         timers.schedule(conn.pointee.timerDeadline, slot: UInt32(index), generation: connections.generation(index))
     }
 
-    private mutating func pauseAccepting() {
-        try? sys.epollCtl(epoll, Epoll.delete, listener, events: 0, data: 0)
+    @inlinable mutating func pauseAccepting() {
+        do {
+            try selector.deregister(listener)
+        } catch {
+            reportError("iobench: cannot stop watching the listener while out of descriptors: \(error)")
+        }
         acceptResumeAt = ProcessResources.monotonicNanoseconds() + Self.acceptBackoffNanoseconds
     }
 
-    private mutating func resumeAccepting() {
+    @inlinable mutating func resumeAccepting() {
         acceptResumeAt = 0
-        try? sys.epollCtl(epoll, Epoll.add, listener, events: Epoll.input, data: Self.listenerToken)
+        do {
+            try selector.register(listener, interest: Readiness.input, token: Self.listenerToken)
+        } catch {
+            // Not watching the listener would stop accepting for good: try again after a pause.
+            reportError("iobench: cannot watch the listener again: \(error)")
+            acceptResumeAt = ProcessResources.monotonicNanoseconds() + Self.acceptBackoffNanoseconds
+        }
     }
 
     // MARK: Connections
 
-    @inline(__always)
-    private func token(_ index: Int) -> UInt64 {
+    @inlinable @inline(__always)
+    func token(_ index: Int) -> UInt64 {
         UInt64(connections.generation(index)) << 32 | UInt64(index)
     }
 
-    private mutating func handle(token: UInt64, events: UInt32) {
+    @inlinable mutating func handle(token: UInt64, events: UInt32) {
         let index = Int(token & 0xFFFF_FFFF)
         guard connections.isLive(index, generation: UInt32(truncatingIfNeeded: token >> 32)) else { return }
         let conn = connections.slots + index
-        let writable = Epoll.output | Epoll.error | Epoll.hangUp
+        let writable = Readiness.output | Readiness.error | Readiness.hangUp
         if events & writable != 0 && conn.pointee.session.hasOutbound {
             guard flush(conn, index) else { return }
         }
-        if events & (Epoll.input | Epoll.hangUp | Epoll.error) != 0 && !conn.pointee.inputPaused && conn.pointee.session.wantsInput {
+        if events & (Readiness.input | Readiness.hangUp | Readiness.error) != 0 && !conn.pointee.inputPaused && conn.pointee.session.wantsInput {
             guard read(conn, index) else { return }
         }
         updateInterest(conn, index)
@@ -243,7 +255,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// One recv, its bytes to the session, and what the session answers. Returns false when the
     /// connection was closed.
-    private mutating func read(_ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) -> Bool {
+    @inlinable mutating func read(_ conn: UnsafeMutablePointer<ReadinessConnection<Session>>, _ index: Int) -> Bool {
         let fd = conn.pointee.fd
         let result: IOResult
         do {
@@ -297,7 +309,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Executes a session's actions (echoed bytes are handled where they were read). Returns
     /// false when the connection was closed.
-    private mutating func perform(_ actions: SessionActions, _ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) -> Bool {
+    @inlinable mutating func perform(_ actions: SessionActions, _ conn: UnsafeMutablePointer<ReadinessConnection<Session>>, _ index: Int) -> Bool {
         if actions.contains(.pauseInput) { conn.pointee.inputPaused = true }
         if actions.contains(.resumeInput) { conn.pointee.inputPaused = false }
         if actions.contains(.timerChanged) { timerChanged(conn, index) }
@@ -314,7 +326,7 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Writes the session's outbound bytes until done or the socket is full. Returns false
     /// when the connection was closed.
-    private mutating func flush(_ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) -> Bool {
+    @inlinable mutating func flush(_ conn: UnsafeMutablePointer<ReadinessConnection<Session>>, _ index: Int) -> Bool {
         while conn.pointee.session.hasOutbound {
             let bytes = conn.pointee.session.pinOutboundForWrite()
             let result: IOResult
@@ -338,13 +350,13 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Reading while the session wants input and it is not paused, writability while the
     /// session holds output.
-    private mutating func updateInterest(_ conn: UnsafeMutablePointer<EpollConnection<Session>>, _ index: Int) {
+    @inlinable mutating func updateInterest(_ conn: UnsafeMutablePointer<ReadinessConnection<Session>>, _ index: Int) {
         var wanted: UInt32 = 0
-        if !conn.pointee.inputPaused && conn.pointee.session.wantsInput { wanted |= Epoll.input }
-        if conn.pointee.session.hasOutbound { wanted |= Epoll.output }
+        if !conn.pointee.inputPaused && conn.pointee.session.wantsInput { wanted |= Readiness.input }
+        if conn.pointee.session.hasOutbound { wanted |= Readiness.output }
         guard wanted != conn.pointee.interest else { return }
         do {
-            try sys.epollCtl(epoll, Epoll.modify, conn.pointee.fd, events: wanted, data: token(index))
+            try selector.reregister(conn.pointee.fd, interest: wanted, token: token(index))
             conn.pointee.interest = wanted
         } catch {
             closeConnection(index)
@@ -353,32 +365,32 @@ struct EpollEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Ends a connection: its socket is closed now, or with `lingering` handed to the
     /// ``LingeringCloser`` (its peer may still be sending).
-    private mutating func closeConnection(_ index: Int, lingering: Bool = false) {
+    @inlinable mutating func closeConnection(_ index: Int, lingering: Bool = false) {
         let record = connections.remove(index)  // dropping it frees the session's memory
         if lingering {
             do {
                 // Out of this loop's set first: the closer watches it from now on.
-                try sys.epollCtl(epoll, Epoll.delete, record.fd, events: 0, data: 0)
+                try selector.deregister(record.fd)
                 closer.adopt(record.fd, sys)
                 return
             } catch {
                 // Not in the set (cannot happen): close it here, at once.
             }
         }
-        sys.close(record.fd)  // closing also removes it from the epoll set
+        selector.closing(record.fd)
+        sys.close(record.fd)
         sys.count(.closed)
         limit.release()
     }
 
-    private mutating func shutDown() {
+    @inlinable mutating func shutDown() {
         notifier.unregister(loopNumber)
         for index in connections.liveIndices() { closeConnection(index) }
+        if acceptResumeAt == 0 { selector.closing(listener) }
         sys.close(listener)
-        sys.close(epoll)
     }
 
     deinit {
         readBuffer.deallocate()
-        events.deallocate()
     }
 }
