@@ -52,7 +52,7 @@ let package = Package(
         .testTarget(name: "EchoCoreTests", dependencies: ["EchoCore", "TestSupport"]),
         .testTarget(name: "IoUringTests", dependencies: ["IoUring"]),
         .target(name: "TestSupport", dependencies: ["EchoCore"], path: "Tests/TestSupport"),
-        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Bench", "TestSupport", "iobench"]),
+        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Readiness", "Bench", "TestSupport", "iobench"]),
         .testTarget(name: "BenchTests", dependencies: ["EchoCore", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Bench", "TestSupport", "iobench"]),
     ],
     swiftLanguageModes: [.v6]

@@ -9,7 +9,9 @@ public struct Palette: Sendable {
     /// The registry's backends, then the C floor.
     public static let fixed: [String: String] = Dictionary(uniqueKeysWithValues: Backends.all.map { ($0.kind.rawValue, $0.colour) })
         .merging(["c-floor": "#000000"]) { a, _ in a }  // black: the floor
+    /// Colours for other servers, without those a registered backend has.
     public static let spare = ["#E69F00", "#56B4E9", "#7F7F7F", "#882255", "#44AA99", "#999933", "#332288", "#AA4499"]
+        .filter { !fixed.values.contains($0) }
     static let fixedMarkers: [String: Chart.Marker] = Dictionary(uniqueKeysWithValues: Backends.all.map {
         ($0.kind.rawValue, Chart.Marker(rawValue: $0.marker) ?? .ring)
     }).merging(["c-floor": .cross]) { a, _ in a }
