@@ -26,6 +26,7 @@ let package = Package(
         // The I/O models, side by side.
         .target(name: "Blocking", dependencies: ["EchoCore", "CSystemShims"]),
         .target(name: "Epoll", dependencies: ["EchoCore", "Readiness"]),
+        .target(name: "PPoll", dependencies: ["EchoCore", "Readiness"]),
         .target(name: "IoUring", dependencies: ["EchoCore", "CLibUring"]),
 
         // A reference peer, not a model: SwiftNIO's echo, measured beside the three.
@@ -36,7 +37,7 @@ let package = Package(
         ]),
 
         // The backend registry: every backend described once, read by the CLI and the harness.
-        .target(name: "Backends", dependencies: ["EchoCore", "Blocking", "Epoll", "IoUring", "NIOPeer"]),
+        .target(name: "Backends", dependencies: ["EchoCore", "Blocking", "Epoll", "PPoll", "IoUring", "NIOPeer"]),
 
         // The harness: child server processes, load generation, measurement, reports.
         .target(name: "Bench", dependencies: [

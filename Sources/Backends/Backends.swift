@@ -3,6 +3,7 @@ import EchoCore
 import Epoll
 import IoUring
 import NIOPeer
+import PPoll
 
 /// The backend registry: every backend, described once. The CLI, the harness, the checks and
 /// the charts list backends by reading this, so a new backend is its module plus one entry here.
@@ -31,6 +32,11 @@ public enum Backends {
             uncountableOptions: ["--batch-wait": "waits with --batch-wait inside io_uring_enter, which valgrind cannot run beside the server's other threads"],
             syscallKinds: [.ioUringEnter, .close, .eventfd, .poll, .other] + lingering,
             factory: IoUringBackend.self),
+        BackendDescriptor(
+            kind: .ppoll, summary: "readiness as before epoll: the same loop, the whole set passed to ppoll(2) and scanned on every wait",
+            threading: .eventLoops, colour: "#56B4E9", marker: "ring",  // sky blue: readiness, like epoll
+            syscallKinds: [.accept, .recv, .send, .close, .poll, .eventfd, .other] + lingering,
+            factory: PPollBackend.self),
         BackendDescriptor(
             kind: .nio, summary: "SwiftNIO, the Swift ecosystem's standard runtime (a reference peer)", role: .referencePeer,
             threading: .runtime, colour: "#CC79A7", marker: "diamond",  // reddish purple

@@ -1,0 +1,29 @@
+import EchoCore
+import Readiness
+import Synchronization
+
+extension BackendKind {
+    /// Readiness with ppoll(2): the whole set passed and scanned on every wait.
+    public static let ppoll = BackendKind("ppoll")
+}
+
+/// Readiness as it was before epoll: `threads` event loops, each with its own `SO_REUSEPORT`
+/// listener, the same ``ReadinessEventLoop`` as epoll on a ``PollSelector``. Only the
+/// selector differs, so the two backends' difference is the cost of the O(n) wait.
+public enum PPollBackend: EventLoopBackend, BackendFactory {
+    public static var kind: BackendKind { .ppoll }
+    public static var threadName: String { "iob-ppoll" }
+    public static var nonBlockingListener: Bool { true }
+
+    public static func loopBody(for pattern: ServerPattern) throws -> EventLoopBody<Self>.Body {
+        try pattern.withSessionType(EventLoopBody<Self>())
+    }
+
+    public static func runLoop<Session: ConnectionSession & ~Copyable>(
+        _: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
+        ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws {
+        var loop = try ReadinessEventLoop<PollSelector, Session>(listener: listener, resources: resources, services: services)
+        ready(loop.setupDescription)
+        loop.run(until: stopping)
+    }
+}
