@@ -185,6 +185,19 @@ public enum PairedCountedCheck {
 /// returns the binary. The worktree and its build folder keep stable paths under `.build/against/`, so a
 /// second build of a nearby ref is incremental.
 public enum RefBuild {
+    /// The backends another iobench binary serves, from its `serve --help` ("(values: …)" of
+    /// `--backend`); nil when it does not say.
+    public static func backends(of executable: String) -> [String]? {
+        let (status, help) = Subprocess.run(executable, ["serve", "--help"], discardErrors: true)
+        guard status == 0 else { return nil }
+        // ArgumentParser folds the help text: join the lines before looking.
+        let flat = help.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        guard let option = flat.range(of: "--backend <backend>", options: .backwards),
+              let values = flat.range(of: "(values: ", range: option.upperBound..<flat.endIndex),
+              let end = flat.range(of: ")", range: values.upperBound..<flat.endIndex) else { return nil }
+        return flat[values.upperBound..<end.lowerBound].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    }
+
     public static func build(ref: String, repository: String, status: (String) -> Void) throws -> (executable: String, commit: String) {
         let git = "/usr/bin/git"
         let (resolved, commitText) = Subprocess.run(git, ["-C", repository, "rev-parse", "--verify", "--quiet", "\(ref)^{commit}"])

@@ -262,6 +262,18 @@ struct CheckCommand: ParsableCommand {
         }
         let newBuild = MachineInfo.current()
         let newName = "new (\(newBuild.gitCommit)\(newBuild.gitDirty ? "+dirty" : ""))"
+        // A backend REF does not have (added since) has nothing to be compared with.
+        var kinds = backends.values
+        if let known = RefBuild.backends(of: oldExecutable) {
+            let missing = kinds.filter { !known.contains($0.rawValue) }
+            if !missing.isEmpty {
+                print("\(ref) has no \(missing.map(\.rawValue).joined(separator: ", ")) backend: nothing to compare \(missing.count == 1 ? "it" : "them") with (not judged)")
+                kinds.removeAll { missing.contains($0) }
+            }
+            guard !kinds.isEmpty else {
+                throw CheckError.unusable("\(ref) has none of the backends asked for (\(backends.values.map(\.rawValue).joined(separator: ", "))): nothing to compare")
+            }
+        }
         let markdown = format == .markdown
         var allRows: [ResultRow] = []
         var failures: [String] = []
@@ -272,7 +284,7 @@ struct CheckCommand: ParsableCommand {
             if let reason = Callgrind.unavailableReason() {
                 throw CheckError.unusable("the counted comparison needs valgrind: \(reason) (or pass --metrics timed)")
             }
-            let (comparisons, rows) = try countedAgainst(oldExecutable: oldExecutable, ref: ref, progress: progress)
+            let (comparisons, rows) = try countedAgainst(kinds, oldExecutable: oldExecutable, ref: ref, progress: progress)
             allRows += rows
             if markdown { print("### iobench check against `\(ref)`: counted (callgrind)\n") } else { print("counted (callgrind), \(oldName) against \(newName):") }
             print(RegressionCheck.render(comparisons, markdown: markdown, names: (String(ref), "new")), terminator: "")
@@ -300,7 +312,7 @@ struct CheckCommand: ParsableCommand {
             var outcomes: [PairedCheck.Outcome] = []
             var controls: [PairedCheck.Outcome] = []
             var escalations: [String] = []
-            for kind in backends.values {
+            for kind in kinds {
                 let oldLabel = "\(kind.rawValue)@old", newLabel = "\(kind.rawValue)@new", controlLabel = "\(kind.rawValue)@old-again"
                 var variants = [
                     ServerVariant(name: oldLabel, backend: kind, arguments: serverArguments, executable: oldExecutable),
@@ -368,8 +380,7 @@ struct CheckCommand: ParsableCommand {
     /// The counted cells of every backend whose counted figures the baseline keeps (the three
     /// models and the NIO peer), both servers in every repetition; a cell that looks regressed is
     /// measured again (both servers) up to --retries times.
-    private func countedAgainst(oldExecutable: String, ref: String, progress: ProgressLine) throws -> ([Comparison], [ResultRow]) {
-        let kinds = backends.values
+    private func countedAgainst(_ kinds: [BackendKind], oldExecutable: String, ref: String, progress: ProgressLine) throws -> ([Comparison], [ResultRow]) {
         var limits = Thresholds.defaults
         if let thresholds { limits = try Thresholds.load(thresholds) }
         func measure(_ connections: [Int], _ kinds: [BackendKind]) throws -> [ResultRow] {
