@@ -93,6 +93,8 @@ public struct RunPlan: Sendable {
     /// Backends with extra serve options, measured as servers of their own (`--variant`).
     public var variants: [ServerVariant] = []
     public var connections = [1, 16, 128, 512]
+    /// Timed cells: idle connections held open beside the active ones (0: none).
+    public var idleBeside = 0
     public var sizes = [64, 4096]
     public var modes: [LoadMode] = [.closed(depth: 1)]
     /// The protocol every server speaks and the generator drives (`--pattern`).
@@ -293,6 +295,17 @@ public final class BenchmarkRunner {
     func measure(_ target: Target, connections: Int, size: Int, mode: LoadMode, repetition: Int, label: String) throws -> ResultRow {
         let (server, address, probe) = try attach(target)
         defer { server?.stop() }
+        // Idle connections beside the active ones: what waiting on many quiet descriptors costs.
+        var idle: [Int32] = []
+        defer { for fd in idle { close(fd) } }
+        if plan.idleBeside > 0 {
+            status("\(label): opening \(plan.idleBeside) idle connections")
+            let (fds, open) = try holdIdleConnections(plan.idleBeside, to: address, of: server, option: "--idle-beside")
+            idle = fds
+            guard open >= plan.idleBeside else {
+                throw BenchError.probeFailed("\(label): the server accepted \(open) of \(plan.idleBeside) idle connections within 60 s")
+            }
+        }
         var options = loadOptions(address, connections: connections, size: size)
         switch mode {
         case .closed(let depth): options.depth = depth
@@ -318,6 +331,7 @@ public final class BenchmarkRunner {
         if let probeError { throw BenchError.probeFailed("\(label): \(probeError)") }
 
         var row = baseRow(target, workload: plan.pattern.rawValue, connections: connections, repetition: repetition)
+        if plan.idleBeside > 0 { row["idle_beside"] = "\(plan.idleBeside)" }
         row.fill(load: load)
         row["bottleneck"] = Bottleneck.verdict(serverUtilization: 0, generatorUtilization: load.generatorUtilization)
         if probe != nil {
@@ -397,6 +411,7 @@ public final class BenchmarkRunner {
             throw BenchError.probeFailed("\(label): no message was echoed in the counted window")
         }
         var row = baseRow(target, workload: plan.pattern.rawValue, connections: connections, repetition: repetition)
+        if plan.idleBeside > 0 { row["idle_beside"] = "\(plan.idleBeside)" }
         row.fill(load: load)
         let perMessage = 1.0 / Double(load.messages)
         row["user_instructions_per_msg"] = fixed(Double(counts.instructions) * perMessage, 2)
@@ -428,35 +443,13 @@ public final class BenchmarkRunner {
 
     /// Holds `idleConnections` idle connections open and measures the server's memory per connection.
     func measureIdle(_ target: Target) throws -> ResultRow {
-        let needed = plan.idleConnections + 64
-        let limit = ProcessResources.raiseDescriptorLimit()
-        guard limit >= needed else {
-            throw UsageError("holding \(plan.idleConnections) idle connections needs \(needed) file descriptors but the limit is \(limit): raise it (ulimit -n) or lower --idle-connections")
-        }
         let (server, address, probe) = try attach(target)
         defer { server?.stop() }
         usleep(50_000)
         let rssBefore = probe?.sample()?.residentBytes ?? 0
         let start = ProcessResources.monotonicNanoseconds()
-        var fds: [Int32] = []
-        fds.reserveCapacity(plan.idleConnections)
+        let (fds, open) = try holdIdleConnections(plan.idleConnections, to: address, of: server, option: "--idle-connections")
         defer { for fd in fds { close(fd) } }
-        for _ in 0..<plan.idleConnections {
-            switch Result(catching: { () throws(SystemError) -> Int32 in try Socket.connect(to: address) }) {
-            case .success(let fd): fds.append(fd)
-            case .failure(let error):
-                throw LoadError.cannotConnect(address, error.errno, connected: fds.count)
-            }
-        }
-        // Our servers say when they have accepted everything; for an external one, the
-        // connects completing (the kernel's backlog) is all that can be seen.
-        let deadline = start + 60_000_000_000
-        var open = server == nil ? plan.idleConnections : 0
-        while let server, ProcessResources.monotonicNanoseconds() < deadline {
-            open = ((try? server.stats())?.connectionsOpen) ?? 0
-            if open >= plan.idleConnections { break }
-            usleep(5_000)
-        }
         let acceptSeconds = Double(ProcessResources.monotonicNanoseconds() - start) / 1e9
         usleep(100_000)
         let sample = probe?.sample()
@@ -470,6 +463,35 @@ public final class BenchmarkRunner {
         }
         row["timestamp"] = ISO8601DateFormatter().string(from: Date())
         return row
+    }
+
+    /// Opens `count` connections that send nothing and waits until the server has accepted
+    /// them all (ours say so in their stats; for an external one the connects completing is
+    /// all that can be seen). Returns them, to be closed by the caller, and how many are open.
+    func holdIdleConnections(_ count: Int, to address: SocketAddress, of server: ServerProcess?, option: String) throws -> (fds: [Int32], open: Int) {
+        let needed = count + 64
+        let limit = ProcessResources.raiseDescriptorLimit()
+        guard limit >= needed else {
+            throw UsageError("holding \(count) idle connections needs \(needed) file descriptors but the limit is \(limit): raise it (ulimit -n) or lower \(option)")
+        }
+        var fds: [Int32] = []
+        fds.reserveCapacity(count)
+        for _ in 0..<count {
+            switch Result(catching: { () throws(SystemError) -> Int32 in try Socket.connect(to: address) }) {
+            case .success(let fd): fds.append(fd)
+            case .failure(let error):
+                for fd in fds { close(fd) }
+                throw LoadError.cannotConnect(address, error.errno, connected: fds.count)
+            }
+        }
+        let deadline = ProcessResources.monotonicNanoseconds() + 60_000_000_000
+        var open = server == nil ? count : 0
+        while let server, ProcessResources.monotonicNanoseconds() < deadline {
+            open = ((try? server.stats())?.connectionsOpen) ?? 0
+            if open >= count { break }
+            usleep(5_000)
+        }
+        return (fds, open)
     }
 }
 

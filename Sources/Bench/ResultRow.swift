@@ -36,6 +36,7 @@ public struct ResultRow: Sendable, Equatable {
         ("server_cpus", "CPUs the server was pinned to"),
         ("client_cpus", "CPUs the load generator was pinned to"),
         ("connections", "concurrent connections"),
+        ("idle_beside", "idle connections held open to the server during the cell beside the active ones (--idle-beside); empty for none"),
         ("size_bytes", "bytes per message (rpc: payload bytes per request; a request adds 17 bytes of framing, a response 13)"),
         ("work_us", "rpc: microseconds of server CPU work each request asked for"),
         ("depth", "messages in flight per connection (closed loop); empty for open loop"),

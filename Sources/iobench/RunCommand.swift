@@ -72,6 +72,9 @@ struct MatrixOptions: ParsableArguments {
     @Option(help: "Idle connections held open against each backend to measure memory per connection (default 10000; 0 or --quick skips).")
     var idleConnections: Int?
 
+    @Option(help: "timed: idle connections held open to the server during every cell, beside the active ones: what waiting on many quiet descriptors costs (default 0).")
+    var idleBeside: Int = 0
+
     @Option(help: "timed: wall clock and CPU time under load. counted: each server under valgrind's callgrind, counting its user-space instructions, allocator calls and system calls per message over a window with nothing in flight at its edges (independent of the machine's speed; about 50 times slower to serve).")
     var method: MeasurementMethod = .timed
 
@@ -120,6 +123,8 @@ struct MatrixOptions: ParsableArguments {
         plan.serverThreads = serverThreads
         plan.generatorThreads = generatorThreads ?? plan.clientCPUs.count
         plan.idleConnections = quick ? (idleConnections ?? 0) : (idleConnections ?? 10_000)
+        guard (0...1_000_000).contains(idleBeside) else { throw UsageError("--idle-beside \(idleBeside) is out of range: use 0 to 1000000 connections") }
+        plan.idleBeside = idleBeside
         plan.extraServerArguments = serverArguments
         plan.method = method
         if method == .counted {
@@ -127,6 +132,7 @@ struct MatrixOptions: ParsableArguments {
             if rates != nil { throw UsageError("--method counted needs a closed loop: drop --rates") }
             if let reason = Callgrind.unavailableReason() { throw UsageError(reason) }
             plan.idleConnections = 0
+            if idleBeside > 0 { throw UsageError("--idle-beside applies to timed cells: drop it or use --method timed") }
         }
         return plan
     }
