@@ -1,3 +1,4 @@
+import Backends
 import Foundation
 
 /// One row of a results CSV: one cell (backend × connections × size × depth or rate) of one
@@ -31,7 +32,7 @@ public struct ResultRow: Sendable, Equatable {
         ("command", "the command line that produced the row"),
         ("workload", "echo or rpc (load run: the pattern served and driven) or idle (idle connections held open)"),
         ("method", "timed (wall clock and CPU time under load) or counted (the server under callgrind; instructions, allocations and system calls over a window with nothing in flight at its edges)"),
-        ("backend", "blocking, epoll, io_uring, nio, or the name of a --variant or an --external server"),
+        ("backend", "\(Backends.kinds.map(\.rawValue).joined(separator: ", ")), or the name of a --variant or an --external server"),
         ("server_threads", "event loops of the server (--threads); blocking: 1 acceptor plus one thread per connection"),
         ("server_cpus", "CPUs the server was pinned to"),
         ("client_cpus", "CPUs the load generator was pinned to"),
