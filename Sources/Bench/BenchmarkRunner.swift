@@ -248,6 +248,10 @@ public final class BenchmarkRunner {
         return row
     }
 
+    /// Where `measure` leaves a server's reported failure for `windowProblem` (not a CSV column:
+    /// `valid` carries it).
+    static let serverFailureKey = "server_failure"
+
     /// One load cell, measured again while its window is impossible; a row still impossible
     /// after the retries says why in `valid` and counts for nothing.
     func measureChecked(_ target: Target, connections: Int, size: Int, mode: LoadMode, repetition: Int, label: String) throws -> ResultRow {
@@ -267,6 +271,7 @@ public final class BenchmarkRunner {
     /// Why a row's window cannot be trusted: the server used more CPU than its pinned CPUs
     /// allow, or the window ran longer than planned. Nil when it can.
     func windowProblem(_ row: ResultRow) -> String? {
+        if let failure = row[Self.serverFailureKey] { return "the server reported a failed loop: \(failure)" }
         if let impossible = WindowAudit.impossibleCPU(row, slack: Self.cpuSlack) { return impossible }
         if plan.method == .timed, let seconds = row.double("duration_s"), seconds > plan.duration * Self.overrunSlack {
             return "the window lasted \(fixed(seconds, 3)) s for a plan of \(plan.duration) s"
@@ -332,6 +337,8 @@ public final class BenchmarkRunner {
 
         var row = baseRow(target, workload: plan.pattern.rawValue, connections: connections, repetition: repetition)
         if plan.idleBeside > 0 { row["idle_beside"] = "\(plan.idleBeside)" }
+        // A server that reports a failed loop served part of its connections: not a measurement.
+        if let failure = after?.stats?.failure ?? before?.stats?.failure { row[Self.serverFailureKey] = failure }
         row.fill(load: load)
         row["bottleneck"] = Bottleneck.verdict(serverUtilization: 0, generatorUtilization: load.generatorUtilization)
         if probe != nil {
@@ -411,7 +418,8 @@ public final class BenchmarkRunner {
             throw BenchError.probeFailed("\(label): no message was echoed in the counted window")
         }
         var row = baseRow(target, workload: plan.pattern.rawValue, connections: connections, repetition: repetition)
-        if plan.idleBeside > 0 { row["idle_beside"] = "\(plan.idleBeside)" }
+        // A server that reports a failed loop served part of its connections: not a measurement.
+        if let failure = after?.failure ?? before?.failure { row[Self.serverFailureKey] = failure }
         row.fill(load: load)
         let perMessage = 1.0 / Double(load.messages)
         row["user_instructions_per_msg"] = fixed(Double(counts.instructions) * perMessage, 2)

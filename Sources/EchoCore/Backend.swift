@@ -175,6 +175,8 @@ public struct ServerStats: Sendable {
     /// Counters this backend cannot provide (reported as null), for example `syscalls` for a
     /// runtime that makes its own system calls.
     public var unavailable: [String] = []
+    /// Why the server cannot be trusted any more (a loop stopped), nil while it can.
+    public var failure: String?
     /// The notification patterns: subscriptions and held long polls now.
     public var subscribers = 0
     public var heldWaits = 0
@@ -209,4 +211,11 @@ public protocol EchoServer: AnyObject, Sendable {
     func stats() -> ServerStats
     /// Stops gracefully: no new connections, open ones closed, threads joined.
     func stop()
+    /// Makes a loop fail as if its wait had failed (a test of what reports a failed server);
+    /// servers without loops ignore it.
+    func injectLoopFailure()
+}
+
+extension EchoServer {
+    public func injectLoopFailure() {}
 }

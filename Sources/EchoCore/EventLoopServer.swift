@@ -85,6 +85,35 @@ public struct LoopServices: Sendable {
     /// Notifications between connections on different loops, and the notification patterns'
     /// topics and jobs.
     public let hub: Hub
+    /// Where a loop that cannot go on says so (stats report it; the harness marks its rows).
+    public let health: ServerHealth
+}
+
+/// Whether a server's loops are all still serving. A loop whose wait fails cannot serve its
+/// connections any more while the rest of the server (and its `stats`) goes on: it records why
+/// here, stats say `"failure"`, and the harness marks every row measured on it invalid.
+public final class ServerHealth: Sendable {
+    private let failures = Mutex<[String]>([])
+    private let injected = Atomic<Bool>(false)
+
+    public init() {}
+
+    /// A loop stopped: `reason` names it and the error.
+    public func loopFailed(_ reason: String) {
+        reportError("iobench: \(reason)")
+        failures.withLock { $0.append(reason) }
+    }
+
+    /// The first failure, with how many there were.
+    public var failure: String? {
+        failures.withLock { $0.isEmpty ? nil : $0.count == 1 ? $0[0] : "\($0[0]) (and \($0.count - 1) more)" }
+    }
+
+    /// Asks the loops to fail at their next wake-up (``EchoServer/injectLoopFailure()``).
+    public func injectFailure() { injected.store(true, ordering: .relaxed) }
+
+    /// Read by a loop when it is woken (off its hot path).
+    public var failureInjected: Bool { injected.load(ordering: .relaxed) }
 }
 
 /// An event-loop server: `threads` loops of `Backend`, each on its own thread with its own
@@ -115,7 +144,7 @@ public final class EventLoopServer<Backend: EventLoopBackend>: EchoServer, Senda
     private static func services(_ configuration: ServerConfiguration, registry: CounterRegistry) -> LoopServices {
         let limit = ConnectionLimit(maximum: configuration.maxConnections)
         return LoopServices(configuration: configuration, limit: limit, closer: LingeringCloser(limit: limit, registry: registry),
-                            hub: Hub(options: configuration.notifications))
+                            hub: Hub(options: configuration.notifications), health: ServerHealth())
     }
 
     public var boundAddress: SocketAddress { bound.withLock { $0 } }
@@ -150,8 +179,14 @@ public final class EventLoopServer<Backend: EventLoopBackend>: EchoServer, Senda
         var stats = ServerStats(backend: kind, threads: max(configuration.threads, 1), counters: registry.totals(),
                                 ioUringSetup: group.setupDescriptions.first)
         stats.pattern = configuration.pattern
+        stats.failure = services.health.failure
         services.hub.record(into: &stats)
         return stats
+    }
+
+    public func injectLoopFailure() {
+        services.health.injectFailure()
+        group.wakeAll()
     }
 
     public func stop() {

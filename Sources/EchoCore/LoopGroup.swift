@@ -96,6 +96,13 @@ public final class LoopGroup: Sendable {
         }
     }
 
+    /// Wakes every loop (it then looks at its flags).
+    public func wakeAll() {
+        let wakes = started.withLock { $0.wakes }
+        var one: UInt64 = 1
+        for fd in wakes { _ = write(fd, &one, 8) }
+    }
+
     /// Sets the stop flag, wakes every loop, joins every thread and closes the wake descriptors.
     /// Idempotent.
     public func stop() {

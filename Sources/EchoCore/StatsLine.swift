@@ -31,6 +31,8 @@ public struct StatsLine: Codable, Sendable, Equatable {
     public var syscallsTotal: Int?
     /// io_uring: the setup flags in use.
     public var ioUringSetup: String?
+    /// Why the server cannot be trusted any more (a loop whose wait failed), or null.
+    public var failure: String?
     /// Counters this backend cannot provide.
     public var unavailable: [String]
     /// Only in the line printed at stop: true, how long stopping took, and what the server
@@ -55,6 +57,7 @@ public struct StatsLine: Codable, Sendable, Equatable {
         case syscalls
         case syscallsTotal = "syscalls_total"
         case ioUringSetup = "io_uring_setup"
+        case failure
         case unavailable
         case final
         case stopMilliseconds = "stop_ms"
@@ -83,6 +86,7 @@ public struct StatsLine: Codable, Sendable, Equatable {
         try c.encode(syscalls, forKey: .syscalls)
         try c.encode(syscallsTotal, forKey: .syscallsTotal)
         try c.encode(ioUringSetup, forKey: .ioUringSetup)
+        try c.encode(failure, forKey: .failure)
         try c.encode(unavailable, forKey: .unavailable)
         try c.encodeIfPresent(final, forKey: .final)
         try c.encodeIfPresent(stopMilliseconds, forKey: .stopMilliseconds)
@@ -133,6 +137,7 @@ public struct StatsLine: Codable, Sendable, Equatable {
             syscallsTotal = Int(c.totalSyscalls)
         }
         ioUringSetup = stats.ioUringSetup
+        failure = stats.failure
         unavailable = stats.unavailable
     }
 }

@@ -34,6 +34,15 @@ public struct SystemCalls {
         iobench_counter_add(block + SyscallKind.other.rawValue + 1 + event.rawValue, amount)
     }
 
+    /// The error a failed call throws. `EBADF` and `EFAULT` mean a bug in iobench (a descriptor
+    /// used after close, a bad pointer): the process stops there, in release builds too, as
+    /// SwiftNIO's syscall wrappers do, rather than serve on with corrupted state.
+    @usableFromInline
+    static func failure(_ call: String, _ error: Errno) -> SystemError {
+        precondition(!error.indicatesBug, "\(call): \(error) is a bug in iobench")
+        return SystemError(call, error)
+    }
+
     /// Runs `body` until it stops failing with `EINTR`. Returns nil for `EAGAIN`.
     @inline(__always)
     func retrying(_ kind: SyscallKind, _ call: StaticString, _ body: () -> Int) throws(SystemError) -> Int? {
@@ -44,8 +53,7 @@ public struct SystemCalls {
             let error = Errno.current
             if error == .interrupted { continue }
             if error == .wouldBlock { return nil }
-            assert(!error.indicatesBug, "\(call): \(error) is a bug in iobench")
-            throw SystemError("\(call)", error)
+            throw Self.failure("\(call)", error)
         }
     }
 
@@ -112,7 +120,7 @@ public struct SystemCalls {
         if n >= 0 { return Int(n) }
         let error = Errno.current
         if error == .interrupted { return 0 }
-        throw SystemError("epoll_wait", error)
+        throw Self.failure("epoll_wait", error)
     }
 
     /// Waits for events with a nanosecond timeout (nil: wait indefinitely); 0 on timeout or `EINTR`.
@@ -128,7 +136,7 @@ public struct SystemCalls {
         if n >= 0 { return Int(n) }
         let error = Errno.current
         if error == .interrupted { return 0 }
-        throw SystemError("epoll_pwait2", error)
+        throw Self.failure("epoll_pwait2", error)
     }
 
     /// Waits with ppoll(2) until one of `count` descriptors is ready or `timeoutMilliseconds`
@@ -139,7 +147,7 @@ public struct SystemCalls {
         if n >= 0 { return Int(n) }
         let error = Errno.current
         if error == .interrupted { return 0 }
-        throw SystemError("ppoll", error)
+        throw Self.failure("ppoll", error)
     }
 
     /// Performs a ``CostInjection``: every 16th call a loop of `loopIterations` iterations

@@ -24,7 +24,7 @@ public enum IoUringBackend: EventLoopBackend, BackendFactory {
         _: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
         ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws {
         var loop = try RingEventLoop<Session>(listener: listener, resources: resources, limit: services.limit, closer: services.closer,
-                                              configuration: services.configuration, hub: services.hub)
+                                              health: services.health, configuration: services.configuration, hub: services.hub)
         ready(loop.setupDescription)
         loop.run(until: stopping)
     }

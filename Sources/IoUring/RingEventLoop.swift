@@ -31,6 +31,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     let wake: Int32
     let limit: ConnectionLimit
     let closer: LingeringCloser
+    let health: ServerHealth
     let injection: CostInjection
     let context: SessionContext
     let sys: SystemCalls
@@ -66,8 +67,8 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
     /// ``run(until:)``. Must run on the thread that will run the loop (`SINGLE_ISSUER`).
-    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, closer: LingeringCloser, configuration: ServerConfiguration,
-         hub: Hub) throws(SystemError) {
+    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, closer: LingeringCloser, health: ServerHealth,
+         configuration: ServerConfiguration, hub: Hub) throws(SystemError) {
         sys = SystemCalls(counters: resources.counters)
         let newRing: Ring
         do throws(SystemError) {
@@ -90,6 +91,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         wake = resources.wake
         self.limit = limit
         self.closer = closer
+        self.health = health
         injection = configuration.injection
         batchWait = configuration.batchWaitMicroseconds
         waitByPoll = configuration.ringWaitByPoll
@@ -132,7 +134,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
                 rc = io_uring_submit_and_wait(ring.raw, 1)
             }
             if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME {
-                reportError("iobench: io_uring loop stopped: \(SystemError("io_uring_submit_and_wait", Errno(negatedResult: rc)))")
+                health.loopFailed("io_uring loop \(loopNumber) stopped: its wait failed: \(SystemError("io_uring_submit_and_wait", Errno(negatedResult: rc)))")
                 break
             }
             while true {
@@ -143,6 +145,10 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
                     if !handle(UserData(rawValue: cqe.pointee.user_data), cqe.pointee.res, cqe.pointee.flags) {
                         // The wake eventfd was read: a stop, or notifications to deliver.
                         running = !stopping.load(ordering: .sequentiallyConsistent)
+                        if running && health.failureInjected {
+                            health.loopFailed("io_uring loop \(loopNumber) stopped: its wait failed: \(SystemError("io_uring_submit_and_wait (injected)", .noMemory))")
+                            running = false
+                        }
                         if running {
                             deliverNotes()
                             armWake()

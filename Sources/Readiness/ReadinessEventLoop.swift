@@ -48,6 +48,7 @@ public struct ReadinessEventLoop<Selector: ReadinessSelector & ~Copyable, Sessio
     @usableFromInline let wake: Int32
     @usableFromInline let limit: ConnectionLimit
     @usableFromInline let closer: LingeringCloser
+    @usableFromInline let health: ServerHealth
     @usableFromInline let injection: CostInjection
     @usableFromInline let context: SessionContext
     @usableFromInline let sys: SystemCalls
@@ -83,6 +84,7 @@ public struct ReadinessEventLoop<Selector: ReadinessSelector & ~Copyable, Sessio
         let configuration = services.configuration, hub = services.hub
         limit = services.limit
         closer = services.closer
+        health = services.health
         injection = configuration.injection
         context = SessionContext(maxOwed: configuration.maxOwedPerConnection, maxFrameSize: configuration.maxFrameSize,
                                  counters: sys, notifier: hub.notifier, hub: hub)
@@ -114,7 +116,7 @@ public struct ReadinessEventLoop<Selector: ReadinessSelector & ~Copyable, Sessio
             do {
                 ready = try selector.wait(timeoutMilliseconds: timeout)
             } catch {
-                reportError("iobench: \(Selector.name) loop stopped: \(error)")
+                health.loopFailed("\(Selector.name) loop \(loopNumber) stopped: its wait failed: \(error)")
                 break
             }
             for i in 0..<ready {
@@ -125,6 +127,10 @@ public struct ReadinessEventLoop<Selector: ReadinessSelector & ~Copyable, Sessio
                 case Self.wakeToken:
                     sys.drain(eventFD: wake)
                     if stopping.load(ordering: .sequentiallyConsistent) { running = false }
+                    if health.failureInjected {
+                        health.loopFailed("\(Selector.name) loop \(loopNumber) stopped: its wait failed: \(SystemError("\(Selector.name) wait (injected)", .noMemory))")
+                        running = false
+                    }
                     deliverNotes()
                 default:
                     handle(token: token, events: events)

@@ -102,6 +102,10 @@ struct ServeCommand: ParsableCommand {
     @Option(help: .hidden)
     var injectAllocations: Int = 0
 
+    /// A duration: then every loop fails as if its wait had failed (tests of failure reporting).
+    @Option(help: .hidden)
+    var injectLoopFailureAfter: String?
+
     /// KIND:EVERY (drop, duplicate, reorder, late): a fault clients must catch.
     @Option(help: .hidden)
     var injectEventFault: String?
@@ -228,6 +232,14 @@ struct ServeCommand: ParsableCommand {
         var line = "listening on \(server.boundAddress) backend=\(backend) threads=\(threads) pid=\(getpid()) pattern=\(pattern)"
         if let flags = server.stats().ioUringSetup { line += " io_uring_setup=\(flags)" }
         control.emit(line)
+        if let injectLoopFailureAfter {
+            let seconds = (try? Units.parseDuration(injectLoopFailureAfter)) ?? 0
+            let injector = try? OSThread(name: "inject-failure", stackSize: 64 * 1024) {
+                usleep(UInt32(min(seconds, 3600) * 1e6))
+                server.injectLoopFailure()
+            }
+            injector?.detach()
+        }
 
         control.waitForStop()
         let stopStarted = ProcessResources.monotonicNanoseconds()

@@ -1,4 +1,5 @@
 @testable import Bench
+import Backends
 import EchoCore
 import Foundation
 import TestSupport
@@ -204,6 +205,50 @@ import Testing
         #expect(terminal.stdout.contains("] 2/2 epoll 4 conns 64 B depth 1 rep 2/2") && terminal.stdout.contains(" · ETA "), "\(terminal.stdout)")
         #expect(terminal.stdout.contains("msgs/s · ETA"), "no live figure in the bar: \(terminal.stdout)")
         #expect(!terminal.stdout.contains("iobench: [1/2]"), "plain lines on a terminal: \(terminal.stdout)")
+    }
+
+    @Test func aLoopThatFailsMarksTheServerFailedAndItsRowsInvalid() throws {
+        // Every event-loop backend's loop takes its failed-wait path 500 ms after start, inside
+        // the window; the blocking server, which has no loop, is the control.
+        let loops = Backends.all.filter { $0.threading == .eventLoops }.map(\.kind.rawValue)
+        #expect(loops.count >= 3)
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-failed-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try runCLI(["run", "--backends", (loops + ["blocking"]).joined(separator: ","), "--connections", "4", "--sizes", "64",
+                                 "--repeat", "1", "--duration", "1s", "--warmup", "100ms", "--idle-connections", "0", "--out", out, "--quiet",
+                                 "--server-arg=--inject-loop-failure-after=500ms"], timeout: 180)
+        #expect(result.stdout.contains("left out: their window could not be trusted"), "\(result.stdout)")
+        let rows = try CSV.read(try String(contentsOfFile: out, encoding: .utf8))
+        for backend in loops {
+            let row = try #require(rows.first { $0["backend"] == backend }, "\(backend) has no row")
+            #expect(row["valid"]?.hasPrefix("the server reported a failed loop: ") == true, "\(backend): \(row["valid"] ?? "")")
+            #expect(row["valid"]?.contains("loop 0 stopped: its wait failed") == true, "\(backend): \(row["valid"] ?? "")")
+        }
+        #expect(rows.first { $0["backend"] == "blocking" }?["valid"] == "yes")
+        // The server says so itself: a stats line with its failure, and null while it has none.
+        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "epoll", "--port", "0", "--quit-on-eof",
+                                                                            "--inject-loop-failure-after=100ms"])
+        defer { server.stop() }
+        #expect(try server.stats().failure == nil)
+        usleep(400_000)
+        #expect(try server.stats().failure?.contains("epoll loop 0 stopped") == true)
+    }
+
+    @Test func idleConnectionsBesideTheActiveOnesAreHeldThroughTheCell() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-beside-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try runCLI(["run", "--backends", "epoll,ppoll", "--connections", "4", "--sizes", "64", "--repeat", "1",
+                                 "--duration", "300ms", "--warmup", "100ms", "--idle-connections", "0", "--idle-beside", "300",
+                                 "--out", out, "--quiet"], timeout: 120)
+        #expect(result.status == 0, "\(result.stderr)")
+        let rows = try CSV.read(try String(contentsOfFile: out, encoding: .utf8))
+        #expect(rows.count == 2)
+        for row in rows {
+            #expect(row["idle_beside"] == "300" && row["valid"] == "yes" && row["errors"] == "0", "\(row)")
+            #expect((row.double("msgs_per_s") ?? 0) > 0)
+        }
+        let refused = try runCLI(["run", "--method", "counted", "--backends", "epoll", "--idle-beside", "10"])
+        #expect(refused.status == 64 && refused.stderr.contains("--idle-beside applies to timed cells"), "\(refused.stderr)")
     }
 
     @Test func aTinyRunWritesACSVThatReadsBack() throws {
