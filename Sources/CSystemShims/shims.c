@@ -71,14 +71,17 @@ int iobench_wake_signal_block(void) {
     return rc;
 }
 
+/// A millisecond timeout as ppoll's timespec in `storage`: NULL (no limit) when negative.
+static struct timespec *iobench_timeout(int timeout_ms, struct timespec *storage) {
+    if (timeout_ms < 0) return NULL;
+    storage->tv_sec = timeout_ms / 1000;
+    storage->tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+    return storage;
+}
+
 int iobench_poll_wakeable(struct pollfd *fds, int count, int timeout_ms) {
-    struct timespec timeout, *limit = NULL;
-    if (timeout_ms >= 0) {
-        timeout.tv_sec = timeout_ms / 1000;
-        timeout.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
-        limit = &timeout;
-    }
-    return ppoll(fds, (nfds_t)count, limit, &iobench_wait_mask);
+    struct timespec timeout;
+    return ppoll(fds, (nfds_t)count, iobench_timeout(timeout_ms, &timeout), &iobench_wait_mask);
 }
 
 int iobench_wake_thread(pthread_t thread) {
@@ -86,11 +89,6 @@ int iobench_wake_thread(pthread_t thread) {
 }
 
 int iobench_ppoll(struct pollfd *fds, nfds_t count, int timeout_ms) {
-    struct timespec timeout, *limit = NULL;
-    if (timeout_ms >= 0) {
-        timeout.tv_sec = timeout_ms / 1000;
-        timeout.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
-        limit = &timeout;
-    }
-    return ppoll(fds, count, limit, NULL);
+    struct timespec timeout;
+    return ppoll(fds, count, iobench_timeout(timeout_ms, &timeout), NULL);
 }

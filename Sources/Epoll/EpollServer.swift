@@ -13,6 +13,7 @@ extension BackendKind {
 public enum EpollBackend: EventLoopBackend, BackendFactory {
     public static var kind: BackendKind { .epoll }
     public static var threadName: String { "iob-epoll" }
+
     public static var nonBlockingListener: Bool { true }
 
     public static func loopBody(for pattern: ServerPattern) throws -> EventLoopBody<Self>.Body {
@@ -20,11 +21,9 @@ public enum EpollBackend: EventLoopBackend, BackendFactory {
     }
 
     public static func runLoop<Session: ConnectionSession & ~Copyable>(
-        _: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
+        _ session: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
         ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws {
-        var loop = try ReadinessEventLoop<EpollSelector, Session>(listener: listener, resources: resources, services: services)
-        ready(loop.setupDescription)
-        loop.run(until: stopping)
+        try runReadinessLoop(EpollSelector.self, session, listener: listener, resources: resources, services: services, ready: ready, stopping: stopping)
     }
 }
 

@@ -13,6 +13,7 @@ extension BackendKind {
 public enum PPollBackend: EventLoopBackend, BackendFactory {
     public static var kind: BackendKind { .ppoll }
     public static var threadName: String { "iob-ppoll" }
+
     public static var nonBlockingListener: Bool { true }
 
     public static func loopBody(for pattern: ServerPattern) throws -> EventLoopBody<Self>.Body {
@@ -20,10 +21,8 @@ public enum PPollBackend: EventLoopBackend, BackendFactory {
     }
 
     public static func runLoop<Session: ConnectionSession & ~Copyable>(
-        _: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
+        _ session: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
         ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws {
-        var loop = try ReadinessEventLoop<PollSelector, Session>(listener: listener, resources: resources, services: services)
-        ready(loop.setupDescription)
-        loop.run(until: stopping)
+        try runReadinessLoop(PollSelector.self, session, listener: listener, resources: resources, services: services, ready: ready, stopping: stopping)
     }
 }

@@ -114,41 +114,39 @@ public struct PollSelector: ReadinessSelector, ~Copyable {
         (readyTokens[index], readyEvents[index])
     }
 
+    /// `pointer`'s first `count` elements moved to a new allocation of `capacity`.
+    @usableFromInline
+    static func moved<T>(_ pointer: UnsafeMutablePointer<T>, count: Int, to capacity: Int) -> UnsafeMutablePointer<T> {
+        let grown = UnsafeMutablePointer<T>.allocate(capacity: capacity)
+        grown.moveInitialize(from: pointer, count: count)
+        pointer.deallocate()
+        return grown
+    }
+
     @usableFromInline
     mutating func growSet() {
-        let grown = capacity * 2
-        let newFDs = UnsafeMutablePointer<pollfd>.allocate(capacity: grown)
-        newFDs.moveInitialize(from: fds, count: count)
-        fds.deallocate()
-        fds = newFDs
-        let newTokens = UnsafeMutablePointer<UInt64>.allocate(capacity: grown)
-        newTokens.moveInitialize(from: tokens, count: count)
-        tokens.deallocate()
-        tokens = newTokens
-        capacity = grown
+        capacity *= 2
+        fds = Self.moved(fds, count: count, to: capacity)
+        tokens = Self.moved(tokens, count: count, to: capacity)
     }
 
     @usableFromInline
     mutating func growPositions(to needed: Int) {
         var grown = positionCapacity
         while grown < needed { grown *= 2 }
-        let newPositions = UnsafeMutablePointer<Int32>.allocate(capacity: grown)
-        newPositions.moveInitialize(from: positions, count: positionCapacity)
-        (newPositions + positionCapacity).initialize(repeating: -1, count: grown - positionCapacity)
-        positions.deallocate()
-        positions = newPositions
+        positions = Self.moved(positions, count: positionCapacity, to: grown)
+        (positions + positionCapacity).initialize(repeating: -1, count: grown - positionCapacity)
         positionCapacity = grown
     }
 
     @usableFromInline
     mutating func growReady(to needed: Int) {
-        var grown = readyCapacity
-        while grown < needed { grown *= 2 }
+        while readyCapacity < needed { readyCapacity *= 2 }
+        // Nothing to keep: the next wait fills them.
         readyTokens.deallocate()
         readyEvents.deallocate()
-        readyTokens = .allocate(capacity: grown)
-        readyEvents = .allocate(capacity: grown)
-        readyCapacity = grown
+        readyTokens = .allocate(capacity: readyCapacity)
+        readyEvents = .allocate(capacity: readyCapacity)
     }
 
     deinit {

@@ -1,4 +1,5 @@
 import EchoCore
+import Synchronization
 
 /// The readiness bits a selector reports and is asked for: the values of both `EPOLLIN`… and
 /// `POLLIN`… (Linux gives the two interfaces the same bits; a test holds them equal).
@@ -36,4 +37,15 @@ public protocol ReadinessSelector: ~Copyable {
     mutating func wait(timeoutMilliseconds: Int32) throws(SystemError) -> Int
     /// The `index`th event of the last wait.
     func event(_ index: Int) -> (token: UInt64, events: UInt32)
+}
+
+/// What a readiness backend's `runLoop` is: the shared ``ReadinessEventLoop`` on its selector
+/// (inlinable, so the backend's module specialises it for the selector and each session type).
+@inlinable
+public func runReadinessLoop<Selector: ReadinessSelector & ~Copyable, Session: ConnectionSession & ~Copyable>(
+    _: Selector.Type, _: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
+    ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws {
+    var loop = try ReadinessEventLoop<Selector, Session>(listener: listener, resources: resources, services: services)
+    ready(loop.setupDescription)
+    loop.run(until: stopping)
 }

@@ -254,8 +254,12 @@ import Glibc
     }
 
     @Test func anExtraSyscallOrAllocationPerMessageIsCaughtOnEveryBackend() throws {
+        // Two extra system calls per message: io_uring's own calls per message at one connection
+        // depend on how its completions fall into waits, and a debug build under callgrind was
+        // seen at 3.32 in one window and 2.14 in another (CI, 2026-12-07), so a single extra call
+        // can hide in that spread; two cannot (+0.8 at worst, against a threshold of +0.25).
         let result = try runCLI(["check", "--baseline", try baseline(), "--metrics", "counted", "--quiet", "--retries", "0",
-                                 "--candidate-server-arg=--inject-syscalls=1", "--candidate-server-arg=--inject-allocations=1"], timeout: 300)
+                                 "--candidate-server-arg=--inject-syscalls=2", "--candidate-server-arg=--inject-allocations=1"], timeout: 300)
         #expect(result.status == 2, "\(result.stdout)\n\(result.stderr)")
         for backend in ["blocking", "epoll", "io_uring"] {
             for metric in ["counted.syscalls_per_msg", "counted.allocations_per_msg"] {
