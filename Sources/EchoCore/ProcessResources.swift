@@ -8,6 +8,22 @@ public enum ProcessResources {
     /// Open file descriptors.
     public static func openDescriptorCount() -> Int { countEntries("/proc/self/fd") - 1 /* the directory's own fd */ }
 
+    /// What each open descriptor is (`/proc/self/fd/N`'s link: `socket:[…]`, `anon_inode:[eventfd]`, a path).
+    public static func openDescriptors() -> [Int32: String] {
+        guard let dir = opendir("/proc/self/fd") else { return [:] }
+        let own = dirfd(dir)
+        defer { closedir(dir) }
+        var found: [Int32: String] = [:]
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let fd = Int32(name), fd != own else { continue }
+            var target = [CChar](repeating: 0, count: 256)
+            let n = readlink("/proc/self/fd/\(name)", &target, 255)
+            found[fd] = n > 0 ? String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
+        }
+        return found
+    }
+
     /// Kernel threads of this process.
     public static func threadCount() -> Int { countEntries("/proc/self/task") }
 

@@ -51,6 +51,18 @@ import Glibc
         }
     }
 
+    @Test func aDescriptorLeftOpenIsCountedAndNamed() throws {
+        // The leak check's detector, with the fault it must catch: one descriptor opened after
+        // start and never closed. stdin is empty, so --quit-on-eof stops the server at once.
+        let leaking = try runCLI(["serve", "--backend", "epoll", "--port", "0", "--quit-on-eof", "--inject-descriptor-leak=true"])
+        #expect(leaking.status == 0, "\(leaking.stderr)")
+        let final = try #require(leaking.stdout.split(separator: "\n").last.flatMap { StatsLine(json: String($0)) })
+        #expect(final.leakedFileDescriptors == 1)
+        #expect(leaking.stderr.contains("left open after stopping: fd ") && leaking.stderr.contains("→ /dev/null"), "\(leaking.stderr)")
+        let clean = try runCLI(["serve", "--backend", "epoll", "--port", "0", "--quit-on-eof"])
+        #expect(clean.stdout.split(separator: "\n").last.flatMap { StatsLine(json: String($0)) }?.leakedFileDescriptors == 0)
+    }
+
     @Test func quitOnStdinStopsGracefully() throws {
         let server = try startServer(.ioUring, ["--host", "::1"])
         #expect(server.address.family == .ipv6)
