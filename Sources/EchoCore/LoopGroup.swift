@@ -96,11 +96,13 @@ public final class LoopGroup: Sendable {
         }
     }
 
-    /// Wakes every loop (it then looks at its flags).
+    /// Wakes every loop (it then looks at its flags). Writes under the lock: `stop()` takes the
+    /// descriptors out under it before closing them, so none is written after its close.
     public func wakeAll() {
-        let wakes = started.withLock { $0.wakes }
-        var one: UInt64 = 1
-        for fd in wakes { _ = write(fd, &one, 8) }
+        started.withLock { state in
+            var one: UInt64 = 1
+            for fd in state.wakes { _ = write(fd, &one, 8) }
+        }
     }
 
     /// Sets the stop flag, wakes every loop, joins every thread and closes the wake descriptors.
