@@ -86,7 +86,7 @@ struct ClosingAndBoundsTests {
         try client.send(Wire.request(id: 1, [UInt8](repeating: 3, count: 1_008)))
         #expect(try Self.readToFIN(client, "\(kind)") == Wire.error(1, "too_large"))
         let stopped = server.stop()
-        #expect(stopped.finalStats?.leakedFileDescriptors == 0, "\(kind): \(stopped.finalStats?.leakedFileDescriptors ?? -1) descriptors left open")
+        #expect(stopped.finalStats?.leakedFileDescriptors == 0, "\(kind): \(stopped.finalStats?.leakedFileDescriptors ?? -1) descriptors left open; stderr: \(stopped.standardError)")
     }
 
     @Test("push and poll: a PUBLISH of --max-frame + 1 bytes after five good ones: five PUBLISHED, the ERROR, a FIN", arguments: backends)

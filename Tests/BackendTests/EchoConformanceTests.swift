@@ -202,7 +202,7 @@ struct EchoConformanceTests {
         #expect(stopped.exitStatus == 0, "\(kind): exit status \(stopped.exitStatus): \(stopped.standardError)")
         #expect(stopped.seconds < 1.0, "\(kind): stop took \(stopped.seconds) s with 200 connections open")
         let final = try #require(stopped.finalStats, "\(kind): no final stats line")
-        #expect(final.leakedFileDescriptors == 0, "\(kind): \(final.leakedFileDescriptors ?? -1) descriptors left open")
+        #expect(final.leakedFileDescriptors == 0, "\(kind): \(final.leakedFileDescriptors ?? -1) descriptors left open; stderr: \(stopped.standardError)")
         #expect(final.leakedThreads == 0, "\(kind): \(final.leakedThreads ?? -1) threads left running")
         #expect(final.connectionsOpen == 0)
         for client in clients { #expect(try client.receiveToEnd().isEmpty) }

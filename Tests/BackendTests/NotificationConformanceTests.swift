@@ -380,7 +380,7 @@ struct NotificationConformanceTests {
             #expect(try eventually(timeout: 30) { try server.stats().connectionsOpen == 0 }, "\(kind) \(pattern): connections still open")
             let stopped = server.stop()
             let final = try #require(stopped.finalStats, "\(kind): no final stats line")
-            #expect(final.leakedFileDescriptors == 0, "\(kind) \(pattern): \(final.leakedFileDescriptors ?? -1) descriptors left open")
+            #expect(final.leakedFileDescriptors == 0, "\(kind) \(pattern): \(final.leakedFileDescriptors ?? -1) descriptors left open; stderr: \(stopped.standardError)")
             #expect(final.leakedThreads == 0)
         }
     }

@@ -147,7 +147,9 @@ struct RpcConformanceTests {
         var clients: [Client] = []
         for id in 0..<200 {
             let client = try Client(server.address)
-            try client.send(Array(Wire.frame(0x01, Wire.u64(UInt64(id)) + Wire.u32(0) + [UInt8](repeating: 5, count: 16_000_000 - 12)).prefix(105)))
+            // The first 105 bytes of a request frame whose body is 16,000,000 bytes long.
+            let header = Wire.u32(16_000_000) + [0x01] + Wire.u64(UInt64(id)) + Wire.u32(0)
+            try client.send(header + [UInt8](repeating: 5, count: 105 - header.count))
             clients.append(client)
         }
         let arrived = 20 * 8 + 200 * 105
@@ -157,7 +159,7 @@ struct RpcConformanceTests {
         #expect(grown < 64 << 20, "\(kind): RSS grew by \(grown >> 20) MiB for 200 partial requests")
         let stopped = server.stop()
         let final = try #require(stopped.finalStats, "\(kind): no final stats line")
-        #expect(final.leakedFileDescriptors == 0, "\(kind): \(final.leakedFileDescriptors ?? -1) descriptors left open")
+        #expect(final.leakedFileDescriptors == 0, "\(kind): \(final.leakedFileDescriptors ?? -1) descriptors left open; stderr: \(stopped.standardError)")
         #expect(final.connectionsOpen == 0)
         let malformed = final.malformedFrames
         #expect(malformed["too_large"] == 20)
