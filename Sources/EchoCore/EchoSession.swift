@@ -6,14 +6,20 @@
 /// output owed is bounded (reads pause at `maxOwed`, or at `maxHeldChunks` held buffers, and
 /// resume at half), and after half-close everything owed is written before the connection closes.
 public struct EchoSession: ConnectionSession, ~Copyable {
-    // Stored as usableFromInline so the hot methods inline into each backend's loop.
+    // Stored as usableFromInline so the hot methods inline into each backend's loop. Every
+    // connection holds one of these for its whole life, idle or not: 48 bytes (the flags last,
+    // so they pack), the bytes kept for a slow peer out of line.
     @usableFromInline var _owed = 0
     @usableFromInline var _heldChunks = 0
-    @usableFromInline var _inputEnded = false
-    @usableFromInline var _inputPaused = false
     public let maxOwed: Int
     /// `Int.max` when the backend copies instead of holding buffers.
     public let maxHeldChunks: Int
+    /// Echo bytes the backend handed back because the peer would not take them yet: allocated
+    /// when a peer first falls behind and freed once they are written, so a connection whose
+    /// peer keeps up (every idle one) holds a nil pointer instead of a queue.
+    @usableFromInline var kept: UnsafeMutablePointer<ByteQueue>?
+    @usableFromInline var _inputEnded = false
+    @usableFromInline var _inputPaused = false
 
     /// Bytes received and not yet written back.
     @inlinable public var owed: Int { _owed }
@@ -23,8 +29,13 @@ public struct EchoSession: ConnectionSession, ~Copyable {
     @inlinable public var inputEnded: Bool { _inputEnded }
     /// Reading is paused until enough owed output is written.
     @inlinable public var inputPaused: Bool { _inputPaused }
-    /// Echo bytes the backend handed back because the peer would not take them yet.
-    @usableFromInline var kept = ByteQueue()
+
+    deinit {
+        if let kept {
+            kept.deinitialize(count: 1)
+            kept.deallocate()
+        }
+    }
 
     public init(context: SessionContext) {
         maxOwed = context.maxOwed
@@ -43,7 +54,10 @@ public struct EchoSession: ConnectionSession, ~Copyable {
     public var wantsInput: Bool { !_inputEnded && !_inputPaused }
 
     @inlinable
-    public var hasOutbound: Bool { !kept.isEmpty }
+    public var hasOutbound: Bool {
+        guard let kept else { return false }
+        return !kept.pointee.isEmpty
+    }
 
     /// Whether the exchange is over (input ended and nothing is owed).
     public var isFinished: Bool { inputEnded && owed == 0 }
@@ -69,20 +83,34 @@ public struct EchoSession: ConnectionSession, ~Copyable {
         return []
     }
 
-    public mutating func pinOutboundForWrite() -> UnsafeRawBufferPointer { kept.pinForWrite() }
+    public mutating func pinOutboundForWrite() -> UnsafeRawBufferPointer {
+        guard let kept else { preconditionFailure("nothing outbound to pin") }
+        return kept.pointee.pinForWrite()
+    }
 
-    public mutating func unpinOutbound() { kept.consume(0) }
+    public mutating func unpinOutbound() {
+        guard let kept else { return }
+        kept.pointee.consume(0)
+        if kept.pointee.isEmpty { dropKept() }
+    }
 
     public mutating func keepEcho(_ bytes: UnsafeRawBufferPointer) {
-        kept.append(bytes)
-        kept.commit()
+        if kept == nil {
+            kept = .allocate(capacity: 1)
+            kept!.initialize(to: ByteQueue())
+        }
+        kept!.pointee.append(bytes)
+        kept!.pointee.commit()
     }
 
     @inlinable
     public mutating func sent(_ count: Int) -> SessionActions {
         precondition(count >= 0 && count <= _owed, "sent more bytes than were owed")
         _owed -= count
-        if !kept.isEmpty { kept.consume(count) }
+        if let kept {
+            kept.pointee.consume(count)
+            if kept.pointee.isEmpty { dropKept() }
+        }
         var actions: SessionActions = []
         if _owed > 0 {
             actions.insert(.send)
@@ -108,6 +136,15 @@ public struct EchoSession: ConnectionSession, ~Copyable {
 
     @inlinable
     var mayResume: Bool { _owed <= maxOwed / 2 && _heldChunks <= maxHeldChunks / 2 }
+
+    /// Frees the kept queue once it is empty and unpinned (out of line: a slow peer's path).
+    @usableFromInline @inline(never)
+    mutating func dropKept() {
+        guard let queue = kept else { return }
+        queue.deinitialize(count: 1)
+        queue.deallocate()
+        kept = nil
+    }
 
     @usableFromInline
     mutating func resume() -> SessionActions {

@@ -129,10 +129,6 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
 
     public mutating func unpinOutbound() { outbound.consume(0) }
 
-    public mutating func keepEcho(_ bytes: UnsafeRawBufferPointer) {
-        preconditionFailure("the notification patterns never echo")
-    }
-
     public mutating func sent(_ count: Int) -> SessionActions {
         if batchEvents > 0 { countDeliveredEvents(written: count) }
         outbound.consume(count)
@@ -153,14 +149,6 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
             if !inputEnded && !failed { actions.insert(.resumeInput) }
         }
         return actions
-    }
-
-    public mutating func holdingReceivedBuffer() -> SessionActions {
-        preconditionFailure("the notification patterns never hold received buffers")
-    }
-
-    public mutating func echoChunkWritten() -> SessionActions {
-        preconditionFailure("the notification patterns never hold received buffers")
     }
 
     public mutating func inputDidEnd() -> SessionActions {

@@ -82,10 +82,6 @@ public struct RpcSession: ConnectionSession, ~Copyable {
 
     public mutating func unpinOutbound() { outbound.consume(0) }
 
-    public mutating func keepEcho(_ bytes: UnsafeRawBufferPointer) {
-        preconditionFailure("rpc never asks to echo received bytes")
-    }
-
     public mutating func sent(_ count: Int) -> SessionActions {
         outbound.consume(count)
         var actions: SessionActions = []
@@ -99,14 +95,6 @@ public struct RpcSession: ConnectionSession, ~Copyable {
             if !inputEnded && !failed { actions.insert(.resumeInput) }
         }
         return actions
-    }
-
-    public mutating func holdingReceivedBuffer() -> SessionActions {
-        preconditionFailure("rpc never asks to echo received bytes")
-    }
-
-    public mutating func echoChunkWritten() -> SessionActions {
-        preconditionFailure("rpc never holds received buffers")
     }
 
     public mutating func inputDidEnd() -> SessionActions {

@@ -95,19 +95,24 @@ public protocol ConnectionSession: ~Copyable, SendableMetatype {
     /// The write of the pinned outbound bytes did not happen (the socket was full, or the
     /// connection failed): the bytes stay owed and are no longer pinned.
     mutating func unpinOutbound()
-    /// Keeps echoed bytes the backend could not write straight away (a copy, after everything
-    /// else owed).
-    mutating func keepEcho(_ bytes: UnsafeRawBufferPointer)
     /// `count` owed bytes were written: from the outbound bytes when ``hasOutbound``, else from
     /// the echo bytes the backend holds.
     mutating func sent(_ count: Int) -> SessionActions
+    /// The peer shut down its sending side.
+    mutating func inputDidEnd() -> SessionActions
+
+    // Echo hooks: asked only of a session that answers ``SessionActions/echoReceived`` (the
+    // backend writes the received bytes back from where they are). Any other session leaves
+    // them to the defaults, which stop the process: a backend that asks is broken.
+
+    /// Keeps echoed bytes the backend could not write straight away (a copy, after everything
+    /// else owed).
+    mutating func keepEcho(_ bytes: UnsafeRawBufferPointer)
     /// The backend holds the buffer the echoed bytes arrived in (instead of copying them): it
     /// counts against ``SessionContext/maxHeldChunks``.
     mutating func holdingReceivedBuffer() -> SessionActions
     /// A received buffer the backend held for echo is now completely written.
     mutating func echoChunkWritten() -> SessionActions
-    /// The peer shut down its sending side.
-    mutating func inputDidEnd() -> SessionActions
 
     // Backend services: timers and notifications. A session that uses neither needs none of
     // these (the defaults do nothing).
@@ -133,6 +138,16 @@ extension ConnectionSession where Self: ~Copyable {
     @inlinable public var timerDeadline: UInt64? { nil }
     @inlinable public mutating func timerFired() -> SessionActions { [] }
     @inlinable public mutating func notified(_ value: UInt64) -> SessionActions { [] }
+
+    public mutating func keepEcho(_ bytes: UnsafeRawBufferPointer) {
+        preconditionFailure("\(Self.self) never answers .echoReceived, so it keeps no echo bytes")
+    }
+    public mutating func holdingReceivedBuffer() -> SessionActions {
+        preconditionFailure("\(Self.self) never answers .echoReceived, so no received buffer is held for it")
+    }
+    public mutating func echoChunkWritten() -> SessionActions {
+        preconditionFailure("\(Self.self) never answers .echoReceived, so no held buffer is written for it")
+    }
 }
 
 /// The protocol a server speaks on every connection (`serve --pattern`).

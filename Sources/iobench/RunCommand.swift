@@ -12,7 +12,7 @@ import Glibc
 
 /// The benchmark matrix options shared by `run` and `baseline update`.
 struct MatrixOptions: ParsableArguments {
-    @Option(help: "Backends to compare (comma-separated): blocking, epoll, io_uring, and nio (SwiftNIO, a reference peer).")
+    @Option(help: ArgumentHelp("Backends to compare (comma-separated): \(Backends.namesForHelp) (nio: SwiftNIO, a reference peer).", valueName: "backends"))
     var backends: ListOf<BackendKind> = ListOf(Backends.kinds)
 
     @Option(name: .customLong("external"), help: ArgumentHelp(

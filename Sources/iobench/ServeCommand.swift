@@ -54,7 +54,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "TCP port; 0 picks a free port (the listening line shows which).")
     var port: Int = 7000
 
-    @Option(help: "Event loops (epoll, io_uring), each with its own SO_REUSEPORT listener. The blocking backend uses a thread per connection instead.")
+    @Option(help: "Event loops, each with its own SO_REUSEPORT listener (the event-loop backends); the blocking backend uses a thread per connection instead.")
     var threads: Int = 1
 
     @Option(help: "Pin the server to these CPUs, for example 0 or 0,1 or 2-3.")

@@ -72,10 +72,6 @@ struct ServiceProbeSession: ConnectionSession, ~Copyable {
 
     mutating func pinOutboundForWrite() -> UnsafeRawBufferPointer { outbound.pinForWrite() }
     mutating func unpinOutbound() { outbound.consume(0) }
-    mutating func keepEcho(_ bytes: UnsafeRawBufferPointer) { preconditionFailure("no echo") }
-    mutating func holdingReceivedBuffer() -> SessionActions { preconditionFailure("no echo") }
-    mutating func echoChunkWritten() -> SessionActions { preconditionFailure("no echo") }
-
     mutating func sent(_ count: Int) -> SessionActions {
         outbound.consume(count)
         if hasOutbound { return .send }
