@@ -82,4 +82,10 @@ func bytes(_ count: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
         _ = session.inputDidEnd()
         do { let value = session.sent(10); #expect(value == .close) }
     }
+
+    @Test func anIdleSessionIsSmall() {
+        // Every connection holds one for its whole life, idle or not (issue 21: an idle echo
+        // connection in at most 128 B of user space): 48 B, the slow peer's bytes out of line.
+        #expect(MemoryLayout<EchoSession>.stride <= 48, "EchoSession is \(MemoryLayout<EchoSession>.stride) B")
+    }
 }
