@@ -128,8 +128,8 @@ public final class ServerProcess {
     }
 }
 
-/// A parsed one-line JSON object.
-public struct JSONObject: @unchecked Sendable {
+/// A parsed one-line JSON object (not Sendable: its values are `Any`; parse it where it is read).
+public struct JSONObject {
     public let dictionary: [String: Any]
 
     public init?(line: String) {

@@ -13,11 +13,27 @@ struct IOBench: ParsableCommand {
         commandName: "iobench",
         abstract: "Compare TCP server I/O models: blocking threads, epoll readiness, io_uring completion.",
         discussion: """
-        Exit codes: 0 success; 1 the run failed (a server or system error); 64 bad usage \
-        (an unknown option, a bad value, a port in use).
+        Exit codes: 0 success; 1 the run failed (a server or system error, a cell with \
+        errors); 2 check found a regression; 64 bad usage (an unknown option, a bad value, a \
+        port in use).
         """,
         subcommands: [ServeCommand.self, LoadCommand.self, RunCommand.self, ReportCommand.self, BaselineCommand.self, CheckCommand.self, AuditCommand.self]
     )
+
+    /// Every error a command throws ends here, and only here becomes an exit status: a usage
+    /// error is one sentence on stderr and 64 (EX_USAGE); `ExitCode` (1, or 2 for a regression)
+    /// and ArgumentParser's own errors keep theirs. No command calls exit().
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as UsageError {
+            printError("iobench: \(error)")
+            Foundation.exit(64)
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 extension BackendKind: ExpressibleByArgument {
@@ -34,11 +50,9 @@ extension SlowConsumerPolicy: ExpressibleByArgument {}
 extension EventArrivals: ExpressibleByArgument {}
 extension LoadPattern: ExpressibleByArgument {}
 
-/// Exit status for input the user can fix: one sentence on stderr, code 64 (EX_USAGE).
-func exitForUsage(_ error: Error) -> Never {
-    printError("iobench: \(error)")
-    exit(64)
-}
+/// `error` as input the user can fix (exit 64, see ``IOBench/main()``): itself when it is a
+/// ``UsageError``, else one made of its sentence.
+func usageError(_ error: Error) -> UsageError { error as? UsageError ?? UsageError("\(error)") }
 
 func printError(_ message: String) { reportError(message) }
 

@@ -208,7 +208,7 @@ struct ServeCommand: ParsableCommand {
             cpuList = try cpus.map(Units.parseCPUList)
             if let cpuList { try ProcessResources.pin(to: cpuList) }
         } catch {
-            exitForUsage(error)
+            throw usageError(error)
         }
 
         signal(SIGPIPE, SIG_IGN)
@@ -235,7 +235,7 @@ struct ServeCommand: ParsableCommand {
         do {
             try server.start()
         } catch let error as UsageError {
-            exitForUsage(error)
+            throw usageError(error)
         } catch {
             printError("iobench: cannot start the \(backend) server: \(error)")
             throw ExitCode.failure
