@@ -95,6 +95,7 @@ public struct EchoSession: ConnectionSession, ~Copyable {
     }
 
     public mutating func keepEcho(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
         if kept == nil {
             kept = .allocate(capacity: 1)
             kept!.initialize(to: ByteQueue())
@@ -107,7 +108,7 @@ public struct EchoSession: ConnectionSession, ~Copyable {
     public mutating func sent(_ count: Int) -> SessionActions {
         precondition(count >= 0 && count <= _owed, "sent more bytes than were owed")
         _owed -= count
-        if let kept {
+        if let kept, !kept.pointee.isEmpty {
             kept.pointee.consume(count)
             if kept.pointee.isEmpty { dropKept() }
         }

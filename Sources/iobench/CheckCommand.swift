@@ -479,7 +479,7 @@ struct BaselineCommand: ParsableCommand {
                     BaselinePlans.makeCounted(&counted, connections: connections.values, repetitions: countedRepeat)
                     countedPlan = counted
                 }
-            } catch let error as UsageError { throw usageError(error) }
+            } catch let error as UsageError { throw error }
             warnIfShared(plan)
             var rows = try execute(plan, quiet: quiet)
             if let countedPlan { rows += try execute(countedPlan, quiet: quiet) }

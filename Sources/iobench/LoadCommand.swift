@@ -131,7 +131,7 @@ struct LoadCommand: ParsableCommand {
         options.threads = threads
         options.cpus = cpus?.cpus
         if connections + 64 > ProcessResources.raiseDescriptorLimit() {
-            throw usageError(UsageError("\(connections) connections need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer connections"))
+            throw UsageError("\(connections) connections need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer connections")
         }
         let progress = ProgressLine(quiet: quiet || duration.seconds <= 1)
         var hooks = LoadHooks()
@@ -187,7 +187,7 @@ struct LoadCommand: ParsableCommand {
         options.connections = subscribers ?? connections
         options.topic = topic
         options.topics = topics
-        guard topics >= 1 && topics <= 65_536 else { throw usageError(UsageError("--topics must be from 1 to 65536")) }
+        guard topics >= 1 && topics <= 65_536 else { throw UsageError("--topics must be from 1 to 65536") }
         options.duration = duration.seconds
         options.warmup = warmup.seconds
         options.holdTimeoutMilliseconds = UInt32(min(holdTimeout.seconds * 1000, Double(Frame.maxDurationMilliseconds)).rounded())
@@ -201,17 +201,17 @@ struct LoadCommand: ParsableCommand {
         options.stalled = stalled
         options.cpu = cpus?.cpus.first
         options.serverPID = serverPid
-        guard options.connections >= 1 else { throw usageError(UsageError("--subscribers must be at least 1")) }
-        guard eventRate >= 0 && eventRate.isFinite && eventRate <= 1_000_000 else { throw usageError(UsageError("--event-rate must be from 0 to 1000000 events per second")) }
-        guard publishers >= 0 && publishers <= 1024 else { throw usageError(UsageError("--publishers must be from 0 to 1024")) }
-        guard publishers == 0 || eventRate > 0 else { throw usageError(UsageError("--publishers needs --event-rate: the events per second they publish")) }
-        guard (0.001...3600).contains(pollInterval.seconds) else { throw usageError(UsageError("--poll-interval must be from 1ms to 1h")) }
-        if let jobDuration, !(0...3600).contains(jobDuration.seconds) { throw usageError(UsageError("--job-duration must be from 0 to 1h")) }
-        guard stalled >= 0 && stalled < options.connections else { throw usageError(UsageError("--stalled must be from 0 to fewer than the subscribers")) }
-        guard stalled == 0 || pattern == .push else { throw usageError(UsageError("--stalled is for --pattern push")) }
-        guard size.bytes <= 60_000 || publishers == 0 else { throw usageError(UsageError("--size must be at most 60000 bytes for published events")) }
+        guard options.connections >= 1 else { throw UsageError("--subscribers must be at least 1") }
+        guard eventRate >= 0 && eventRate.isFinite && eventRate <= 1_000_000 else { throw UsageError("--event-rate must be from 0 to 1000000 events per second") }
+        guard publishers >= 0 && publishers <= 1024 else { throw UsageError("--publishers must be from 0 to 1024") }
+        guard publishers == 0 || eventRate > 0 else { throw UsageError("--publishers needs --event-rate: the events per second they publish") }
+        guard (0.001...3600).contains(pollInterval.seconds) else { throw UsageError("--poll-interval must be from 1ms to 1h") }
+        if let jobDuration, !(0...3600).contains(jobDuration.seconds) { throw UsageError("--job-duration must be from 0 to 1h") }
+        guard stalled >= 0 && stalled < options.connections else { throw UsageError("--stalled must be from 0 to fewer than the subscribers") }
+        guard stalled == 0 || pattern == .push else { throw UsageError("--stalled is for --pattern push") }
+        guard size.bytes <= 60_000 || publishers == 0 else { throw UsageError("--size must be at most 60000 bytes for published events") }
         if options.connections + publishers + 64 > ProcessResources.raiseDescriptorLimit() {
-            throw usageError(UsageError("\(options.connections) clients need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer"))
+            throw UsageError("\(options.connections) clients need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer")
         }
         let result: NotificationLoadResult
         do {

@@ -241,10 +241,10 @@ struct RunCommand: ParsableCommand {
             return
         }
         let plan: RunPlan
-        do { plan = try matrix.makePlan() } catch let error as UsageError { throw usageError(error) }
+        do { plan = try matrix.makePlan() } catch let error as UsageError { throw error }
         let names = plan.targets.map(\.description)
         if let reference, !names.contains(reference) {
-            throw usageError(UsageError("--reference \(reference) is not measured in this run: use one of \(names.joined(separator: ", "))"))
+            throw UsageError("--reference \(reference) is not measured in this run: use one of \(names.joined(separator: ", "))")
         }
         warnIfShared(plan)
         let rows = try execute(plan, quiet: quiet)
@@ -268,25 +268,25 @@ extension RunCommand {
         plan.clients = clients?.values ?? [1000]
         plan.eventRate = eventRate
         plan.eventSize = eventSize.bytes
-        guard (0...60_000).contains(eventSize.bytes) else { throw usageError(UsageError("--event-size must be from 0 to 60000 bytes")) }
+        guard (0...60_000).contains(eventSize.bytes) else { throw UsageError("--event-size must be from 0 to 60000 bytes") }
         plan.repetitions = matrix.repetitions ?? 3
         plan.duration = matrix.duration?.seconds ?? 5
         plan.warmup = matrix.warmup?.seconds ?? 1
         plan.holdTimeout = holdTimeout.seconds
         plan.wakeRate = wakeRate
         plan.maxQueue = maxQueue
-        if let maxQueue, !(1...1_000_000).contains(maxQueue) { throw usageError(UsageError("--max-queue must be from 1 to 1000000 events")) }
-        guard wakeRate > 0 && wakeRate <= 100_000 else { throw usageError(UsageError("--wake-rate must be from 0 to 100000 events per second")) }
+        if let maxQueue, !(1...1_000_000).contains(maxQueue) { throw UsageError("--max-queue must be from 1 to 1000000 events") }
+        guard wakeRate > 0 && wakeRate <= 100_000 else { throw UsageError("--wake-rate must be from 0 to 100000 events per second") }
         plan.serverCPUs = matrix.serverCPUs.cpus
         let rest = Array(0..<ProcessInfo.processInfo.activeProcessorCount).filter { !plan.serverCPUs.contains($0) }
         plan.clientCPU = matrix.clientCPUs?.cpus.first ?? rest.first ?? 0
-        guard eventRate > 0 && eventRate <= 100_000 else { throw usageError(UsageError("--event-rate must be from 0 to 100000 events per second")) }
-        guard plan.clients.allSatisfy({ $0 >= 1 }) else { throw usageError(UsageError("--clients must be at least 1")) }
+        guard eventRate > 0 && eventRate <= 100_000 else { throw UsageError("--event-rate must be from 0 to 100000 events per second") }
+        guard plan.clients.allSatisfy({ $0 >= 1 }) else { throw UsageError("--clients must be at least 1") }
         guard matrix.externals.isEmpty && matrix.variants.isEmpty else {
-            throw usageError(UsageError("--patterns measures our backends and the NIO peer: drop --external and --variant"))
+            throw UsageError("--patterns measures our backends and the NIO peer: drop --external and --variant")
         }
         let intervals = pollIntervals?.values.map(\.seconds) ?? [0.1, 1]
-        guard intervals.allSatisfy({ (0.001...3600).contains($0) }) else { throw usageError(UsageError("--poll-intervals must be from 1ms to 1h")) }
+        guard intervals.allSatisfy({ (0.001...3600).contains($0) }) else { throw UsageError("--poll-intervals must be from 1ms to 1h") }
         for name in names {
             switch name {
             case "push": plan.cells.append(.push)
@@ -295,12 +295,12 @@ extension RunCommand {
             case "long-poll-wake": plan.cells.append(.longPollWake)
             case "long-poll-timeouts": plan.cells.append(.longPollTimeouts)
             case "short-poll": plan.cells += intervals.map { .shortPoll(interval: $0) }
-            default: throw usageError(UsageError("--patterns \(name) is not one of push, push-stalled, long-poll, long-poll-wake, long-poll-timeouts, short-poll"))
+            default: throw UsageError("--patterns \(name) is not one of push, push-stalled, long-poll, long-poll-wake, long-poll-timeouts, short-poll")
             }
         }
         let largest = plan.clients.max() ?? 0
         if largest + 64 > ProcessResources.raiseDescriptorLimit() {
-            throw usageError(UsageError("\(largest) clients need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer"))
+            throw UsageError("\(largest) clients need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer")
         }
         let runner = NotificationRunner(plan: plan)
         let progress = RunProgress(quiet: quiet, plannedSecondsPerCell: plan.warmup + plan.duration + 1)
@@ -348,7 +348,7 @@ func execute(_ plan: RunPlan, quiet: Bool) throws -> [ResultRow] {
         return rows
     } catch let error as UsageError {
         progress.finish()
-        throw usageError(error)
+        throw error
     } catch {
         progress.finish()
         printError("iobench: the run failed: \(error)")
