@@ -73,11 +73,13 @@ fuzz: deps
 	@mkdir -p $(FUZZ_DIR)/module $(FUZZ_DIR)/corpus
 	@printf 'module CSystemShims {\n  header "%s/Sources/CSystemShims/include/CSystemShims.h"\n  export *\n}\n' "$(CURDIR)" > $(FUZZ_DIR)/module/module.modulemap
 	clang -c -O1 -fsanitize=fuzzer-no-link,address -I Sources/CSystemShims/include Sources/CSystemShims/shims.c -o $(FUZZ_DIR)/shims.o
-	swiftc -O -g -sanitize=fuzzer,address -parse-as-library -swift-version 6 -module-name EchoCore -emit-module -emit-module-path $(FUZZ_DIR)/EchoCore.swiftmodule \
-		-Xcc -fmodule-map-file=$(FUZZ_DIR)/module/module.modulemap -c Sources/EchoCore/*.swift -wmo -o $(FUZZ_DIR)/EchoCore.o
+	for module in ServerKit Protocols ProtocolTesting; do \
+		swiftc -O -g -sanitize=fuzzer,address -parse-as-library -swift-version 6 -package-name iobench -module-name $$module -emit-module -emit-module-path $(FUZZ_DIR)/$$module.swiftmodule \
+			-I $(FUZZ_DIR) -Xcc -fmodule-map-file=$(FUZZ_DIR)/module/module.modulemap -c Sources/$$module/*.swift -wmo -o $(FUZZ_DIR)/$$module.o || exit 1; \
+	done
 	for target in rpc notify; do \
-		swiftc -O -g -sanitize=fuzzer,address -parse-as-library -swift-version 6 -I $(FUZZ_DIR) -Xcc -fmodule-map-file=$(FUZZ_DIR)/module/module.modulemap \
-			Fuzz/Fuzz$$( [ $$target = rpc ] && echo Rpc || echo Notify ).swift $(FUZZ_DIR)/EchoCore.o $(FUZZ_DIR)/shims.o -o $(FUZZ_DIR)/fuzz-$$target || exit 1; \
+		swiftc -O -g -sanitize=fuzzer,address -parse-as-library -swift-version 6 -package-name iobench -I $(FUZZ_DIR) -Xcc -fmodule-map-file=$(FUZZ_DIR)/module/module.modulemap \
+			Fuzz/Fuzz$$( [ $$target = rpc ] && echo Rpc || echo Notify ).swift $(FUZZ_DIR)/ServerKit.o $(FUZZ_DIR)/Protocols.o $(FUZZ_DIR)/ProtocolTesting.o $(FUZZ_DIR)/shims.o -o $(FUZZ_DIR)/fuzz-$$target || exit 1; \
 	done
 	for target in rpc notify; do \
 		rm -rf $(FUZZ_DIR)/corpus/$$target && cp -r Fuzz/corpus/$$target $(FUZZ_DIR)/corpus/$$target; \

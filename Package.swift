@@ -17,44 +17,52 @@ let package = Package(
         .systemLibrary(name: "CLibUring", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
         .target(name: "CSystemShims"),
 
-        // The shared core: syscall seam, sockets, the backend protocol, sessions, counters.
-        .target(name: "EchoCore", dependencies: ["CSystemShims"]),
+        // The server kit: the syscall seam, Errno, sockets, counters, the connection table,
+        // loop groups, timers and notes, threads. Knows no protocol and no backend.
+        .target(name: "ServerKit", dependencies: ["CSystemShims"]),
+        // The protocols, sans I/O: the session protocol, every session, the frame codec, the hub.
+        .target(name: "Protocols", dependencies: ["ServerKit"]),
+        // What a backend is and the parts every backend shares: its description and
+        // configuration, the server protocol, the event-loop server skeleton, the stats line.
+        .target(name: "BackendKit", dependencies: ["ServerKit", "Protocols"]),
+        // Exercises of the sessions shared by the fuzz targets and the tests.
+        .target(name: "ProtocolTesting", dependencies: ["ServerKit", "Protocols"]),
 
         // The readiness event loop, on any selector (epoll, ppoll).
-        .target(name: "Readiness", dependencies: ["EchoCore"]),
+        .target(name: "Readiness", dependencies: ["ServerKit", "Protocols", "BackendKit"]),
 
         // The I/O models, side by side.
-        .target(name: "Blocking", dependencies: ["EchoCore", "CSystemShims"]),
-        .target(name: "Epoll", dependencies: ["EchoCore", "Readiness"]),
-        .target(name: "PPoll", dependencies: ["EchoCore", "Readiness"]),
-        .target(name: "IoUring", dependencies: ["EchoCore", "CLibUring"]),
+        .target(name: "Blocking", dependencies: ["ServerKit", "Protocols", "BackendKit", "CSystemShims"]),
+        .target(name: "Epoll", dependencies: ["ServerKit", "Protocols", "BackendKit", "Readiness"]),
+        .target(name: "PPoll", dependencies: ["ServerKit", "Protocols", "BackendKit", "Readiness"]),
+        .target(name: "IoUring", dependencies: ["ServerKit", "Protocols", "BackendKit", "CLibUring"]),
 
         // A reference peer, not a model: SwiftNIO's echo, measured beside the three.
         .target(name: "NIOPeer", dependencies: [
-            "EchoCore",
+            "ServerKit", "Protocols", "BackendKit",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
 
         // The backend registry: every backend described once, read by the CLI and the harness.
-        .target(name: "Backends", dependencies: ["EchoCore", "Blocking", "Epoll", "PPoll", "IoUring", "NIOPeer"]),
+        .target(name: "Backends", dependencies: ["ServerKit", "Protocols", "BackendKit", "Blocking", "Epoll", "PPoll", "IoUring", "NIOPeer"]),
 
         // The harness: child server processes, load generation, measurement, reports.
         .target(name: "Bench", dependencies: [
-            "EchoCore", "Backends",
+            "ServerKit", "Protocols", "BackendKit", "Backends",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
 
         .executableTarget(name: "iobench", dependencies: [
-            "EchoCore", "Backends", "Bench",
+            "ServerKit", "Protocols", "BackendKit", "Backends", "Bench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        .testTarget(name: "EchoCoreTests", dependencies: ["EchoCore", "TestSupport"]),
+        .testTarget(name: "CoreTests", dependencies: ["ServerKit", "Protocols", "BackendKit", "ProtocolTesting", "TestSupport"]),
         .testTarget(name: "IoUringTests", dependencies: ["IoUring"]),
-        .target(name: "TestSupport", dependencies: ["EchoCore"], path: "Tests/TestSupport"),
-        .testTarget(name: "BackendTests", dependencies: ["EchoCore", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Readiness", "Bench", "TestSupport", "iobench"]),
-        .testTarget(name: "BenchTests", dependencies: ["EchoCore", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Bench", "TestSupport", "iobench"]),
+        .target(name: "TestSupport", dependencies: ["ServerKit", "Protocols", "BackendKit"], path: "Tests/TestSupport"),
+        .testTarget(name: "BackendTests", dependencies: ["ServerKit", "Protocols", "BackendKit", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Readiness", "Bench", "TestSupport", "iobench"]),
+        .testTarget(name: "BenchTests", dependencies: ["ServerKit", "Protocols", "BackendKit", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Bench", "TestSupport", "iobench"]),
     ],
     swiftLanguageModes: [.v6]
 )

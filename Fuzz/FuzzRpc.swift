@@ -1,7 +1,9 @@
 // libFuzzer entry point for the frame decoder and the rpc session: every input is run through
 // RpcSessionExercise, and a broken promise is a crash. Built by `make fuzz` with swiftc
 // directly (SwiftPM renames an executable's `main`, which libFuzzer provides).
-import EchoCore
+import ServerKit
+import Protocols
+import ProtocolTesting
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {

@@ -30,7 +30,7 @@ git clone --quiet --no-hardlinks "$PWD" "$scratch"
 git -C "$scratch" checkout --quiet -B trials "$(git rev-parse HEAD)"
 commit() { git -C "$scratch" -c user.name=trials -c user.email=trials@localhost commit --quiet "$@"; }
 
-python3 - "$scratch/Sources/EchoCore/SystemCalls.swift" <<'EOF'
+python3 - "$scratch/Sources/ServerKit/SystemCalls.swift" <<'EOF'
 import sys
 path = sys.argv[1]
 source = open(path).read()

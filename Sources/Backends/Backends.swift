@@ -1,5 +1,7 @@
 import Blocking
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Epoll
 import IoUring
 import NIOPeer
@@ -40,7 +42,7 @@ public enum Backends {
         BackendDescriptor(
             kind: .nio, summary: "SwiftNIO, the Swift ecosystem's standard runtime (a reference peer)", role: .referencePeer,
             threading: .runtime, colour: "#CC79A7", marker: "diamond",  // reddish purple
-            syscallKinds: [], factory: NIOEchoServer.self),
+            syscallKinds: [], factory: NIOServer.self),
     ]
 
     /// Every backend's name, in registry order.

@@ -1,5 +1,7 @@
 import Backends
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 
 /// Turns the rows of a baseline back into the plans that re-measure its cells, one plan per

@@ -1,4 +1,6 @@
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 
 /// The protocol a load run speaks (`load --pattern`).
 public enum LoadPattern: String, CaseIterable, Sendable, CustomStringConvertible {

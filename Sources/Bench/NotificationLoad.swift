@@ -1,5 +1,7 @@
 import CSystemShims
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Histogram
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,7 @@
 import Backends
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,6 @@
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 
 /// `iobench check --against REF`: the server built from REF ("old") and this binary's ("new")

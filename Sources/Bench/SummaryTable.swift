@@ -1,5 +1,7 @@
 import Backends
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 
 /// Renders result rows (fresh from a run or read back from a CSV) as the table people read:

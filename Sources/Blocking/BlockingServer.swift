@@ -1,5 +1,7 @@
 import CSystemShims
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -8,7 +10,7 @@ import Glibc
 /// The thread-per-connection model: one acceptor thread blocks in `accept`, and each connection
 /// gets its own small-stack OS thread that blocks in `recv` and `send`. Back-pressure is the
 /// kernel's: a thread blocked in `send` to a slow reader simply stops reading.
-public final class BlockingServer: EchoServer, Sendable {
+public final class BlockingServer: BackendServer, Sendable {
     public let kind = BackendKind.blocking
     private let configuration: ServerConfiguration
     private let registry = CounterRegistry()
@@ -378,11 +380,11 @@ extension BackendKind {
 }
 
 extension BlockingServer: BackendFactory {
-    public static func makeServer(configuration: ServerConfiguration) -> any EchoServer {
+    public static func makeServer(configuration: ServerConfiguration) -> any BackendServer {
         BlockingServer(configuration: configuration)
     }
 
-    public static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any EchoServer)? {
+    public static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any BackendServer)? {
         BlockingServer(configuration: configuration, session: session)
     }
 }

@@ -1,5 +1,7 @@
 import CLibUring
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,4 +1,6 @@
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import NIOCore
 
 /// The NIO peer's lingering close, with the same bounds as ``LingeringCloser`` (docs/PROTOCOL.md,

@@ -1,4 +1,6 @@
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import NIOCore
 
 /// A frame of the rpc pattern as NIO's decoder hands it on.

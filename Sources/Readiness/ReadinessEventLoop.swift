@@ -1,4 +1,6 @@
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Synchronization
 
 /// One connection of a readiness loop: kept inline in the loop's ``ConnectionTable``. Output

@@ -1,4 +1,6 @@
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Synchronization
 
 /// The readiness bits a selector reports and is asked for: the values of both `EPOLLIN`… and

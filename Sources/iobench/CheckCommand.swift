@@ -1,7 +1,9 @@
 import Backends
 import ArgumentParser
 import Bench
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 
 struct CheckCommand: ParsableCommand {

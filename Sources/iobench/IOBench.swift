@@ -1,7 +1,9 @@
 import ArgumentParser
 import Backends
 import Bench
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 #if canImport(Glibc)
 import Glibc

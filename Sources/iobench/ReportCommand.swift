@@ -1,6 +1,8 @@
 import ArgumentParser
 import Bench
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 
 struct ReportCommand: ParsableCommand {

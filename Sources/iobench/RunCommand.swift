@@ -4,7 +4,9 @@ import ArgumentParser
 import Glibc
 #endif
 import Bench
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 #if canImport(Glibc)
 import Glibc

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Backends
 import Dispatch
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -322,7 +324,7 @@ final class ServeControl: Sendable {
         watcher?.detach()
     }
 
-    func startStdinReader(_ server: EchoServer, quitOnEOF: Bool) {
+    func startStdinReader(_ server: BackendServer, quitOnEOF: Bool) {
         let reader = try? OSThread(name: "control", stackSize: 256 * 1024) { [self] in
             // The harness reads counters through this thread at the edges of a measured window;
             // among hundreds of busy blocking connection threads it would answer late and skew

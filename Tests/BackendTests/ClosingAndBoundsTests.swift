@@ -4,7 +4,9 @@ import Epoll
 import Blocking
 import Backends
 import Bench
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 import TestSupport
 import Testing

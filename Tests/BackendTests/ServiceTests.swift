@@ -1,7 +1,9 @@
 import NIOPeer
 import Backends
 import Blocking
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Epoll
 import Foundation
 import IoUring
@@ -121,12 +123,12 @@ final class LineClient {
 
 @Suite(.serialized)
 struct ServiceTests {
-    static func makeServer(_ kind: BackendKind, threads: Int) throws -> any EchoServer {
+    static func makeServer(_ kind: BackendKind, threads: Int) throws -> any BackendServer {
         var configuration = ServerConfiguration(address: try SocketAddress(host: "127.0.0.1", port: 0))
         configuration.threads = threads
         // The NIO peer uses NIO's own timers and channels: it serves no session type of ours.
         let factory = Backends.descriptor(kind).factory
-        let made: (any EchoServer)? = factory.makeServer(configuration: configuration, session: ServiceProbeSession.self)
+        let made: (any BackendServer)? = factory.makeServer(configuration: configuration, session: ServiceProbeSession.self)
         let server = try #require(made)
         try server.start()
         return server

@@ -4,7 +4,9 @@ import IoUring
 import Epoll
 import Blocking
 import Backends
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 import Synchronization
 import TestSupport
@@ -60,7 +62,7 @@ struct LoadGeneratorTests {
     }
 
     @Test func aCorruptingServerIsCaught() throws {
-        let server = try BrokenEchoServer(mode: .flipByte(at: 5000))
+        let server = try BrokenServer(mode: .flipByte(at: 5000))
         defer { server.stop() }
         var options = LoadOptions(target: server.address)
         options.connections = 2
@@ -73,7 +75,7 @@ struct LoadGeneratorTests {
     }
 
     @Test func aServerThatDropsBytesIsCaught() throws {
-        let server = try BrokenEchoServer(mode: .dropByte(at: 3000))
+        let server = try BrokenServer(mode: .dropByte(at: 3000))
         defer { server.stop() }
         var options = LoadOptions(target: server.address)
         options.connections = 1
@@ -89,7 +91,7 @@ struct LoadGeneratorTests {
         // The stream used to repeat every 65,521 bytes: dropping exactly that much went unseen
         // with more than 64 KiB in flight. The stream now repeats after more than 2^32 bytes.
         for length in [65_521, 65_537, 65_539] {
-            let server = try BrokenEchoServer(mode: .dropBlock(at: 8_192, length: length))
+            let server = try BrokenServer(mode: .dropBlock(at: 8_192, length: length))
             defer { server.stop() }
             var options = LoadOptions(target: server.address)
             options.connections = 1
@@ -105,7 +107,7 @@ struct LoadGeneratorTests {
 
     @Test func bytesThatNeverComeBackAreAnError() throws {
         // The server echoes 10,000 bytes and then nothing: a stall, not just lower throughput.
-        let server = try BrokenEchoServer(mode: .stallAfter(bytes: 10_000))
+        let server = try BrokenServer(mode: .stallAfter(bytes: 10_000))
         defer { server.stop() }
         var options = LoadOptions(target: server.address)
         options.connections = 2
@@ -121,7 +123,7 @@ struct LoadGeneratorTests {
     @Test func openLoopMessagesStillOutAtTheEndAreIncomplete() throws {
         // After 2,000 bytes the server stops echoing: every later message is due in the window
         // and never answered. They must be counted and show up in the latencies, not vanish.
-        let server = try BrokenEchoServer(mode: .stallAfter(bytes: 2_000))
+        let server = try BrokenServer(mode: .stallAfter(bytes: 2_000))
         defer { server.stop() }
         var options = LoadOptions(target: server.address)
         options.connections = 1
@@ -162,7 +164,7 @@ struct LoadGeneratorTests {
 
     @Test func crossedConnectionsAreCaught() throws {
         // Echoes each connection's bytes to the other connection.
-        let server = try BrokenEchoServer(mode: .crossed)
+        let server = try BrokenServer(mode: .crossed)
         defer { server.stop() }
         var options = LoadOptions(target: server.address)
         options.connections = 2
@@ -173,7 +175,7 @@ struct LoadGeneratorTests {
     }
 
     @Test func theLoadCommandExitsNonZeroOnCorruption() throws {
-        let server = try BrokenEchoServer(mode: .flipByte(at: 100))
+        let server = try BrokenServer(mode: .flipByte(at: 100))
         defer { server.stop() }
         let result = try runCLI(["load", "--target", "\(server.address)", "--connections", "1", "--duration", "300ms", "--warmup", "0s"])
         #expect(result.status == 1)

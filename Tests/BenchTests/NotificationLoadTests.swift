@@ -1,5 +1,7 @@
 @testable import Bench
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 import TestSupport
 import Testing

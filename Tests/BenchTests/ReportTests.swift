@@ -1,6 +1,8 @@
 @testable import Bench
 import Backends
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 import TestSupport
 import Testing

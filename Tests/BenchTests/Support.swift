@@ -1,5 +1,7 @@
 import Bench
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -8,7 +10,7 @@ import Glibc
 
 /// A deliberately wrong echo server on 127.0.0.1, one thread per connection, for proving that
 /// the load generator notices.
-final class BrokenEchoServer: @unchecked Sendable {
+final class BrokenServer: @unchecked Sendable {
     enum Mode: Sendable {
         /// Echo, but invert the byte at this stream offset.
         case flipByte(at: Int)

@@ -1,3 +1,4 @@
+import ServerKit
 /// The echo protocol: every received byte goes back, in order. The session never copies on
 /// the way through: it answers ``SessionActions/echoReceived`` and each backend writes the bytes
 /// from where they already are (a shared read buffer, a provided ring buffer, a stack buffer),

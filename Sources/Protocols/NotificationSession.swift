@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ServerKit
 
 /// Which frames a notification session accepts: the pattern it speaks.
 public protocol NotificationPattern: Sendable {

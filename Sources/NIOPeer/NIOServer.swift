@@ -1,4 +1,6 @@
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -7,13 +9,13 @@ import Synchronization
 /// or for rpc a `ByteToMessageDecoder` and a handler, on a `MultiThreadedEventLoopGroup` with
 /// `threads` loops. It is measured beside the three models,
 /// not one of them. NIO makes its own system calls, so its stats cannot count them.
-public final class NIOEchoServer: EchoServer, Sendable {
+public final class NIOServer: BackendServer, Sendable {
     public let kind = BackendKind.nio
     private let configuration: ServerConfiguration
     private let registry = CounterRegistry()
     private let limit: ConnectionLimit
     /// The event loops, the listening channel and the bound address: set by start(), read by stop().
-    private let lifecycle: Mutex<(group: MultiThreadedEventLoopGroup?, listener: Channel?, bound: EchoCore.SocketAddress)>
+    private let lifecycle: Mutex<(group: MultiThreadedEventLoopGroup?, listener: Channel?, bound: ServerKit.SocketAddress)>
     /// push and poll: topics, jobs and notes between channels on any loop.
     private let hub: Hub
 
@@ -24,7 +26,7 @@ public final class NIOEchoServer: EchoServer, Sendable {
         hub = Hub(options: configuration.notifications)
     }
 
-    public var boundAddress: EchoCore.SocketAddress { lifecycle.withLock { $0.bound } }
+    public var boundAddress: ServerKit.SocketAddress { lifecycle.withLock { $0.bound } }
 
     public func start() throws {
         let threads = max(configuration.threads, 1)
@@ -72,7 +74,7 @@ public final class NIOEchoServer: EchoServer, Sendable {
             let channel = try bootstrap.bind(host: configuration.address.hostText, port: Int(configuration.address.port)).wait()
             var bound = configuration.address
             if let local = channel.localAddress, let port = local.port {
-                bound = try EchoCore.SocketAddress(host: configuration.address.hostText, port: port)
+                bound = try ServerKit.SocketAddress(host: configuration.address.hostText, port: port)
             }
             lifecycle.withLock { $0 = (group, channel, bound) }
             do {
@@ -182,13 +184,13 @@ extension BackendKind {
     public static let nio = BackendKind("nio")
 }
 
-extension NIOEchoServer: BackendFactory {
-    public static func makeServer(configuration: ServerConfiguration) -> any EchoServer {
-        NIOEchoServer(configuration: configuration)
+extension NIOServer: BackendFactory {
+    public static func makeServer(configuration: ServerConfiguration) -> any BackendServer {
+        NIOServer(configuration: configuration)
     }
 
     /// NIO serves the patterns through its own channel handlers, not a session type.
-    public static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any EchoServer)? {
+    public static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any BackendServer)? {
         nil
     }
 }

@@ -1,4 +1,5 @@
-@testable import EchoCore
+import ServerKit
+@testable import Protocols
 import Synchronization
 import TestSupport
 import Testing

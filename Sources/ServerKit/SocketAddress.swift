@@ -2,12 +2,6 @@
 import Glibc
 #endif
 
-/// A problem with what the user asked for, phrased as one sentence that names the thing and the fix.
-public struct UsageError: Error, CustomStringConvertible, Sendable, Equatable {
-    public let description: String
-    public init(_ description: String) { self.description = description }
-}
-
 /// An IPv4 or IPv6 socket address.
 public struct SocketAddress: Sendable, CustomStringConvertible, Equatable {
     public enum Family: Sendable { case ipv4, ipv6 }

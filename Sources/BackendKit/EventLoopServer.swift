@@ -2,6 +2,8 @@ import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
+import ServerKit
+import Protocols
 
 /// What an event-loop backend implements: a reference for new backends, in the spirit of
 /// SwiftNIO's `_SelectorBackendProtocol` and mio's selectors. ``EventLoopServer`` does the rest
@@ -51,11 +53,11 @@ extension EventLoopBackend {
 }
 
 extension EventLoopBackend where Self: BackendFactory {
-    public static func makeServer(configuration: ServerConfiguration) -> any EchoServer {
+    public static func makeServer(configuration: ServerConfiguration) -> any BackendServer {
         EventLoopServer<Self>(configuration: configuration)
     }
 
-    public static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any EchoServer)? {
+    public static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any BackendServer)? {
         EventLoopServer<Self>(configuration: configuration, session: session)
     }
 }
@@ -109,7 +111,7 @@ public final class ServerHealth: Sendable {
         failures.withLock { $0.isEmpty ? nil : $0.count == 1 ? $0[0] : "\($0[0]) (and \($0.count - 1) more)" }
     }
 
-    /// Asks the loops to fail at their next wake-up (``EchoServer/injectLoopFailure()``).
+    /// Asks the loops to fail at their next wake-up (``BackendServer/injectLoopFailure()``).
     public func injectFailure() { injected.store(true, ordering: .relaxed) }
 
     /// Read by a loop when it is woken (off its hot path).
@@ -118,7 +120,7 @@ public final class ServerHealth: Sendable {
 
 /// An event-loop server: `threads` loops of `Backend`, each on its own thread with its own
 /// `SO_REUSEPORT` listener. The shared part of every event-loop backend.
-public final class EventLoopServer<Backend: EventLoopBackend>: EchoServer, Sendable {
+public final class EventLoopServer<Backend: EventLoopBackend>: BackendServer, Sendable {
     public var kind: BackendKind { Backend.kind }
     private let services: LoopServices
     private let registry = CounterRegistry()

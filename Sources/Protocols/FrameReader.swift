@@ -1,3 +1,4 @@
+import ServerKit
 /// Splits a byte stream into whole frames for the patterns whose frames are small commands
 /// (push, poll). A frame that lies whole in the bytes just received is handed out in place;
 /// only a frame split across reads is copied, into a buffer allocated for it and freed as soon

@@ -1,4 +1,7 @@
-import EchoCore
+import ServerKit
+import Protocols
+import ProtocolTesting
+import BackendKit
 import Foundation
 import TestSupport
 import Testing

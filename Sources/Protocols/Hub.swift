@@ -2,6 +2,7 @@ import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
+import ServerKit
 
 /// What a push subscriber's server does when the subscriber cannot keep up (`--slow-consumer`).
 public enum SlowConsumerPolicy: String, CaseIterable, Sendable, CustomStringConvertible {
@@ -184,7 +185,7 @@ public final class Topic: Sendable {
     /// ``TopicState/nextSeq``, readable without the lock (a listener checks whether there is
     /// anything new before it takes the lock).
     let head = Atomic<UInt64>(1)
-    let listenerCount = Atomic<Int>(0)
+    package let listenerCount = Atomic<Int>(0)
 
     init(id: UInt32, capacity: Int, memory: EventMemory, fault: EventFault? = nil) {
         self.id = id
@@ -483,12 +484,6 @@ public final class Hub: Sendable {
         memory = EventMemory(limit: options.maxEventMemory)
     }
 
-    /// Adds the hub's gauges to a server's stats.
-    public func record(into stats: inout ServerStats) {
-        stats.subscribers = subscribers.load(ordering: .relaxed)
-        stats.heldWaits = heldWaits.load(ordering: .relaxed)
-    }
-
     /// The topic `id`, made if it does not exist yet; nil when there are too many topics.
     public func topic(_ id: UInt32) -> Topic? {
         topics.withLock { topics in
@@ -502,7 +497,7 @@ public final class Hub: Sendable {
     }
 
     /// Every topic made so far.
-    func allTopics() -> [Topic] { topics.withLock { $0.inOrder } }
+    package func allTopics() -> [Topic] { topics.withLock { $0.inOrder } }
 
     /// The topics made after the first `known`.
     func topics(after known: Int) -> ArraySlice<Topic> { topics.withLock { $0.inOrder[min(known, $0.inOrder.count)...] } }
@@ -597,7 +592,7 @@ public final class Hub: Sendable {
             var n = k
             if options.eventArrivals == .poisson {
                 next = due.nextDeadline ?? ProcessResources.monotonicNanoseconds() + 10_000_000
-                if let entry = due.heap.first { n = streams[entry.slot]!.k }
+                if let entry = due.first { n = streams[entry.slot]!.k }
             } else {
                 next = start + UInt64(Double(k) * interval)
             }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ServerKit
 
 /// Framed request/response (`docs/PROTOCOL.md`): the server parses each REQUEST, spends its
 /// `work_us` of CPU on it, and answers with a RESPONSE carrying the same id and payload, in
@@ -158,33 +159,5 @@ public struct RpcSession: ConnectionSession, ~Copyable {
         outbound.extend(by: Frame.headerSize + bodyLength)
         outbound.commit()
         if error.isFatal { failed = true }
-    }
-}
-
-/// CPU work on the calling thread, measured on the thread's own CPU clock, so a request's
-/// `work_us` is CPU the server spent on it even when the thread is preempted meanwhile.
-public enum CPUWork {
-    /// Spins until this thread has used `microseconds` more CPU time. The clock is read about
-    /// every 2 µs of work, so reading it costs a few percent of the work, not more.
-    public static func spin(microseconds: UInt32) {
-        let target = ProcessResources.threadCPUNanoseconds() + UInt64(microseconds) * 1000
-        var sink: UInt64 = 0x9E37_79B9_7F4A_7C15
-        while ProcessResources.threadCPUNanoseconds() < target {
-            for _ in 0..<512 {
-                sink = sink &* 6364136223846793005 &+ 1442695040888963407
-            }
-        }
-        blackHole(sink)
-    }
-
-    /// Keeps the spin's result alive so the optimiser cannot drop the loop.
-    @_optimize(none)
-    static func blackHole(_ value: UInt64) {}
-
-    @inline(__always)
-    static func threadCPUNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 }

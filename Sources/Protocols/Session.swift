@@ -1,3 +1,4 @@
+import ServerKit
 /// What a protocol session asks its backend to do next. Several can come at once (for example
 /// ``send`` and ``pauseInput`` when a burst of requests outruns the peer's reading). A backend
 /// executes every action it is given; none is advice.

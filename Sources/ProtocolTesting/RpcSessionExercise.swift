@@ -1,3 +1,5 @@
+import ServerKit
+import Protocols
 /// Drives an ``RpcSession`` the way a backend does, from one arbitrary input, and checks what
 /// the specification promises. The fuzz target (`Fuzz/`) runs it on every input libFuzzer
 /// makes; the test suite runs it on the committed corpus, so a crash once found stays fixed.

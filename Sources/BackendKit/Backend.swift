@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ServerKit
+import Protocols
 
 /// A server backend's name: what `--backend` takes, the `backend` column of every CSV and the
 /// key of its colour in charts. Each backend module declares its own (`BackendKind.epoll` lives
@@ -38,10 +40,10 @@ public enum BackendRole: String, Sendable {
 /// which is how a workload that exists only in the tests is served by every backend.
 public protocol BackendFactory: Sendable {
     /// A server for `configuration.pattern`.
-    static func makeServer(configuration: ServerConfiguration) -> any EchoServer
+    static func makeServer(configuration: ServerConfiguration) -> any BackendServer
     /// A server whose connections speak `Session`; nil when the backend cannot (a runtime with
     /// its own protocol handlers).
-    static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any EchoServer)?
+    static func makeServer<Session: ConnectionSession & ~Copyable>(configuration: ServerConfiguration, session: Session.Type) -> (any BackendServer)?
 }
 
 /// Everything the program knows about one backend, said once: the registry (`Backends.all`)
@@ -139,31 +141,6 @@ public struct ServerConfiguration: Sendable {
     public init(address: SocketAddress) { self.address = address }
 }
 
-/// Extra work a server does per received chunk when asked to (tests of the regression check).
-public struct CostInjection: Sendable, Equatable {
-    /// Extra system calls (`getppid`, counted as "other").
-    public var syscalls = 0 { didSet { refresh() } }
-    /// Busy-waiting, in nanoseconds.
-    public var delayNanoseconds: UInt64 = 0 { didSet { refresh() } }
-    /// Heap allocations (malloc and free of 64 bytes).
-    public var allocations = 0 { didSet { refresh() } }
-    /// Iterations of a loop of a fixed, small number of instructions, run every 16th chunk so
-    /// its fixed cost spreads thin (counted regressions of a few percent).
-    public var loopIterations = 0 { didSet { refresh() } }
-
-    /// Stored, so the uninjected path of a backend costs one load and one branch.
-    public private(set) var isActive = false
-    /// Whether something other than the loop runs on every chunk.
-    public private(set) var everyChunk = false
-
-    public init() {}
-
-    private mutating func refresh() {
-        everyChunk = syscalls > 0 || delayNanoseconds > 0 || allocations > 0
-        isActive = everyChunk || loopIterations > 0
-    }
-}
-
 /// A snapshot of a server's counters.
 public struct ServerStats: Sendable {
     public var backend: BackendKind
@@ -195,13 +172,21 @@ public struct ServerStats: Sendable {
     public var line: StatsLine { StatsLine(self) }
 }
 
+extension Hub {
+    /// Adds the hub's gauges to a server's stats.
+    public func record(into stats: inout ServerStats) {
+        stats.subscribers = subscribers.load(ordering: .relaxed)
+        stats.heldWaits = heldWaits.load(ordering: .relaxed)
+    }
+}
+
 /// A server backend. The protocol sessions are shared; a backend maps their actions onto its
 /// I/O mechanism and nothing more.
 ///
 /// Lifecycle: ``start()`` binds and returns once every listener is accepting; ``stop()`` closes
 /// the listeners and every connection, joins every thread and returns when all descriptors the
 /// server opened are closed. Both are called from one controlling thread.
-public protocol EchoServer: AnyObject, Sendable {
+public protocol BackendServer: AnyObject, Sendable {
     var kind: BackendKind { get }
     /// Binds and starts serving. Throws a ``UsageError`` or ``SystemError`` naming the problem.
     func start() throws
@@ -216,6 +201,6 @@ public protocol EchoServer: AnyObject, Sendable {
     func injectLoopFailure()
 }
 
-extension EchoServer {
+extension BackendServer {
     public func injectLoopFailure() {}
 }

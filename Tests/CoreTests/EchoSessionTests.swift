@@ -1,4 +1,6 @@
-import EchoCore
+import ServerKit
+import Protocols
+import BackendKit
 import Testing
 
 /// Bytes for a session to receive (their content does not matter to echo).

@@ -1,3 +1,4 @@
+import ServerKit
 /// The framed wire format of every pattern but echo (`docs/PROTOCOL.md` is the specification):
 ///
 ///     frame   = length:u32be type:u8 body[length]

@@ -25,6 +25,12 @@ public struct Note: Sendable, Equatable {
     public let slot: UInt32
     public let generation: UInt32
     public let value: UInt64
+
+    public init(slot: UInt32, generation: UInt32, value: UInt64) {
+        self.slot = slot
+        self.generation = generation
+        self.value = value
+    }
 }
 
 /// A loop's inbox for notifications posted from other threads: a locked list and an eventfd
@@ -67,7 +73,7 @@ public final class LoopMailbox: Sendable {
         if ownsWake { close(wake) }
     }
 
-    func post(_ note: Note) {
+    package func post(_ note: Note) {
         let wasEmpty = notes.withLock { list in
             list.append(note)
             return list.count == 1
@@ -75,7 +81,7 @@ public final class LoopMailbox: Sendable {
         if wasEmpty { signal() }
     }
 
-    func post(contentsOf batch: [Note]) {
+    package func post(contentsOf batch: [Note]) {
         let wasEmpty = notes.withLock { list in
             list.append(contentsOf: batch)
             return list.count == batch.count
@@ -164,6 +170,8 @@ public struct TimerQueue: Sendable {
     @inlinable public var count: Int { heap.count }
     /// The earliest deadline, if any.
     @inlinable public var nextDeadline: UInt64? { heap.first?.deadline }
+    /// The earliest entry, if any.
+    @inlinable public var first: Entry? { heap.first }
 
     public mutating func schedule(_ deadline: UInt64, slot: UInt32, generation: UInt32) {
         heap.append(Entry(deadline: deadline, slot: slot, generation: generation))

@@ -1,3 +1,5 @@
+import ServerKit
+
 /// Parsing of the quantities users type: sizes (`64`, `4k`, `1m`) and durations (`500ms`, `10s`).
 public enum Units {
     /// Bytes: a whole number with an optional binary suffix k, m or g (case-insensitive, optional

@@ -1,3 +1,5 @@
+import ServerKit
+import Protocols
 /// Drives three connections of a notification pattern (push or poll) sharing one ``Hub``, the
 /// way backends do, from one arbitrary input, and checks what the specification promises. The
 /// fuzz target runs it beside the rpc exercise; the test suite replays the committed corpus.

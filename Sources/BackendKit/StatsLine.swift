@@ -1,4 +1,6 @@
 import FoundationEssentials
+import ServerKit
+import Protocols
 
 /// The stats line: what `iobench serve` answers to `stats` on stdin (and prints once more, with
 /// the `final` fields, when it stops), one JSON object per line. One `Codable` type, written by
