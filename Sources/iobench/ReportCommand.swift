@@ -48,8 +48,11 @@ struct ReportCommand: ParsableCommand {
 
     func run() throws {
         if schema {
-            print("| column | meaning |\n| --- | --- |")
-            for column in ResultRow.columns { print("| `\(column.name)` | \(column.meaning) |") }
+            // Generated from the registry: a metric's unit and which way is better come from `Metric`.
+            print("| column | unit | better | meaning |\n| --- | --- | --- | --- |")
+            for column in ResultRow.schema {
+                print("| `\(column.name)` | \(column.metric?.unit ?? "") | \(column.metric?.polarity.rawValue ?? "") | \(column.meaning) |")
+            }
             return
         }
         // Read everything first: a bad file fails before anything is written.

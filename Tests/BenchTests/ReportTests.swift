@@ -336,3 +336,32 @@ import Testing
         #expect(ProcessProbe.field("Threads:\t7\n", "Threads:") == 7)
     }
 }
+
+@Suite struct MetricRegistryTests {
+    @Test func theSchemaNamesEachColumnOnceAndEveryMetricComesFromTheRegistry() {
+        let names = ResultRow.schema.map(\.name)
+        #expect(Set(names).count == names.count, "a column is listed twice: \(names)")
+        // The regression check judges registry metrics that the CSV carries, each with a default threshold.
+        for checked in CheckedMetric.all {
+            #expect(names.contains(checked.column), "\(checked.id) is judged but not a CSV column")
+            #expect(Thresholds.defaults.metrics[checked.id] != nil, "\(checked.id) has no default threshold")
+            #expect(checked.metric.polarity != .neither)
+        }
+        #expect(Set(CheckedMetric.all.map(\.id)).count == CheckedMetric.all.count)
+        // The notification table's figures are columns of the notification CSV.
+        for metric in Metric.notificationTable { #expect(NotificationRunner.columns.contains(metric.column), "\(metric) is not a notification column") }
+    }
+
+    @Test func aMetricIsWrittenAsTheRegistrySaysAndReadBack() {
+        var row = ResultRow()
+        row.set(.serverCPUPerMessage, 12.345678)
+        row.set(.allocationsPerMessage, 0.5)
+        row.set(.serverPeakRSS, 2048.4)
+        row.set(.latencyP99, .infinity)
+        #expect(row["server_cpu_us_per_msg"] == "12.346" && row["allocations_per_msg"] == "0.5000" && row["server_rss_peak_kb"] == "2048")
+        #expect(row[.latencyP99] == "", "a figure that is not finite is left empty")
+        #expect(row.double(.serverCPUPerMessage) == 12.346)
+        #expect(Metric.eventLatencyP99.display.format(1234) == "1.23" && Metric.eventLatencyP99.display.label == "latency p99 ms")
+        #expect(Metric.serverCPUPerMessage.axisTitle(logScale: true) == "server CPU per message (µs, log scale)")
+    }
+}

@@ -197,21 +197,21 @@ public final class NotificationRunner {
         row["event_size"] = "\(plan.eventSize)"
         row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: ",")
         row["client_cpus"] = "\(plan.clientCPU)"
-        if let held = row.int("server_rss_held"), let end = row.int("server_rss_end") { row["server_rss_growth"] = "\(end - held)" }
-        if let n = stats?.notification("events_dropped") { row["server_events_dropped"] = "\(n)" }
+        if let held = row.int("server_rss_held"), let end = row.int("server_rss_end") { row[.serverRSSGrowth] = "\(end - held)" }
+        if let n = stats?.notification("events_dropped") { row[.eventsDroppedByPolicy] = "\(n)" }
         if let n = stats?.notification("slow_disconnects") { row["server_slow_disconnects"] = "\(n)" }
         if let n = stats?.notification("events_delivered") { row["server_events_delivered"] = "\(n)" }
         if let n = stats?.notification("waits_timed_out") { row["server_waits_timed_out"] = "\(n)" }
         // The bottleneck: a side that used (nearly) all of its CPUs.
-        let serverUtil = row.double("server_cpu_util") ?? 0
-        let generatorUtil = row.double("generator_cpu_util") ?? 0
+        let serverUtil = row.double(.serverCPUUtilisation) ?? 0
+        let generatorUtil = row.double(.generatorCPUUtilisation) ?? 0
         let capacity = Double(Backends.descriptor(backend).cpuCapacity(pinned: plan.serverCPUs.count, threads: 1))
         row["bottleneck"] = serverUtil >= Bottleneck.saturation * capacity ? "server" : generatorUtil >= Bottleneck.saturation ? "generator" : "neither"
         let load = NotificationLoad.commandLine(options)
         row["command"] = "iobench " + arguments.joined(separator: " ") + " & " + load
         if failure == nil && stopped.exitStatus != 0 { failure = "the server exited with status \(stopped.exitStatus)" }
         row["error_detail"] = failure ?? ""
-        row["errors"] = failure == nil ? (row["errors"] ?? "0") : "\(max(1, row.int("errors") ?? 1))"
+        row[.errors] = failure == nil ? (row[.errors] ?? "0") : "\(max(1, row.int("errors") ?? 1))"
         return row
     }
 
@@ -248,25 +248,12 @@ public final class NotificationRunner {
             let runs = these.compactMap { $0.int("repetition") }.max() ?? 0
             let coverage = Statistics.medianInterval((0..<runs).map(Double.init))?.confidence ?? 0
             out += "\n**\(clients) clients, \(rate) events/s (Poisson, \(size) B) on one topic**: medians of \(runs) runs [a distribution-free interval, \(Int((coverage * 100).rounded()))% coverage]; ★ the least server CPU per delivered event, per backend (stalled, wake and timeout cells aside).\n\n"
-            let figures: [(String, String, (Double) -> String)] = [
-                ("server_cpu_us_per_event", "CPU µs/event", { String(format: "%.2f", $0) }),
-                ("latency_p50_us", "latency p50 ms", { String(format: "%.2f", $0 / 1000) }),
-                ("latency_p99_us", "latency p99 ms", { String(format: "%.2f", $0 / 1000) }),
-                ("wire_bytes_per_event", "wire B/event", { String(format: "%.0f", $0) }),
-                ("requests_per_event", "requests/event", { String(format: "%.2f", $0) }),
-                ("server_bytes_per_client", "RSS B/client", { String(format: "%.0f", $0) }),
-                ("broadcast_p99_us", "broadcast p99 ms", { String(format: "%.2f", $0 / 1000) }),
-                ("wake_p99_us", "wake p99 ms", { String(format: "%.2f", $0 / 1000) }),
-                ("timeout_late_max_us", "timeout late max ms", { String(format: "%.2f", $0 / 1000) }),
-                ("empty_fraction", "empty polls", { String(format: "%.3f", $0) }),
-                ("server_rss_growth", "RSS growth KiB", { String(format: "%.0f", $0 / 1024) }),
-                ("server_events_dropped", "dropped by policy", { String(format: "%.0f", $0) }),
-                ("server_threads", "server threads", { String(format: "%.0f", $0) }),
-            ]
+            // The figures and their labels and formats: the registry's (`Metric.notificationTable`).
+            let figures: [(String, String, (Double) -> String)] = Metric.notificationTable.map { ($0.column, $0.display.label, $0.display.format) }
             var table: [[String]] = [["backend", "figure"] + cells]
             for backend in backends {
                 let cost: [String: Double] = Dictionary(uniqueKeysWithValues: cells.compactMap { cell in
-                    let values = these.filter { $0["backend"] == backend && $0["cell"] == cell && ($0.int("errors") ?? 0) == 0 }.compactMap { $0.double("server_cpu_us_per_event") }
+                    let values = these.filter { $0["backend"] == backend && $0["cell"] == cell && ($0.int("errors") ?? 0) == 0 }.compactMap { $0.double(.serverCPUPerEvent) }
                     return Statistics.median(values).map { (cell, $0) }
                 })
                 let cheapest = cost.filter { !$0.key.contains("timeouts") && !$0.key.contains("stalled") && !$0.key.contains("wake") }.min { $0.value < $1.value }?.key

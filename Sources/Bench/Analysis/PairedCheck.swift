@@ -9,10 +9,7 @@ import Foundation
 /// slower today moves both halves of a pair alike, so the ratio holds what the code changed.
 public struct PairedCheck: Sendable {
     /// The timed figures judged, and which way is better.
-    public static let metrics: [(column: String, direction: CheckedMetric.Direction)] = [
-        ("server_cpu_us_per_msg", .lowerIsBetter),
-        ("msgs_per_s", .higherIsBetter),
-    ]
+    public static let metrics: [CheckedMetric] = [CheckedMetric(.serverCPUPerMessage, .time), CheckedMetric(.messagesPerSecond, .time)]
 
     /// A regression: the 95% interval of how many times worse new is than old lies wholly
     /// above 1 + threshold.
@@ -49,7 +46,7 @@ public struct PairedCheck: Sendable {
         /// How many times worse new is than old, by the point estimate (above 1: worse).
         public var worsening: Double? {
             guard let ratio else { return nil }
-            return metric == "msgs_per_s" ? 1 / ratio.value : ratio.value
+            return metric == Metric.messagesPerSecond.column ? 1 / ratio.value : ratio.value
         }
     }
 
@@ -87,7 +84,7 @@ public struct PairedCheck: Sendable {
         let new = trusted.filter { $0.serverLabel == newLabel }
         // At a fixed open-loop rate messages/s is the schedule's, not the server's: not judged.
         let openLoop = rows.contains { !($0["rate_msgs_per_s"] ?? "").isEmpty }
-        return Self.metrics.filter { !openLoop || $0.column != "msgs_per_s" }.map { metric in
+        return Self.metrics.filter { !openLoop || $0.metric != .messagesPerSecond }.map { metric in
             var ratios: [Double] = []
             for row in new {
                 guard let value = row.double(metric.column), value > 0,
@@ -124,7 +121,7 @@ public struct PairedCheck: Sendable {
                 o.backend, o.metric,
                 o.old.map(RegressionCheck.format) ?? "-", o.new.map(RegressionCheck.format) ?? "-",
                 o.ratio.map { $0.formatted(3) } ?? "-", o.ratio.map { "\($0.count)" } ?? "-",
-                (o.metric == "msgs_per_s" ? "÷" : "×") + String(format: "%.2f", 1 + threshold),
+                (o.metric == Metric.messagesPerSecond.column ? "÷" : "×") + String(format: "%.2f", 1 + threshold),
                 o.verdict == .regressed ? "REGRESSED" : o.verdict == .missing ? "MISSING" : o.verdict.rawValue,
             ])
         }

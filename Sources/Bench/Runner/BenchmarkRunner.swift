@@ -349,14 +349,14 @@ public final class BenchmarkRunner {
             }
             let cpu = Double(cpuEnd - cpuStart) / 1e9
             let perMessage = load.messages > 0 ? 1.0 / Double(load.messages) : 0
-            row["server_cpu_us_per_msg"] = fixed(cpu * 1e6 * perMessage, 3)
-            row["server_cpu_util"] = fixed(cpu / load.seconds, 3)
+            row.set(.serverCPUPerMessage, cpu * 1e6 * perMessage)
+            row.set(.serverCPUUtilisation, cpu / load.seconds)
             // The slow probes cover their own window, a little wider than the timed one.
             let probeMessages = after.messages - before.messages
             let perProbeMessage = probeMessages > 0 ? 1.0 / probeMessages : 0
-            row["ctx_switches_per_msg"] = fixed(Double(ProcessProbe.contextSwitches(from: s0, to: s1)) * perProbeMessage, 4)
-            row["server_rss_peak_kb"] = "\(s1.peakResidentBytes / 1024)"
-            row["server_threads_peak"] = "\(s1.threads)"
+            row.set(.contextSwitchesPerMessage, Double(ProcessProbe.contextSwitches(from: s0, to: s1)) * perProbeMessage)
+            row[.serverPeakRSS] = "\(s1.peakResidentBytes / 1024)"
+            row[.serverThreadsPeak] = "\(s1.threads)"
             row.fill(syscallsFrom: before.stats, to: after.stats, perMessage: perProbeMessage)
             // The CPUs the server can keep busy: what its threading allows of those it is pinned to.
             let capacity = Double(target.kind.map { Backends.descriptor($0).cpuCapacity(pinned: plan.serverCPUs.count, threads: plan.serverThreads) }
@@ -424,13 +424,13 @@ public final class BenchmarkRunner {
         if let failure = after?.failure ?? before?.failure { row[Self.serverFailureKey] = failure }
         row.fill(load: load)
         let perMessage = 1.0 / Double(load.messages)
-        row["user_instructions_per_msg"] = fixed(Double(counts.instructions) * perMessage, 2)
-        row["allocations_per_msg"] = fixed(Double(counts.allocations) * perMessage, 4)
+        row.set(.userInstructionsPerMessage, Double(counts.instructions) * perMessage)
+        row.set(.allocationsPerMessage, Double(counts.allocations) * perMessage)
         row.fill(syscallsFrom: before, to: after, perMessage: perMessage)
         // Timing under valgrind says nothing about the server: leave the timed columns out.
-        for column in ["msgs_per_s", "mb_per_s", "p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "max_us",
-                       "generator_cpu_us_per_msg", "generator_cpu_util"] {
-            row[column] = ""
+        for metric in [Metric.messagesPerSecond, .megabytesPerSecond, .latencyP50, .latencyP90, .latencyP99, .latencyP999, .latencyP9999,
+                       .latencyMax, .generatorCPUPerMessage, .generatorCPUUtilisation] {
+            row[metric] = ""
         }
         if load.errors > 0 {
             reportError("iobench: \(label): \(load.errors) errors: \(load.errorDetails.joined(separator: "; "))")
@@ -468,12 +468,12 @@ public final class BenchmarkRunner {
         usleep(100_000)
         let sample = probe?.sample()
         var row = baseRow(target, workload: "idle", connections: plan.idleConnections, repetition: 1)
-        row["errors"] = "\(plan.idleConnections - open)"
-        row["idle_accept_s"] = fixed(acceptSeconds, 3)
+        row[.errors] = "\(plan.idleConnections - open)"
+        row.set(.idleAcceptSeconds, acceptSeconds)
         if let sample {
-            row["idle_rss_bytes_per_conn"] = fixed(Double(sample.residentBytes - rssBefore) / Double(plan.idleConnections), 1)
-            row["server_rss_peak_kb"] = "\(sample.peakResidentBytes / 1024)"
-            row["server_threads_peak"] = "\(sample.threads)"
+            row.set(.idleBytesPerConnection, Double(sample.residentBytes - rssBefore) / Double(plan.idleConnections))
+            row[.serverPeakRSS] = "\(sample.peakResidentBytes / 1024)"
+            row[.serverThreadsPeak] = "\(sample.threads)"
         }
         row["timestamp"] = ISO8601DateFormatter().string(from: Date())
         return row
@@ -542,9 +542,9 @@ extension ResultRow {
         let delta = { (key: String) -> Double in
             Double((st1.syscalls?[key] ?? 0) - (st0.syscalls?[key] ?? 0))
         }
-        self["syscalls_per_msg"] = fixed(Double(total1 - total0) * perMessage, 4)
-        self["io_uring_enter_per_msg"] = fixed(delta("io_uring_enter") * perMessage, 4)
-        self["epoll_wait_per_msg"] = fixed(delta("epoll_wait") * perMessage, 4)
+        set(.syscallsPerMessage, Double(total1 - total0) * perMessage)
+        set(.ioUringEnterPerMessage, delta("io_uring_enter") * perMessage)
+        set(.epollWaitPerMessage, delta("epoll_wait") * perMessage)
     }
 
     /// The load generator's figures.
@@ -555,26 +555,26 @@ extension ResultRow {
         self["duration_s"] = fixed(load.seconds, 3)
         self["messages"] = "\(load.messages)"
         self["incomplete"] = load.options.rate == nil ? "" : "\(load.incomplete)"
-        self["msgs_per_s"] = fixed(load.messagesPerSecond, 1)
-        self["mb_per_s"] = fixed(load.megabytesPerSecond, 3)
+        set(.messagesPerSecond, load.messagesPerSecond)
+        set(.megabytesPerSecond, load.megabytesPerSecond)
         let h = load.latency
         let us = { (ns: UInt64) in fixed(Double(ns) / 1000, 1) }
         if h.totalCount > 0 {
-            self["p50_us"] = us(h.valueAtPercentile(50))
-            self["p90_us"] = us(h.valueAtPercentile(90))
-            self["p99_us"] = us(h.valueAtPercentile(99))
-            self["p999_us"] = us(h.valueAtPercentile(99.9))
-            self["p9999_us"] = us(h.valueAtPercentile(99.99))
-            self["max_us"] = us(h.max)
+            self[.latencyP50] = us(h.valueAtPercentile(50))
+            self[.latencyP90] = us(h.valueAtPercentile(90))
+            self[.latencyP99] = us(h.valueAtPercentile(99))
+            self[.latencyP999] = us(h.valueAtPercentile(99.9))
+            self[.latencyP9999] = us(h.valueAtPercentile(99.99))
+            self[.latencyMax] = us(h.max)
         }
-        if let u = load.uncorrectedLatency, u.totalCount > 0 { self["uncorrected_p99_us"] = us(u.valueAtPercentile(99)) }
+        if let u = load.uncorrectedLatency, u.totalCount > 0 { self[.uncorrectedP99] = us(u.valueAtPercentile(99)) }
         if let lag = load.sendLag, lag.totalCount > 0 {
-            self["send_lag_p99_us"] = us(lag.valueAtPercentile(99))
-            self["send_lag_max_us"] = us(lag.max)
+            self[.sendLagP99] = us(lag.valueAtPercentile(99))
+            self[.sendLagMax] = us(lag.max)
         }
-        self["errors"] = "\(load.errors)"
-        self["generator_cpu_us_per_msg"] = fixed(load.generatorCPUMicrosecondsPerMessage, 3)
-        self["generator_cpu_util"] = fixed(load.generatorUtilization, 3)
+        self[.errors] = "\(load.errors)"
+        set(.generatorCPUPerMessage, load.generatorCPUMicrosecondsPerMessage)
+        set(.generatorCPUUtilisation, load.generatorUtilization)
     }
 }
 

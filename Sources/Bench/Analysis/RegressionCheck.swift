@@ -11,27 +11,42 @@ public struct CheckedMetric: Sendable, Equatable {
     /// Which rows carry it.
     public enum Source: Sendable { case counted, timed, idle }
 
-    public let column: String
+    public let metric: Metric
     public let direction: Direction
     public let nature: Nature
     public let source: Source
 
-    /// Its name in reports and thresholds files: counted figures carry a `counted.` prefix,
-    /// since `syscalls_per_msg` under timed load and counted are different figures.
-    public var id: String { source == .counted ? "counted." + column : column }
+    public var column: String { metric.column }
+
+    /// Its name in reports and thresholds files (`Metric.id`).
+    public var id: String { metric.id }
+
+    /// A metric of the registry, compared as `nature` says; which way is better and which rows
+    /// carry it come from the registry.
+    public init(_ metric: Metric, _ nature: Nature) {
+        precondition(metric.polarity != .neither, "\(metric) has no better direction to check")
+        self.metric = metric
+        direction = metric.polarity == .higherIsBetter ? .higherIsBetter : .lowerIsBetter
+        self.nature = nature
+        switch metric.source {
+        case .counted: source = .counted
+        case .idle: source = .idle
+        case .timed, .notification: source = .timed
+        }
+    }
 
     public static let all: [CheckedMetric] = [
-        CheckedMetric(column: "user_instructions_per_msg", direction: .lowerIsBetter, nature: .count, source: .counted),
-        CheckedMetric(column: "allocations_per_msg", direction: .lowerIsBetter, nature: .count, source: .counted),
-        CheckedMetric(column: "syscalls_per_msg", direction: .lowerIsBetter, nature: .count, source: .counted),
-        CheckedMetric(column: "msgs_per_s", direction: .higherIsBetter, nature: .time, source: .timed),
-        CheckedMetric(column: "p50_us", direction: .lowerIsBetter, nature: .time, source: .timed),
-        CheckedMetric(column: "p99_us", direction: .lowerIsBetter, nature: .time, source: .timed),
-        CheckedMetric(column: "server_cpu_us_per_msg", direction: .lowerIsBetter, nature: .time, source: .timed),
+        CheckedMetric(.userInstructionsPerMessage, .count),
+        CheckedMetric(.allocationsPerMessage, .count),
+        CheckedMetric(.countedSyscallsPerMessage, .count),
+        CheckedMetric(.messagesPerSecond, .time),
+        CheckedMetric(.latencyP50, .time),
+        CheckedMetric(.latencyP99, .time),
+        CheckedMetric(.serverCPUPerMessage, .time),
         // Under load these depend on how far the server falls behind (batching): timed figures.
-        CheckedMetric(column: "syscalls_per_msg", direction: .lowerIsBetter, nature: .time, source: .timed),
-        CheckedMetric(column: "ctx_switches_per_msg", direction: .lowerIsBetter, nature: .time, source: .timed),
-        CheckedMetric(column: "idle_rss_bytes_per_conn", direction: .lowerIsBetter, nature: .count, source: .idle),
+        CheckedMetric(.syscallsPerMessage, .time),
+        CheckedMetric(.contextSwitchesPerMessage, .time),
+        CheckedMetric(.idleBytesPerConnection, .count),
     ]
 
     public static func source(of row: ResultRow) -> Source {
@@ -106,24 +121,24 @@ public struct Thresholds: Sendable, Equatable {
     public var backends: [String: [String: Threshold]]
 
     public static let defaults = Thresholds(metrics: [
-        "counted.user_instructions_per_msg": Threshold(relative: 0.02),
-        "counted.allocations_per_msg": Threshold(relative: 0, absolute: 0.01),
-        "counted.syscalls_per_msg": Threshold(relative: 0, absolute: 0.05),
-        "msgs_per_s": Threshold(relative: 0.40),
-        "p50_us": Threshold(relative: 0.50, absolute: 50),
-        "p99_us": Threshold(relative: 1.00, absolute: 200),
-        "server_cpu_us_per_msg": Threshold(relative: 0.40, absolute: 1.5),
-        "syscalls_per_msg": Threshold(relative: 0.25, absolute: 0.4),
-        "ctx_switches_per_msg": Threshold(relative: 0.50, absolute: 0.2),
-        "idle_rss_bytes_per_conn": Threshold(relative: 0.25, absolute: 64),
+        Metric.userInstructionsPerMessage.id: Threshold(relative: 0.02),
+        Metric.allocationsPerMessage.id: Threshold(relative: 0, absolute: 0.01),
+        Metric.countedSyscallsPerMessage.id: Threshold(relative: 0, absolute: 0.05),
+        Metric.messagesPerSecond.id: Threshold(relative: 0.40),
+        Metric.latencyP50.id: Threshold(relative: 0.50, absolute: 50),
+        Metric.latencyP99.id: Threshold(relative: 1.00, absolute: 200),
+        Metric.serverCPUPerMessage.id: Threshold(relative: 0.40, absolute: 1.5),
+        Metric.syscallsPerMessage.id: Threshold(relative: 0.25, absolute: 0.4),
+        Metric.contextSwitchesPerMessage.id: Threshold(relative: 0.50, absolute: 0.2),
+        Metric.idleBytesPerConnection.id: Threshold(relative: 0.25, absolute: 64),
     ], backends: [
         // Counted io_uring waits in poll(2) (valgrind cannot run it waiting in io_uring_enter):
         // whether a wait blocks (poll and a second enter) or finds a completion ready depends on
         // how the server under valgrind races the generator, so its system calls per message
         // move by up to ~0.1 and its instructions by up to ~3.5% (debug build; release at 16
         // connections ~2%) between runs. +1 system call or +5% instructions still shows.
-        "io_uring": ["counted.syscalls_per_msg": Threshold(relative: 0, absolute: 0.25),
-                     "counted.user_instructions_per_msg": Threshold(relative: 0.05)],
+        "io_uring": [Metric.countedSyscallsPerMessage.id: Threshold(relative: 0, absolute: 0.25),
+                     Metric.userInstructionsPerMessage.id: Threshold(relative: 0.05)],
     ])
 
     public func threshold(_ metric: String, backend: String) -> Threshold? {

@@ -129,11 +129,11 @@ public enum ReportCharts {
                 var cpuPoints: [Chart.Point] = [], ratePoints: [Chart.Point] = []
                 for c in connections {
                     let cell = mine.filter { $0.int("connections") == c }
-                    if let e = estimate(cell.compactMap { $0.double("server_cpu_us_per_msg") }) {
+                    if let e = estimate(cell.compactMap { $0.double(.serverCPUPerMessage) }) {
                         cpuPoints.append(Chart.Point(x: Double(c), y: e.value, low: e.count > 1 ? e.low : nil, high: e.count > 1 ? e.high : nil,
                                                      note: "\(server), \(c) connections: \(describe(e, fixed(2))) µs of server CPU per message"))
                     }
-                    if let e = estimate(cell.compactMap { $0.double("msgs_per_s") }) {
+                    if let e = estimate(cell.compactMap { $0.double(.messagesPerSecond) }) {
                         let verdicts = cell.compactMap { $0["bottleneck"] }.filter { !$0.isEmpty }
                         let verdict = Dictionary(grouping: verdicts, by: { $0 }).mapValues(\.count).max { $0.value < $1.value }?.key ?? "unknown"
                         ratePoints.append(Chart.Point(x: Double(c), y: e.value, low: e.count > 1 ? e.low : nil, high: e.count > 1 ? e.high : nil,
@@ -158,7 +158,7 @@ public enum ReportCharts {
                 let axis = yAxis(cpu)
                 charts.append(Chart(id: prefix + "cpu-per-message-" + slug(group.describe), title: "Server CPU per message — \(group.describe)",
                                     subtitle: "Lower is better; \(bars). The server is pinned to its CPUs, the generator to others.",
-                                    xTitle: xTitle, yTitle: "server CPU per message (µs\(axis == .log ? ", log scale" : ""))", xAxis: xAxis, yAxis: axis, series: cpu))
+                                    xTitle: xTitle, yTitle: Metric.serverCPUPerMessage.axisTitle(logScale: axis == .log), xAxis: xAxis, yAxis: axis, series: cpu))
                 charts[charts.count - 1].xTicks = connections.map(Double.init)
             }
             if !throughput.isEmpty {
@@ -170,7 +170,7 @@ public enum ReportCharts {
                 let axis = yAxis(throughput)
                 charts.append(Chart(id: prefix + "throughput-" + slug(group.describe), title: "Messages per second — \(group.describe)",
                                     subtitle: "Higher is better; \(bars). The marker says what limited each point.",
-                                    xTitle: xTitle, yTitle: "throughput (messages per second\(axis == .log ? ", log scale" : ""))", xAxis: xAxis, yAxis: axis, series: throughput, markerKeys: keys))
+                                    xTitle: xTitle, yTitle: Metric.messagesPerSecond.axisTitle(logScale: axis == .log), xAxis: xAxis, yAxis: axis, series: throughput, markerKeys: keys))
                 charts[charts.count - 1].xTicks = connections.map(Double.init)
                 charts[charts.count - 1].legendMarkers = false
             }
@@ -181,12 +181,12 @@ public enum ReportCharts {
                     guard !cell.isEmpty else { continue }
                     let messages = Statistics.median(cell.compactMap { $0.double("messages") }) ?? 0
                     var points: [Chart.Point] = []
-                    for (column, x, name) in [("p50_us", 2.0, "p50"), ("p90_us", 10, "p90"), ("p99_us", 100, "p99"), ("p999_us", 1000, "p99.9"), ("p9999_us", 10_000, "p99.99")] where x <= messages {
+                    for (column, x, name) in [(Metric.latencyP50, 2.0, "p50"), (.latencyP90, 10, "p90"), (.latencyP99, 100, "p99"), (.latencyP999, 1000, "p99.9"), (.latencyP9999, 10_000, "p99.99")] where x <= messages {
                         if let m = Statistics.median(cell.compactMap { $0.double(column) }.filter { $0 > 0 }) {
                             points.append(Chart.Point(x: x, y: m, note: "\(server), \(c) connections: \(name) \(String(format: "%.1f", m)) µs"))
                         }
                     }
-                    if messages > 10_000, let m = Statistics.median(cell.compactMap { $0.double("max_us") }.filter { $0 > 0 }) {
+                    if messages > 10_000, let m = Statistics.median(cell.compactMap { $0.double(.latencyMax) }.filter { $0 > 0 }) {
                         points.append(Chart.Point(x: messages, y: m, note: "\(server), \(c) connections: max \(String(format: "%.1f", m)) µs of \(Int(messages)) messages"))
                     }
                     let s = style(server)
@@ -196,7 +196,7 @@ public enum ReportCharts {
                     charts.append(Chart(id: prefix + "latency-" + slug(group.describe) + "-\(c)-connections",
                                         title: "Latency spectrum — \(group.describe), \(c) connections",
                                         subtitle: "Round trip from the moment each message was due (HdrHistogram, corrected for coordinated omission); medians over repetitions; the last point is the max.",
-                                        xTitle: "percentile (log scale of 1/(1−p))", yTitle: "latency (µs, log scale)", xAxis: .percentileTail, yAxis: .log, series: series))
+                                        xTitle: "percentile (log scale of 1/(1−p))", yTitle: Metric.latencySpectrumAxisTitle, xAxis: .percentileTail, yAxis: .log, series: series))
                 }
             }
         }
@@ -206,7 +206,7 @@ public enum ReportCharts {
         var idleCounts: [String] = []
         for server in servers {
             let mine = idle.filter { $0.serverLabel == server }
-            guard let e = estimate(mine.compactMap { $0.double("idle_rss_bytes_per_conn") }) else { continue }
+            guard let e = estimate(mine.compactMap { $0.double(.idleBytesPerConnection) }) else { continue }
             for row in mine where !idleCounts.contains(row["connections"] ?? "") { idleCounts.append(row["connections"] ?? "") }
             let s = style(server)
             idleSeries.append(Chart.Series(name: s.label, color: s.color, marker: s.marker, points: [
@@ -218,7 +218,7 @@ public enum ReportCharts {
         if !idleSeries.isEmpty {
             charts.append(Chart(id: prefix + "memory-per-idle-connection", title: "Memory per idle connection",
                                 subtitle: "Server RSS growth over \(idleCounts.joined(separator: ", ")) idle connections, divided by their number; lower is better.",
-                                xTitle: "server", yTitle: "resident memory per idle connection (bytes)", categories: idleSeries.map(\.name), series: idleSeries))
+                                xTitle: "server", yTitle: Metric.idleBytesPerConnection.axisTitle(), categories: idleSeries.map(\.name), series: idleSeries))
         }
         return charts
     }
@@ -279,12 +279,12 @@ public enum ReportCharts {
                              yAxis: wide ? .log : .linear, categories: usable, series: series)
             }
             if let c = chart("notify-cpu-per-event", "Server CPU per delivered event", "Lower is better; bars: interval of the median.",
-                             "server CPU per delivered event (µs", { $0.double("server_cpu_us_per_event") }, format: fixed(2), unit: "µs") { charts.append(c) }
+                             "server CPU per delivered event (µs", { $0.double(.serverCPUPerEvent) }, format: fixed(2), unit: "µs") { charts.append(c) }
             if let c = chart("notify-latency", "Notice latency", "From the moment an event was due to its arrival at the client: bar p50, whisker p99.",
-                             "latency (ms", { $0.double("latency_p50_us").map { $0 / 1000 } }, whisker: { $0.double("latency_p99_us").map { $0 / 1000 } },
+                             "latency (ms", { $0.double(.eventLatencyP50).map { $0 / 1000 } }, whisker: { $0.double(.eventLatencyP99).map { $0 / 1000 } },
                              format: fixed(2), unit: "ms") { charts.append(c) }
             if let c = chart("notify-wire-bytes", "Bytes on the wire per delivered event", "Frame bytes both ways, requests and answers included; lower is better.",
-                             "bytes per delivered event (B", { $0.double("wire_bytes_per_event") }, format: fixed(0), unit: "B") { charts.append(c) }
+                             "bytes per delivered event (B", { $0.double(.wireBytesPerEvent) }, format: fixed(0), unit: "B") { charts.append(c) }
         }
         return charts
     }
@@ -329,7 +329,7 @@ public enum ReportCharts {
         guard !series.isEmpty else { return nil }
         return Chart(id: id, title: "Latency spectrum — " + spectra.map(\.name).joined(separator: ", "),
                      subtitle: "HdrHistogram percentile distributions (.hgrm); the last point of each is its max.",
-                     xTitle: "percentile (log scale of 1/(1−p))", yTitle: "latency (µs, log scale)", xAxis: .percentileTail, yAxis: .log, series: series)
+                     xTitle: "percentile (log scale of 1/(1−p))", yTitle: Metric.latencySpectrumAxisTitle, xAxis: .percentileTail, yAxis: .log, series: series)
     }
 }
 

@@ -18,10 +18,12 @@ public enum SummaryTable {
         let backend: String
         let rows: [ResultRow]
 
-        func values(_ column: String) -> [Double] { rows.compactMap { $0.double(column) } }
-        func median(_ column: String) -> Double? { SummaryTable.median(values(column)) }
-        func spread(_ column: String) -> Double? {
-            let v = values(column)
+        func values(_ metric: Metric) -> [Double] { rows.compactMap { $0.double(metric) } }
+        func median(_ metric: Metric) -> Double? { SummaryTable.median(values(metric)) }
+        /// The median as the registry shows the metric, "-" when there is none.
+        func shown(_ metric: Metric) -> String { median(metric).map(metric.display.format) ?? "-" }
+        func spread(_ metric: Metric) -> Double? {
+            let v = values(metric)
             guard v.count > 1, let m = SummaryTable.median(v), m > 0 else { return nil }
             return (v.max()! - v.min()!) / m
         }
@@ -48,9 +50,14 @@ public enum SummaryTable {
             if cells[row.cellKey] == nil { cellOrder.append(row.cellKey) }
             cells[row.cellKey, default: []].append(row)
         }
-        let header = ["backend", "msgs/s", "[95% CI]", "×\(reference) [95% CI]", "MB/s", "p50 µs", "p99 µs", "p99.9 µs",
-                      "srv µs/msg", "[95% CI]", "×\(reference) [95% CI]", "sys/msg", "ctxsw/msg", "gen µs/msg", "errors", "bottleneck"]
-        let countedHeader = ["backend", "instructions/msg", "[95% CI]", "×\(reference)", "allocations/msg", "syscalls/msg", "messages", "errors"]
+        // The headers are the registry's labels (`Metric.display`).
+        let timedShown: [Metric] = [.latencyP50, .latencyP99, .latencyP999]
+        let header = ["backend", Metric.messagesPerSecond.display.label, "[95% CI]", "×\(reference) [95% CI]", Metric.megabytesPerSecond.display.label]
+            + timedShown.map(\.display.label)
+            + [Metric.serverCPUPerMessage.display.label, "[95% CI]", "×\(reference) [95% CI]", Metric.syscallsPerMessage.display.label,
+               Metric.contextSwitchesPerMessage.display.label, Metric.generatorCPUPerMessage.display.label, "errors", "bottleneck"]
+        let countedHeader = ["backend", Metric.userInstructionsPerMessage.display.label, "[95% CI]", "×\(reference)",
+                             Metric.allocationsPerMessage.display.label, Metric.countedSyscallsPerMessage.display.label, "messages", "errors"]
         for key in cellOrder {
             let cellRows = cells[key]!
             let first = cellRows[0]
@@ -71,7 +78,7 @@ public enum SummaryTable {
             /// Per-repetition ratios to the reference (each repetition measures every server back to
             /// back, so pairing cancels the machine's drift between repetitions): their geometric
             /// mean with a 95% t-interval. With fewer than two pairs, the ratio of the medians.
-            func relative(_ f: BackendFigures, _ column: String) -> String {
+            func relative(_ f: BackendFigures, _ column: Metric) -> String {
                 guard let ref else { return "-" }
                 if f.backend == ref.backend { return "1" }
                 var base: [String: Double] = [:]
@@ -83,7 +90,7 @@ public enum SummaryTable {
                 if ratios.count >= 2, let estimate = Statistics.ratioInterval(ratios) { return estimate.formatted(2) }
                 return ratio(f.median(column), ref.median(column))
             }
-            func interval(_ f: BackendFigures, _ column: String, _ format: (Double) -> String) -> String {
+            func interval(_ f: BackendFigures, _ column: Metric, _ format: (Double) -> String) -> String {
                 guard let e = Statistics.medianInterval(f.values(column)), e.count > 1 else { return "" }
                 let label = e.confidence >= 0.949 ? "" : " \(Int((e.confidence * 100).rounded(.down)))%"
                 return "[\(format(e.low)), \(format(e.high))]\(label)"
@@ -91,39 +98,37 @@ public enum SummaryTable {
             var lines: [[String]] = [counted ? countedHeader : header]
             for f in figures {
                 let name = Backends.named(f.backend)?.isReferencePeer == true ? f.backend + " (peer)" : f.backend
-                let errors = "\(Int(f.values("errors").reduce(0, +)))"
+                let errors = "\(Int(f.values(.errors).reduce(0, +)))"
                 if counted {
                     lines.append([
                         name,
-                        f.median("user_instructions_per_msg").map { fixed($0, 1) } ?? "-",
-                        interval(f, "user_instructions_per_msg") { fixed($0, 1) },
-                        ratio(f.median("user_instructions_per_msg"), ref?.median("user_instructions_per_msg")),
-                        f.median("allocations_per_msg").map { fixed($0, 3) } ?? "-",
-                        f.median("syscalls_per_msg").map { fixed($0, 3) } ?? "-",
-                        f.median("messages").map { fixed($0, 0) } ?? "-",
+                        f.shown(.userInstructionsPerMessage),
+                        interval(f, .userInstructionsPerMessage, Metric.userInstructionsPerMessage.display.format),
+                        ratio(f.median(.userInstructionsPerMessage), ref?.median(.userInstructionsPerMessage)),
+                        f.shown(.allocationsPerMessage),
+                        f.shown(.countedSyscallsPerMessage),
+                        SummaryTable.median(f.rows.compactMap { $0.double("messages") }).map { fixed($0, 0) } ?? "-",
                         errors,
                     ])
                     continue
                 }
                 lines.append([
                     name,
-                    f.median("msgs_per_s").map(formatCount) ?? "-",
-                    interval(f, "msgs_per_s", formatCount),
-                    relative(f, "msgs_per_s"),
-                    f.median("mb_per_s").map { fixed($0, 1) } ?? "-",
-                    f.median("p50_us").map { fixed($0, 1) } ?? "-",
-                    f.median("p99_us").map { fixed($0, 1) } ?? "-",
-                    f.median("p999_us").map { fixed($0, 1) } ?? "-",
-                    f.median("server_cpu_us_per_msg").map { fixed($0, 2) } ?? "-",
-                    interval(f, "server_cpu_us_per_msg") { fixed($0, 2) },
-                    relative(f, "server_cpu_us_per_msg"),
-                    f.median("syscalls_per_msg").map { fixed($0, 2) } ?? "-",
-                    f.median("ctx_switches_per_msg").map { fixed($0, 3) } ?? "-",
-                    f.median("generator_cpu_us_per_msg").map { fixed($0, 2) } ?? "-",
+                    f.median(.messagesPerSecond).map(formatCount) ?? "-",
+                    interval(f, .messagesPerSecond, formatCount),
+                    relative(f, .messagesPerSecond),
+                    f.shown(.megabytesPerSecond),
+                ] + timedShown.map(f.shown) + [
+                    f.shown(.serverCPUPerMessage),
+                    interval(f, .serverCPUPerMessage, Metric.serverCPUPerMessage.display.format),
+                    relative(f, .serverCPUPerMessage),
+                    f.shown(.syscallsPerMessage),
+                    f.shown(.contextSwitchesPerMessage),
+                    f.shown(.generatorCPUPerMessage),
                     errors,
                     f.bottleneck,
                 ])
-                for column in ["msgs_per_s", "server_cpu_us_per_msg"] {
+                for column in [Metric.messagesPerSecond, .serverCPUPerMessage] {
                     if let spread = f.spread(column), spread > spreadWarning {
                         warnings.append("\(title.components(separatedBy: " (").first!), \(f.backend): \(column) spread \(Int(spread * 100))% across repetitions")
                     }
@@ -140,8 +145,8 @@ public enum SummaryTable {
             var lines = [["backend", "connections", "RSS/conn", "accept all (s)", "not accepted"]]
             for row in idle {
                 lines.append([row["backend"] ?? "", row["connections"] ?? "",
-                              row.double("idle_rss_bytes_per_conn").map { formatBytes($0) } ?? "-",
-                              row["idle_accept_s"] ?? "-", row["errors"] ?? "-"])
+                              row.double(.idleBytesPerConnection).map { formatBytes($0) } ?? "-",
+                              row[.idleAcceptSeconds] ?? "-", row[.errors] ?? "-"])
             }
             out += table(lines)
         }

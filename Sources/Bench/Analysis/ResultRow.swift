@@ -1,6 +1,16 @@
 import Backends
 import Foundation
 
+/// A column of a result CSV: a dimension of the cell or a metric.
+public struct Column: Sendable {
+    public let name: String
+    public let meaning: String
+    public let metric: Metric?
+
+    public static func dimension(_ name: String, _ meaning: String) -> Column { Column(name: name, meaning: meaning, metric: nil) }
+    public static func metric(_ metric: Metric) -> Column { Column(name: metric.column, meaning: metric.meaning, metric: metric) }
+}
+
 /// One row of a results CSV: one cell (backend × connections × size × depth or rate) of one
 /// repetition. Values are kept as the text written, so a CSV reads back exactly.
 public struct ResultRow: Sendable, Equatable {
@@ -16,66 +26,71 @@ public struct ResultRow: Sendable, Equatable {
     public func double(_ column: String) -> Double? { values[column].flatMap { Double($0) } }
     public func int(_ column: String) -> Int? { values[column].flatMap { Int($0) } }
 
-    /// Every column, in file order, with its meaning (results/README.md is generated from this).
-    public static let columns: [(name: String, meaning: String)] = [
-        ("run_id", "identifies one invocation of the tool; rows of one run share it"),
-        ("timestamp", "when the cell finished, ISO 8601 UTC"),
-        ("host", "machine host name"),
-        ("kernel", "kernel release (uname -r)"),
-        ("cpu_model", "CPU model from /proc/cpuinfo"),
-        ("cores", "online CPUs"),
-        ("swift_version", "Swift compiler that built iobench"),
-        ("liburing_version", "liburing version (pkg-config)"),
-        ("git_commit", "iobench commit the measured server binary was built from"),
-        ("git_dirty", "yes when the binary's sources (Sources/, Package.swift, Package.resolved) differed from that commit"),
-        ("build_config", "release or debug: how the binary was built"),
-        ("command", "the command line that produced the row"),
-        ("workload", "echo or rpc (load run: the pattern served and driven) or idle (idle connections held open)"),
-        ("method", "timed (wall clock and CPU time under load) or counted (the server under callgrind; instructions, allocations and system calls over a window with nothing in flight at its edges)"),
-        ("backend", "\(Backends.kinds.map(\.rawValue).joined(separator: ", ")), or the name of a --variant or an --external server"),
-        ("server_threads", "event loops of the server (--threads); blocking: 1 acceptor plus one thread per connection"),
-        ("server_cpus", "CPUs the server was pinned to"),
-        ("client_cpus", "CPUs the load generator was pinned to"),
-        ("connections", "concurrent connections"),
-        ("idle_beside", "idle connections held open to the server during the cell beside the active ones (--idle-beside); empty for none"),
-        ("size_bytes", "bytes per message (rpc: payload bytes per request; a request adds 17 bytes of framing, a response 13)"),
-        ("work_us", "rpc: microseconds of server CPU work each request asked for"),
-        ("depth", "messages in flight per connection (closed loop); empty for open loop"),
-        ("rate_msgs_per_s", "open loop: scheduled messages per second in total; empty for closed loop"),
-        ("repetition", "repetition number, from 1"),
-        ("duration_s", "length of the measured window in seconds"),
-        ("warmup_s", "warm-up before the window, seconds"),
-        ("messages", "messages echoed and verified within the window"),
-        ("incomplete", "open loop: messages due within the window whose echo had not come back when it closed (in the latencies at window end minus scheduled time)"),
-        ("msgs_per_s", "messages per second"),
-        ("mb_per_s", "payload megabytes (10^6 B) echoed per second, one direction"),
-        ("p50_us", "latency median, microseconds (open loop: from the scheduled send time)"),
-        ("p90_us", "latency 90th percentile, microseconds"),
-        ("p99_us", "latency 99th percentile, microseconds"),
-        ("p999_us", "latency 99.9th percentile, microseconds"),
-        ("p9999_us", "latency 99.99th percentile, microseconds"),
-        ("max_us", "largest latency, microseconds"),
-        ("uncorrected_p99_us", "open loop: 99th percentile from the actual send time (coordinated omission not corrected)"),
-        ("send_lag_p99_us", "open loop: 99th percentile of how late messages left against their schedule"),
-        ("send_lag_max_us", "open loop: largest send lag"),
-        ("errors", "verification failures, lost connections and bytes that never came back after the window (a run with errors failed)"),
-        ("server_cpu_us_per_msg", "server CPU time (user + system, all threads, from its CPU-time clock read at the window's edges) per message, microseconds"),
-        ("server_cpu_util", "server CPU time / wall time (1.0 = one core busy)"),
-        ("generator_cpu_us_per_msg", "load generator CPU time per message, microseconds"),
-        ("generator_cpu_util", "generator CPU time / (wall time × generator threads)"),
-        ("syscalls_per_msg", "server system calls per message (the server's own counters; timed: over the probes' window, a little wider than the timed one)"),
-        ("io_uring_enter_per_msg", "server io_uring_enter calls per message"),
-        ("epoll_wait_per_msg", "server epoll_wait calls per message"),
-        ("ctx_switches_per_msg", "server context switches (voluntary + involuntary, all threads) per message, over the probes' window"),
-        ("server_rss_peak_kb", "server peak resident memory (VmHWM), KiB"),
-        ("server_threads_peak", "server threads at the end of the window"),
-        ("bottleneck", "server, generator or neither: which side was saturated (>= 85% of its CPUs)"),
-        ("user_instructions_per_msg", "counted: server user-space instructions per message (callgrind Ir, every thread)"),
-        ("allocations_per_msg", "counted: server calls into the heap allocator (malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign) per message"),
-        ("valid", "yes, or why the window cannot be trusted (server CPU above its pinned CPUs by more than 2%, or a window more than 5% over its plan) after the retries"),
-        ("idle_rss_bytes_per_conn", "idle workload: server RSS growth per idle connection, bytes"),
-        ("idle_accept_s", "idle workload: seconds until the server had accepted every connection"),
+    /// The columns of the echo and rpc CSV, in order: what a row describes (its cell, the
+    /// machine and build) and the metrics of the registry (`Metric`), which carry their unit,
+    /// polarity and meaning.
+    public static let schema: [Column] = [
+        .dimension("run_id", "identifies one invocation of the tool; rows of one run share it"),
+        .dimension("timestamp", "when the cell finished, ISO 8601 UTC"),
+        .dimension("host", "machine host name"),
+        .dimension("kernel", "kernel release (uname -r)"),
+        .dimension("cpu_model", "CPU model from /proc/cpuinfo"),
+        .dimension("cores", "online CPUs"),
+        .dimension("swift_version", "Swift compiler that built iobench"),
+        .dimension("liburing_version", "liburing version (pkg-config)"),
+        .dimension("git_commit", "iobench commit the measured server binary was built from"),
+        .dimension("git_dirty", "yes when the binary's sources (Sources/, Package.swift, Package.resolved) differed from that commit"),
+        .dimension("build_config", "release or debug: how the binary was built"),
+        .dimension("command", "the command line that produced the row"),
+        .dimension("workload", "echo or rpc (load run: the pattern served and driven) or idle (idle connections held open)"),
+        .dimension("method", "timed (wall clock and CPU time under load) or counted (the server under callgrind; instructions, allocations and system calls over a window with nothing in flight at its edges)"),
+        .dimension("backend", "\(Backends.kinds.map(\.rawValue).joined(separator: ", ")), or the name of a --variant or an --external server"),
+        .dimension("server_threads", "event loops of the server (--threads); blocking: 1 acceptor plus one thread per connection"),
+        .dimension("server_cpus", "CPUs the server was pinned to"),
+        .dimension("client_cpus", "CPUs the load generator was pinned to"),
+        .dimension("connections", "concurrent connections"),
+        .dimension("idle_beside", "idle connections held open to the server during the cell beside the active ones (--idle-beside); empty for none"),
+        .dimension("size_bytes", "bytes per message (rpc: payload bytes per request; a request adds 17 bytes of framing, a response 13)"),
+        .dimension("work_us", "rpc: microseconds of server CPU work each request asked for"),
+        .dimension("depth", "messages in flight per connection (closed loop); empty for open loop"),
+        .dimension("rate_msgs_per_s", "open loop: scheduled messages per second in total; empty for closed loop"),
+        .dimension("repetition", "repetition number, from 1"),
+        .dimension("duration_s", "length of the measured window in seconds"),
+        .dimension("warmup_s", "warm-up before the window, seconds"),
+        .dimension("messages", "messages echoed and verified within the window"),
+        .dimension("incomplete", "open loop: messages due within the window whose echo had not come back when it closed (in the latencies at window end minus scheduled time)"),
+        .metric(.messagesPerSecond),
+        .metric(.megabytesPerSecond),
+        .metric(.latencyP50),
+        .metric(.latencyP90),
+        .metric(.latencyP99),
+        .metric(.latencyP999),
+        .metric(.latencyP9999),
+        .metric(.latencyMax),
+        .metric(.uncorrectedP99),
+        .metric(.sendLagP99),
+        .metric(.sendLagMax),
+        .metric(.errors),
+        .metric(.serverCPUPerMessage),
+        .metric(.serverCPUUtilisation),
+        .metric(.generatorCPUPerMessage),
+        .metric(.generatorCPUUtilisation),
+        .metric(.syscallsPerMessage),
+        .metric(.ioUringEnterPerMessage),
+        .metric(.epollWaitPerMessage),
+        .metric(.contextSwitchesPerMessage),
+        .metric(.serverPeakRSS),
+        .metric(.serverThreadsPeak),
+        .dimension("bottleneck", "server, generator or neither: which side was saturated (>= 85% of its CPUs)"),
+        .metric(.userInstructionsPerMessage),
+        .metric(.allocationsPerMessage),
+        .dimension("valid", "yes, or why the window cannot be trusted (server CPU above its pinned CPUs by more than 2%, or a window more than 5% over its plan) after the retries"),
+        .metric(.idleBytesPerConnection),
+        .metric(.idleAcceptSeconds),
     ]
+
+    public static var columns: [(name: String, meaning: String)] { schema.map { ($0.name, $0.meaning) } }
+
 
     public static var columnNames: [String] { columns.map(\.name) }
 
