@@ -50,7 +50,14 @@ extension BackendKind: ExpressibleByArgument {
 extension ServerPattern: ExpressibleByArgument {}
 extension SlowConsumerPolicy: ExpressibleByArgument {}
 extension EventArrivals: ExpressibleByArgument {}
-extension LoadPattern: ExpressibleByArgument {}
+extension Workload: ExpressibleByArgument {
+    public init?(argument: String) {
+        guard let workload = Workload.named(argument) else { return nil }
+        self = workload
+    }
+
+    public static var allValueStrings: [String] { builtIn.map(\.name) }
+}
 
 /// `error` as input the user can fix (exit 64, see ``IOBench/main()``): itself when it is a
 /// ``UsageError``, else one made of its sentence.

@@ -124,7 +124,7 @@ struct LoadCommand: ParsableCommand {
         var options = LoadOptions(target: address)
         options.connections = connections
         options.messageSize = size.bytes
-        options.pattern = pattern == .rpc ? .rpc : .echo
+        options.workload = pattern == .rpc ? .rpc : .echo
         options.workMicroseconds = work
         options.duration = duration.seconds
         options.warmup = warmup.seconds
@@ -162,7 +162,7 @@ struct LoadCommand: ParsableCommand {
         }
         var row = ResultRow()
         row.fill(load: result)
-        row["workload"] = options.pattern.rawValue
+        row["workload"] = options.workload.name
         row["backend"] = target
         row["connections"] = "\(connections)"
         row["client_cpus"] = cpus?.text ?? ""

@@ -36,7 +36,7 @@ struct MatrixOptions: ParsableArguments {
     var connections: ListOf<Int>?
 
     @Option(help: "Protocol of every cell: echo, or rpc (framed requests, docs/PROTOCOL.md; --sizes is then the payload per request).")
-    var pattern: LoadPattern = .echo
+    var pattern: Workload = .echo
 
     @Option(help: "rpc: microseconds of server CPU work each request asks for (work_us).")
     var work: UInt32 = 0
@@ -108,9 +108,9 @@ struct MatrixOptions: ParsableArguments {
         }
         plan.connections = connections?.values ?? (quick ? [16, 128] : [1, 16, 128, 512])
         plan.sizes = sizes?.values.map(\.bytes) ?? (quick ? [64] : [64, 4096])
-        guard pattern == .rpc || work == 0 else { throw ValidationError("--work applies to --pattern rpc only: echo does no work") }
+        guard pattern.takesWork || work == 0 else { throw ValidationError("--work applies to --pattern rpc only: echo does no work") }
         guard work <= Frame.maxWorkMicroseconds else { throw ValidationError("--work \(work) is more than a request may ask for (\(Frame.maxWorkMicroseconds) µs)") }
-        plan.pattern = pattern
+        plan.workload = pattern
         plan.workMicroseconds = work
         var modes: [LoadMode] = (depths?.values ?? (rates == nil ? [1] : [])).map { .closed(depth: $0) }
         modes += (rates?.values ?? []).map { .open(rate: $0) }

@@ -31,7 +31,7 @@ struct RpcConformanceTests {
         var answered = 0
         for size in [1, 1000, 60_000] {
             var options = LoadOptions(target: server.address)
-            options.pattern = .rpc
+            options.workload = .rpc
             options.connections = 8
             options.depth = 4
             options.messageSize = size
@@ -43,7 +43,7 @@ struct RpcConformanceTests {
         }
         // Open loop: requests on a fixed schedule, every answer checked the same way.
         var open = LoadOptions(target: server.address)
-        open.pattern = .rpc
+        open.workload = .rpc
         open.connections = 16
         open.messageSize = 200
         open.rate = 5000

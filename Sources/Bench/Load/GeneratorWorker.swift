@@ -45,7 +45,7 @@ struct GeneratorWorker {
     private let sys: SystemCalls
     private let stream: StreamPattern
     private let shared: SharedRun
-    private let format: MessageFormat
+    private let wire: any MessageWire
     private let requestSize: UInt64
     private let responseSize: UInt64
     private let slots: Int
@@ -77,9 +77,9 @@ struct GeneratorWorker {
         sys = SystemCalls(counters: setup.counters)
         stream = setup.stream
         shared = setup.shared
-        format = setup.options.messageFormat
-        requestSize = UInt64(format.requestSize)
-        responseSize = UInt64(format.responseSize)
+        wire = setup.options.wire
+        requestSize = UInt64(wire.requestSize)
+        responseSize = UInt64(wire.responseSize)
         openLoop = setup.options.isOpenLoop
         slots = openLoop ? Self.openLoopSlots : setup.options.depth
         count = setup.fds.count
@@ -261,7 +261,7 @@ struct GeneratorWorker {
         while c.pointee.sentBytes < c.pointee.queuedBytes {
             let length = Int(min(c.pointee.queuedBytes - c.pointee.sentBytes, UInt64(LoadGenerator.receiveBuffer)))
             // The stream is made afresh for each send: a partial send resumes at its offset.
-            format.fillRequests(expected, count: length, stream: stream, starts: c.pointee.streamStarts, offset: c.pointee.sentBytes)
+            wire.fillRequests(expected, count: length, payload: PayloadStream(pattern: stream, starts: c.pointee.streamStarts), offset: c.pointee.sentBytes)
             let result: IOResult
             do {
                 result = try sys.send(c.pointee.fd, from: expected, count: length)
@@ -303,12 +303,12 @@ struct GeneratorWorker {
         }
         sys.count(.bytesIn, UInt64(n))
         // An answer can only come for what was sent: echo byte for byte, rpc whole requests.
-        let answerable = format.pattern == .echo ? c.pointee.sentBytes : c.pointee.sentBytes / requestSize * responseSize
+        let answerable = wire.answersPartially ? c.pointee.sentBytes : c.pointee.sentBytes / requestSize * responseSize
         if c.pointee.receivedBytes + UInt64(n) > answerable {
             fail(i, "connection \(setup.firstIndex + i * setup.threadCount): received \(c.pointee.receivedBytes + UInt64(n)) bytes but only \(answerable) could be answers to what it sent")
             return
         }
-        if let at = format.firstMismatch(buffer, count: n, stream: stream, starts: c.pointee.streamStarts, offset: c.pointee.receivedBytes) {
+        if let at = wire.firstMismatch(buffer, count: n, payload: PayloadStream(pattern: stream, starts: c.pointee.streamStarts), offset: c.pointee.receivedBytes) {
             let byte = c.pointee.receivedBytes + UInt64(at)
             fail(i, "connection \(setup.firstIndex + i * setup.threadCount): byte \(byte) of its answers (message \(byte / responseSize)) is wrong (lost, duplicated, reordered, another connection's bytes, or not the expected answer)")
             return

@@ -41,16 +41,15 @@ public struct LoadOptions: Sendable {
     /// After the window, how long every connection may take to get back all it sent; a
     /// connection still owed bytes then is an error (bytes that never came back).
     public var drainTimeout = 3.0
-    /// The protocol: echo, or rpc requests with a `messageSize`-byte payload.
-    public var pattern = LoadPattern.echo
+    /// The protocol: echo, rpc requests with a `messageSize`-byte payload, or any workload's wire.
+    public var workload = Workload.echo
     /// rpc: microseconds of server CPU work each request asks for (`work_us`).
     public var workMicroseconds: UInt32 = 0
 
     public init(target: SocketAddress) { self.target = target }
 
-    var messageFormat: MessageFormat {
-        MessageFormat(pattern: pattern, payloadSize: messageSize, workMicroseconds: workMicroseconds)
-    }
+    /// What one message is on the wire, both ways.
+    var wire: any MessageWire { workload.wire(messageSize, workMicroseconds) }
 
     public var isOpenLoop: Bool { rate != nil }
 }
@@ -152,8 +151,8 @@ public enum LoadGenerator {
         guard options.workMicroseconds <= Frame.maxWorkMicroseconds else {
             throw LoadError.badOptions("--work \(options.workMicroseconds)us is more than a request may ask for (\(Frame.maxWorkMicroseconds)us)")
         }
-        guard options.pattern == .rpc || options.workMicroseconds == 0 else {
-            throw LoadError.badOptions("--work applies to --pattern rpc only: echo does no work")
+        guard options.workload.takesWork || options.workMicroseconds == 0 else {
+            throw LoadError.badOptions("--work applies to --pattern rpc only: \(options.workload) does no work")
         }
         guard options.depth >= 1 else { throw LoadError.badOptions("--depth must be at least 1") }
         guard options.threads >= 1 else { throw LoadError.badOptions("--threads must be at least 1") }
@@ -175,7 +174,7 @@ public enum LoadGenerator {
         let stream = StreamPattern(window: max(options.messageSize, receiveBuffer))
         defer { stream.deallocate() }
         let shared = SharedRun(connections: options.connections)
-        let progress = LoadProgress(registry: shared.registry, messageSize: UInt64(options.messageFormat.responseSize))
+        let progress = LoadProgress(registry: shared.registry, messageSize: UInt64(options.wire.responseSize))
         let outcomes = Mutex<[WorkerOutcome]>([])
         var workers: [OSThread] = []
         for t in 0..<threads {

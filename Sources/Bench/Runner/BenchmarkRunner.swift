@@ -99,8 +99,8 @@ public struct RunPlan: Sendable {
     public var idleBeside = 0
     public var sizes = [64, 4096]
     public var modes: [LoadMode] = [.closed(depth: 1)]
-    /// The protocol every server speaks and the generator drives (`--pattern`).
-    public var pattern = LoadPattern.echo
+    /// The workload: the protocol every server speaks and the generator drives (`--pattern`).
+    public var workload = Workload.echo
     /// rpc: microseconds of server CPU work per request (`--work`).
     public var workMicroseconds: UInt32 = 0
     public var repetitions = 3
@@ -161,6 +161,9 @@ public final class BenchmarkRunner {
 
     /// Runs every cell; returns one row per cell and repetition (plus idle rows).
     public func run() throws -> [ResultRow] {
+        if plan.workload.servePattern == nil, !(plan.backends.isEmpty && plan.variants.isEmpty) {
+            throw BenchError.unservable("the \(plan.workload) workload has no `iobench serve` pattern: measure it against servers you start (external targets), with no backends or variants")
+        }
         rows = []
         var done = 0
         for repetition in 1...plan.repetitions {
@@ -197,7 +200,7 @@ public final class BenchmarkRunner {
         ["serve", "--backend", backend.rawValue, "--port", "0", "--quit-on-eof",
          "--threads", "\(plan.serverThreads)",
          "--cpus", plan.serverCPUs.map(String.init).joined(separator: ","),
-        ] + (plan.pattern == .echo ? [] : ["--pattern", plan.pattern.rawValue]) + options + plan.extraServerArguments
+        ] + (plan.workload.servePattern.map { $0 == .echo ? [] : ["--pattern", $0.rawValue] } ?? []) + options + plan.extraServerArguments
     }
 
     private func startServer(_ backend: BackendKind, options: [String] = [], executable: String? = nil) throws -> ServerProcess {
@@ -246,7 +249,7 @@ public final class BenchmarkRunner {
         row["connections"] = "\(connections)"
         row["repetition"] = "\(repetition)"
         row["warmup_s"] = fixed(plan.warmup, 3)
-        if plan.pattern == .rpc && workload != "idle" { row["work_us"] = "\(plan.workMicroseconds)" }
+        if plan.workload.takesWork && workload != "idle" { row["work_us"] = "\(plan.workMicroseconds)" }
         return row
     }
 
@@ -337,7 +340,7 @@ public final class BenchmarkRunner {
         let load = try LoadGenerator.run(options, hooks: hooks)
         if let probeError { throw BenchError.probeFailed("\(label): \(probeError)") }
 
-        var row = baseRow(target, workload: plan.pattern.rawValue, connections: connections, repetition: repetition)
+        var row = baseRow(target, workload: plan.workload.name, connections: connections, repetition: repetition)
         if plan.idleBeside > 0 { row["idle_beside"] = "\(plan.idleBeside)" }
         // A server that reports a failed loop served part of its connections: not a measurement.
         if let failure = after?.stats?.failure ?? before?.stats?.failure { row[Self.serverFailureKey] = failure }
@@ -419,7 +422,7 @@ public final class BenchmarkRunner {
         guard let counts, load.messages > 0 else {
             throw BenchError.probeFailed("\(label): no message was echoed in the counted window")
         }
-        var row = baseRow(target, workload: plan.pattern.rawValue, connections: connections, repetition: repetition)
+        var row = baseRow(target, workload: plan.workload.name, connections: connections, repetition: repetition)
         // A server that reports a failed loop served part of its connections: not a measurement.
         if let failure = after?.failure ?? before?.failure { row[Self.serverFailureKey] = failure }
         row.fill(load: load)
@@ -446,7 +449,7 @@ public final class BenchmarkRunner {
         options.warmup = plan.warmup
         options.threads = plan.generatorThreads
         options.cpus = plan.clientCPUs
-        options.pattern = plan.pattern
+        options.workload = plan.workload
         options.workMicroseconds = plan.workMicroseconds
         return options
     }
@@ -529,8 +532,10 @@ public enum Bottleneck {
 /// A measurement that could not be made as planned (exit 1).
 public enum BenchError: Error, CustomStringConvertible {
     case probeFailed(String)
+    /// A plan that cannot be run as asked.
+    case unservable(String)
     public var description: String {
-        switch self { case .probeFailed(let why): why }
+        switch self { case .probeFailed(let why), .unservable(let why): why }
     }
 }
 
