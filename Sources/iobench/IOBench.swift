@@ -80,7 +80,8 @@ func reproducibleCommandLine(_ arguments: [String] = Array(CommandLine.arguments
 /// The rows of a results CSV, or exit 1 with one sentence naming the file (`command` prefixes it).
 func readResults(_ path: String, command: String = "iobench") throws -> [ResultRow] {
     do {
-        return try CSV.read(try String(contentsOfFile: path, encoding: .utf8))
+        // Files from older versions are read under today's column names.
+        return ResultUpgrade.upgrade(try CSV.read(try String(contentsOfFile: path, encoding: .utf8)))
     } catch {
         printError("\(command): cannot read \(path): \(error)")
         throw ExitCode.failure

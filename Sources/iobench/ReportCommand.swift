@@ -27,6 +27,9 @@ struct ReportCommand: ParsableCommand {
     @Flag(help: "Print the CSV columns and their meaning as a Markdown table instead.")
     var schema = false
 
+    @Flag(help: "Rewrite each CSV in place under today's column names (files of older versions: the notification comparison's cell, clients, pattern, run_command), then stop.")
+    var upgrade = false
+
     @Flag(help: "Print the results as Markdown (the README's 'Results on this machine' section comes from this).")
     var markdown = false
 
@@ -47,6 +50,20 @@ struct ReportCommand: ParsableCommand {
     }
 
     func run() throws {
+        if upgrade {
+            for input in inputs where !input.hasSuffix(".hgrm") {
+                do {
+                    let text = try String(contentsOfFile: input, encoding: .utf8)
+                    guard let upgraded = try ResultUpgrade.upgrade(csv: text) else { print("\(input): current"); continue }
+                    try upgraded.write(toFile: input, atomically: true, encoding: .utf8)
+                    print("\(input): upgraded")
+                } catch {
+                    printError("iobench: cannot upgrade \(input): \(error)")
+                    throw ExitCode.failure
+                }
+            }
+            return
+        }
         if schema {
             // Generated from the registry: a metric's unit and which way is better come from `Metric`.
             print("| column | unit | better | meaning |\n| --- | --- | --- | --- |")
@@ -85,7 +102,7 @@ struct ReportCommand: ParsableCommand {
         var usedIDs: Set<String> = []
         for (index, run) in runs.enumerated() {
             let rows = run.rows
-            let notification = rows.first?["cell"] != nil
+            let notification = rows.first.map(NotificationPlan.Cell.isNotification) ?? false
             // Two runs in one report keep their charts apart.
             let prefix = runs.count > 1 ? "run\(index + 1)-" : ""
             var charts = notification
@@ -155,11 +172,11 @@ struct ReportCommand: ParsableCommand {
     private func render(_ rows: [ResultRow], markdown: Bool) -> (heading: String?, table: String) {
         let first = rows.first
         let heading = first?["run_id"].map { id in
-            let how = (first?["run_command"] ?? first?["command"]).map { ": `\($0)`" } ?? ""
+            let how = first?["command"].map { ": `\($0)`" } ?? ""
             return markdown ? "Run `\(id)` on \(first?["cpu_model"] ?? "?"), \(first?["cores"] ?? "?") cores, kernel \(first?["kernel"] ?? "?")\(how)"
                             : "run \(id)\(how.replacingOccurrences(of: "`", with: ""))"
         }
-        let table = first?["cell"] != nil
+        let table = first.map(NotificationPlan.Cell.isNotification) ?? false
             ? NotificationRunner.render(rows, markdown: markdown)
             : SummaryTable.render(rows, reference: reference, markdown: markdown, verbose: verbose)
         return (heading, table)

@@ -324,7 +324,7 @@ extension RunCommand {
         let failed = rows.filter { ($0.int("errors") ?? 0) > 0 }
         if !failed.isEmpty {
             for row in failed.prefix(5) {
-                printError("iobench: \(row["clients"] ?? "?") clients, \(row["cell"] ?? "?"), \(row["backend"] ?? "?"): \(row["error_detail"] ?? "")")
+                printError("iobench: \(row["connections"] ?? "?") clients, \(NotificationPlan.Cell.label(row)), \(row["backend"] ?? "?"): \(row["error_detail"] ?? "")")
             }
             printError("iobench: \(failed.count) cells had errors (see the error_detail column)")
             throw ExitCode.failure

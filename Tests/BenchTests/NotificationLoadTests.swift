@@ -207,11 +207,15 @@ struct NotificationComparisonTests {
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let rows = try CSV.read(String(contentsOfFile: out, encoding: .utf8))
         #expect(rows.count == 6)
-        #expect(Set(rows.compactMap { $0["cell"] }) == ["push", "long-poll", "short-poll 20ms"])
+        #expect(Set(rows.compactMap { $0["workload"] }) == ["push", "long-poll", "short-poll"])
+        #expect(Set(rows.map(NotificationPlan.Cell.label)) == ["push", "long-poll", "short-poll 20ms"])
         for row in rows {
-            #expect(row.int("errors") == 0 && row.int("gaps") == 0, "\(row["cell"] ?? "") \(row["backend"] ?? ""): \(row["error_detail"] ?? "")")
+            #expect(row.int("errors") == 0 && row.int("gaps") == 0, "\(NotificationPlan.Cell.label(row)) \(row["backend"] ?? ""): \(row["error_detail"] ?? "")")
             #expect((row.int("deliveries") ?? 0) > 0)
-            #expect(row.double("server_cpu_us_per_event") != nil && row["run_command"]?.contains("--patterns") == true)
+            #expect(row.double(.serverCPUPerEvent) != nil && row["command"]?.contains("--patterns") == true)
+            // The columns the echo and rpc rows share, under their names and formats.
+            #expect(row["connections"] == "20" && row["method"] == "timed" && row["cell_command"]?.hasPrefix("iobench serve") == true, "\(row.values)")
+            #expect(row["server_cpus"]?.contains(",") == false)
             #expect((row.double("generator_cpu_util") ?? 2) <= 1.02)
         }
         // One ★ per backend, and the report reads the CSV back into the same table.

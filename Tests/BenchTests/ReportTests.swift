@@ -365,3 +365,28 @@ import Testing
         #expect(Metric.serverCPUPerMessage.axisTitle(logScale: true) == "server CPU per message (µs, log scale)")
     }
 }
+
+@Suite struct ResultUpgradeTests {
+    @Test func aComparisonWrittenBeforeTheSharedNamesIsReadAndRewrittenUnderThem() throws {
+        let old = """
+        run_id,cell,backend,repetition,server_cpus,client_cpus,pattern,clients,poll_interval_ms,server_cpu_us_per_event,run_command,errors,command
+        r1,"push, 1% stalled",epoll,1,"0,1",2,push,1000,,3.5,iobench run --patterns push-stalled,0,iobench serve --backend epoll & iobench load
+        r1,short-poll 100ms,epoll,1,0,1,short-poll,1000,100.0,9.25,iobench run --patterns short-poll,0,iobench serve --backend epoll --pattern poll & iobench load
+
+        """
+        let text = try #require(try ResultUpgrade.upgrade(csv: old))
+        let rows = try CSV.read(text)
+        #expect(text.hasPrefix("run_id,workload,method,backend,repetition,server_cpus,client_cpus,connections,poll_interval_ms,server_cpu_us_per_event,command,errors,cell_command\n"), "\(text)")
+        #expect(rows.map { $0["workload"] } == ["push-stalled", "short-poll"])
+        #expect(rows.map(NotificationPlan.Cell.label) == ["push, 1% stalled", "short-poll 100ms"], "the table and charts label the cells as before")
+        #expect(rows[0]["server_cpus"] == "0 1" && rows[0]["connections"] == "1000" && rows[0]["method"] == "timed")
+        #expect(rows[1]["command"] == "iobench run --patterns short-poll" && rows[1]["cell_command"]?.hasPrefix("iobench serve") == true)
+        #expect(rows.allSatisfy(NotificationPlan.Cell.isNotification))
+        // Upgraded once, it is current; an echo run never needed it.
+        #expect(try ResultUpgrade.upgrade(csv: text) == nil)
+        #expect(try ResultUpgrade.upgrade(csv: String(contentsOfFile: "results/baseline.csv", encoding: .utf8)) == nil)
+        // Read in memory (as `iobench report` reads an old file), the same rows as the rewritten file.
+        let inMemory = ResultUpgrade.upgrade(try CSV.read(old))
+        #expect(inMemory.map { $0.values.filter { !$0.value.isEmpty } } == rows.map { $0.values.filter { !$0.value.isEmpty } })
+    }
+}

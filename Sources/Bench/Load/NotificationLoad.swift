@@ -750,8 +750,8 @@ extension NotificationLoadResult {
         func usMax(_ h: LatencyHistogram) -> String { h.totalCount > 0 ? f(Double(h.max) / 1000, 1) : "" }
         let perEvent = { (x: Int) -> String in deliveries > 0 ? f(Double(x) / Double(deliveries), 3) : "" }
         var out: [(String, String)] = [
-            ("pattern", o.mode.rawValue),
-            ("clients", "\(o.connections)"),
+            ("workload", o.mode.rawValue),
+            ("connections", "\(o.connections)"),
             ("topics", "\(o.topics)"),
             ("stalled", "\(o.stalled)"),
             ("event_rate", f(o.eventRate, 1)),

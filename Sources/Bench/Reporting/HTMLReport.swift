@@ -41,7 +41,9 @@ public struct HTMLReport {
             add("commit", commit + (first["git_dirty"] == "yes" || first["git_dirty"] == "true" ? " (with uncommitted changes)" : ""))
         }
         add("pinning", [first["server_cpus"].map { "server on CPUs \($0)" }, first["client_cpus"].map { "load on CPUs \($0)" }].compactMap { $0 }.joined(separator: ", "))
-        let commands = Set(rows.compactMap { $0["command"] }.filter { !$0.isEmpty })
+        // The run's command; a notification comparison recorded before runs had one, its cells'.
+        let runCommands = Set(rows.compactMap { $0["command"] }.filter { !$0.isEmpty })
+        let commands = runCommands.isEmpty ? Set(rows.compactMap { $0["cell_command"] }.filter { !$0.isEmpty }) : runCommands
         for command in commands.sorted() { add("command", command) }
         return facts
     }

@@ -52,7 +52,7 @@ public enum ReportCharts {
     }
 
     static func name(_ row: ResultRow) -> String {
-        row["cell"] != nil ? row["backend"] ?? "" : row.serverLabel
+        NotificationPlan.Cell.isNotification(row) ? row["backend"] ?? "" : row.serverLabel
     }
 
     static func estimate(_ values: [Double]) -> Estimate? {
@@ -238,26 +238,26 @@ public enum ReportCharts {
     public static func notificationCharts(_ rows: [ResultRow], palette: Palette, prefix: String = "") -> [Chart] {
         var charts: [Chart] = []
         var clientCounts: [String] = []
-        for row in rows where !clientCounts.contains(row["clients"] ?? "") { clientCounts.append(row["clients"] ?? "") }
+        for row in rows where !clientCounts.contains(row["connections"] ?? "") { clientCounts.append(row["connections"] ?? "") }
         let backends = servers(rows)
         for clients in clientCounts {
-            let these = rows.filter { $0["clients"] == clients && ($0.int("errors") ?? 0) == 0 }
+            let these = rows.filter { $0["connections"] == clients && ($0.int("errors") ?? 0) == 0 }
             var cells: [String] = []
-            for row in these where !cells.contains(row["cell"] ?? "") { cells.append(row["cell"] ?? "") }
+            for row in these where !cells.contains(NotificationPlan.Cell.label(row)) { cells.append(NotificationPlan.Cell.label(row)) }
             let rate = these.first?["event_rate"] ?? "?"
             let runs = these.compactMap { $0.int("repetition") }.max() ?? 0
             let context = "\(clients) clients, \(rate) events/s on one topic; medians of \(runs) runs"
 
             func chart(_ id: String, _ title: String, _ subtitle: String, _ yTitle: String, _ value: (ResultRow) -> Double?,
                        whisker: ((ResultRow) -> Double?)? = nil, format: @escaping (Double) -> String, unit: String) -> Chart? {
-                let usable = cells.filter { cell in these.contains { $0["cell"] == cell && value($0).map { $0.isFinite && $0 > 0 } == true } }
+                let usable = cells.filter { cell in these.contains { NotificationPlan.Cell.label($0) == cell && value($0).map { $0.isFinite && $0 > 0 } == true } }
                 guard !usable.isEmpty else { return nil }
                 var series: [Chart.Series] = []
                 var all: [Double] = []
                 for backend in backends {
                     var points: [Chart.Point] = []
                     for (i, cell) in usable.enumerated() {
-                        let mine = these.filter { name($0) == backend && $0["cell"] == cell }
+                        let mine = these.filter { name($0) == backend && NotificationPlan.Cell.label($0) == cell }
                         guard let e = estimate(mine.compactMap(value).filter { $0 > 0 }) else { continue }
                         var p = Chart.Point(x: Double(i), y: e.value, note: "\(backend), \(cell): \(describe(e, format)) \(unit)")
                         if let whisker, let w = Statistics.median(mine.compactMap(whisker).filter { $0.isFinite && $0 > 0 }) {

@@ -37,6 +37,43 @@ public struct NotificationPlan: Sendable {
             }
         }
 
+        /// Its name: the word `run --patterns` takes and the CSV's `workload` column (a
+        /// short-poll cell's interval is its `poll_interval_ms`).
+        public var workload: String {
+            switch self {
+            case .push: "push"
+            case .pushStalled: "push-stalled"
+            case .longPoll: "long-poll"
+            case .longPollWake: "long-poll-wake"
+            case .longPollTimeouts: "long-poll-timeouts"
+            case .shortPoll: "short-poll"
+            }
+        }
+
+        /// Every cell's workload name.
+        public static let workloadNames = ["push", "push-stalled", "long-poll", "long-poll-wake", "long-poll-timeouts", "short-poll"]
+
+        /// The cell a row of the comparison measured, from its `workload` (and `poll_interval_ms`).
+        public init?(row: ResultRow) {
+            switch row["workload"] {
+            case "push": self = .push
+            case "push-stalled": self = .pushStalled
+            case "long-poll": self = .longPoll
+            case "long-poll-wake": self = .longPollWake
+            case "long-poll-timeouts": self = .longPollTimeouts
+            case "short-poll":
+                guard let ms = row.double("poll_interval_ms") else { return nil }
+                self = .shortPoll(interval: ms / 1000)
+            default: return nil
+            }
+        }
+
+        /// Whether a row is one of the notification comparison's (else echo, rpc or idle).
+        public static func isNotification(_ row: ResultRow) -> Bool { row["workload"].map(workloadNames.contains) ?? false }
+
+        /// The label of a row's cell in tables and charts ("short-poll 100ms", "push, 1% stalled").
+        public static func label(_ row: ResultRow) -> String { Cell(row: row)?.description ?? row["workload"] ?? "" }
+
         /// The server's `--pattern`.
         var servePattern: String {
             switch self {
@@ -187,15 +224,17 @@ public final class NotificationRunner {
             for (name, value) in result.fields { row[name] = value }
             if !result.errors.isEmpty { failure = result.errors.prefix(3).joined(separator: "; ") }
         }
-        row["cell"] = cell.description
+        // The columns the echo and rpc rows share, under the same names and formats.
+        row["workload"] = cell.workload
+        row["method"] = MeasurementMethod.timed.rawValue
         row["backend"] = backend.rawValue
         row["repetition"] = "\(repetition)"
-        row["clients"] = "\(clients)"
+        row["connections"] = "\(clients)"
         row["run_id"] = runID
-        row["run_command"] = plan.commandLine
+        row["command"] = plan.commandLine
         row.record(machine: machine)
         row["event_size"] = "\(plan.eventSize)"
-        row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: ",")
+        row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: " ")
         row["client_cpus"] = "\(plan.clientCPU)"
         if let held = row.int("server_rss_held"), let end = row.int("server_rss_end") { row[.serverRSSGrowth] = "\(end - held)" }
         if let n = stats?.notification("events_dropped") { row[.eventsDroppedByPolicy] = "\(n)" }
@@ -208,7 +247,7 @@ public final class NotificationRunner {
         let capacity = Double(Backends.descriptor(backend).cpuCapacity(pinned: plan.serverCPUs.count, threads: 1))
         row["bottleneck"] = serverUtil >= Bottleneck.saturation * capacity ? "server" : generatorUtil >= Bottleneck.saturation ? "generator" : "neither"
         let load = NotificationLoad.commandLine(options)
-        row["command"] = "iobench " + arguments.joined(separator: " ") + " & " + load
+        row["cell_command"] = "iobench " + arguments.joined(separator: " ") + " & " + load
         if failure == nil && stopped.exitStatus != 0 { failure = "the server exited with status \(stopped.exitStatus)" }
         row["error_detail"] = failure ?? ""
         row[.errors] = failure == nil ? (row[.errors] ?? "0") : "\(max(1, row.int("errors") ?? 1))"
@@ -219,11 +258,11 @@ public final class NotificationRunner {
     /// (``NotificationLoadResult/fields``), the server's counters, the verdicts.
     public static var columns: [String] {
         let fields = NotificationLoadResult(options: NotificationLoadOptions(target: try! SocketAddress(host: "127.0.0.1", port: 1))).fields.map(\.name)
-        return ["run_id", "cell", "backend", "repetition", "host", "kernel", "cpu_model", "cores", "swift_version", "git_commit",
+        return ["run_id", "workload", "method", "backend", "repetition", "host", "kernel", "cpu_model", "cores", "swift_version", "git_commit",
                 "git_dirty", "build_config", "server_cpus", "client_cpus", "event_size"]
-            + fields.filter { $0 != "errors" }
-            + ["run_command", "server_rss_growth", "server_syscalls_per_event", "server_events_delivered", "server_events_dropped", "server_slow_disconnects",
-               "server_waits_timed_out", "bottleneck", "errors", "error_detail", "command"]
+            + fields.filter { $0 != "errors" && $0 != "workload" }
+            + ["command", "server_rss_growth", "server_syscalls_per_event", "server_events_delivered", "server_events_dropped", "server_slow_disconnects",
+               "server_waits_timed_out", "bottleneck", "errors", "error_detail", "cell_command"]
     }
 
     // MARK: The table
@@ -234,13 +273,13 @@ public final class NotificationRunner {
     public static func render(_ rows: [ResultRow], markdown: Bool = true) -> String {
         var out = ""
         var clientCounts: [String] = []
-        for row in rows where !clientCounts.contains(row["clients"] ?? "") { clientCounts.append(row["clients"] ?? "") }
+        for row in rows where !clientCounts.contains(row["connections"] ?? "") { clientCounts.append(row["connections"] ?? "") }
         for clients in clientCounts {
-            let these = rows.filter { $0["clients"] == clients }
+            let these = rows.filter { $0["connections"] == clients }
             var cells: [String] = []
             var backends: [String] = []
             for row in these {
-                if !cells.contains(row["cell"] ?? "") { cells.append(row["cell"] ?? "") }
+                if !cells.contains(NotificationPlan.Cell.label(row)) { cells.append(NotificationPlan.Cell.label(row)) }
                 if !backends.contains(row["backend"] ?? "") { backends.append(row["backend"] ?? "") }
             }
             let rate = these.first?["event_rate"] ?? "?"
@@ -253,7 +292,7 @@ public final class NotificationRunner {
             var table: [[String]] = [["backend", "figure"] + cells]
             for backend in backends {
                 let cost: [String: Double] = Dictionary(uniqueKeysWithValues: cells.compactMap { cell in
-                    let values = these.filter { $0["backend"] == backend && $0["cell"] == cell && ($0.int("errors") ?? 0) == 0 }.compactMap { $0.double(.serverCPUPerEvent) }
+                    let values = these.filter { $0["backend"] == backend && NotificationPlan.Cell.label($0) == cell && ($0.int("errors") ?? 0) == 0 }.compactMap { $0.double(.serverCPUPerEvent) }
                     return Statistics.median(values).map { (cell, $0) }
                 })
                 let cheapest = cost.filter { !$0.key.contains("timeouts") && !$0.key.contains("stalled") && !$0.key.contains("wake") }.min { $0.value < $1.value }?.key
@@ -262,7 +301,7 @@ public final class NotificationRunner {
                     guard these.contains(where: { $0["backend"] == backend && !($0[figure.0] ?? "").isEmpty }) else { continue }
                     var line = [index == 0 ? backend : "", figure.1]
                     for cell in cells {
-                        let runs = these.filter { $0["backend"] == backend && $0["cell"] == cell }
+                        let runs = these.filter { $0["backend"] == backend && NotificationPlan.Cell.label($0) == cell }
                         let failed = runs.contains { ($0.int("errors") ?? 0) > 0 }
                         let values = runs.compactMap { $0.double(figure.0) }
                         guard let estimate = Statistics.medianInterval(values) else { line.append(failed ? "failed" : "-"); continue }
