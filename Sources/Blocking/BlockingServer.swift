@@ -237,28 +237,17 @@ public final class BlockingServer: BackendServer, Sendable {
                 if session.hasOutbound {
                     session.keepEcho(UnsafeRawBufferPointer(start: buffer, count: n))
                     actions.insert(.send)
-                } else if !services {
-                    // Straight back from the receive buffer: a blocking send takes it all.
-                    var offset = 0
-                    while offset < n {
-                        do {
-                            guard case .bytes(let w) = try sys.send(fd, from: buffer + offset, count: n - offset) else { continue }
-                            offset += w
-                            sys.count(.bytesOut, UInt64(w))
-                            actions.formUnion(session.sent(w))
-                        } catch {
-                            sys.count(.resets)
-                            break serving
-                        }
-                    }
-                    actions.remove(.send)  // everything owed was just written
                 } else {
-                    // A session with services must not block in send: what the socket will not
-                    // take now is kept by the session and written when it drains.
+                    // Straight back from the receive buffer. Without services the socket blocks
+                    // and a send takes it all; a session with services must not block in send:
+                    // what the socket will not take now is kept by the session and written when
+                    // it drains.
                     var offset = 0
                     while offset < n {
                         do {
-                            guard case .bytes(let w) = try sys.send(fd, from: buffer + offset, count: n - offset) else { break }
+                            guard case .bytes(let w) = try sys.send(fd, from: buffer + offset, count: n - offset) else {
+                                if services { break } else { continue }
+                            }
                             offset += w
                             sys.count(.bytesOut, UInt64(w))
                             actions.formUnion(session.sent(w))
@@ -270,7 +259,7 @@ public final class BlockingServer: BackendServer, Sendable {
                     if offset < n {
                         session.keepEcho(UnsafeRawBufferPointer(start: buffer + offset, count: n - offset))
                     } else {
-                        actions.remove(.send)
+                        actions.remove(.send)  // everything owed was just written
                     }
                 }
             }

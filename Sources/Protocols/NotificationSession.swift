@@ -37,7 +37,7 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
     @usableFromInline var outbound = ByteQueue()
     @usableFromInline let hub: Hub
     @usableFromInline let counters: SystemCalls
-    @usableFromInline let maxOwed: Int
+    @usableFromInline var bound: OutputBound
     @usableFromInline let maxFrameSize: Int
     /// Where notes reach this connection (set when it opens).
     var address = ConnectionAddress(loop: .max, slot: 0, generation: 0)
@@ -57,7 +57,7 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
     var waitAfter: UInt64 = 0
     var waitDeadline: UInt64?
 
-    public private(set) var inputPaused = false
+    public var inputPaused: Bool { bound.paused }
     public private(set) var inputEnded = false
     public private(set) var failed = false
     /// The slow-consumer policy closed the connection.
@@ -71,7 +71,7 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
         self.hub = hub
         reader = FrameReader(maxFrameSize: context.maxFrameSize)
         counters = context.counters
-        maxOwed = context.maxOwed
+        bound = OutputBound(maxOwed: context.maxOwed)
         maxFrameSize = context.maxFrameSize
     }
 
@@ -145,11 +145,7 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
                 if disconnected { return .close }
             }
         }
-        if inputPaused && outbound.count <= maxOwed / 2 {
-            inputPaused = false
-            if !inputEnded && !failed { actions.insert(.resumeInput) }
-        }
-        return actions
+        return actions.union(bound.shrank(to: outbound.count, readingOver: inputEnded || failed))
     }
 
     public mutating func inputDidEnd() -> SessionActions {
@@ -368,11 +364,7 @@ public struct NotificationSession<Pattern: NotificationPattern>: ConnectionSessi
         waitDeadline = nil
     }
 
-    mutating func checkFlowControl() -> SessionActions {
-        guard !inputPaused && outbound.count >= maxOwed else { return [] }
-        inputPaused = true
-        return .pauseInput
-    }
+    mutating func checkFlowControl() -> SessionActions { bound.grew(to: outbound.count) }
 
     /// Appends an ERROR frame for `error` and counts it; a fatal one ends the exchange.
     mutating func refuse(_ error: FrameError) {

@@ -119,6 +119,21 @@ extension Workload {
 }
 
 @Suite(.serialized) struct TestOnlyWorkloadTests {
+    /// The runner's plan for the tagged-echo workload against servers this test serves.
+    static func plan(_ externals: [ExternalServer], connections: [Int], size: Int, repetitions: Int) -> RunPlan {
+        var plan = RunPlan(executable: iobenchPath, commandLine: "swift test --filter TestOnlyWorkloadTests")
+        plan.workload = .taggedEcho
+        plan.backends = []
+        plan.externals = externals
+        plan.connections = connections
+        plan.sizes = [size]
+        plan.repetitions = repetitions
+        plan.duration = 0.3
+        plan.warmup = 0.1
+        plan.idleConnections = 0
+        return plan
+    }
+
     @Test func aWorkloadOnlyTheTestsKnowIsServedByEveryBackendAndMeasuredIntoRowsAndCharts() throws {
         // Every backend that serves any session type serves this one, in this process.
         var servers: [any BackendServer] = []
@@ -136,17 +151,7 @@ extension Workload {
         }
         #expect(externals.count == Backends.models.count, "\(externals.map(\.name))")
 
-        var plan = RunPlan(executable: iobenchPath, commandLine: "swift test --filter TestOnlyWorkloadTests")
-        plan.workload = .taggedEcho
-        plan.backends = []
-        plan.externals = externals
-        plan.connections = [1, 8]
-        plan.sizes = [3000]
-        plan.repetitions = 2
-        plan.duration = 0.3
-        plan.warmup = 0.1
-        plan.idleConnections = 0
-        let rows = try BenchmarkRunner(plan: plan).run()
+        let rows = try BenchmarkRunner(plan: Self.plan(externals, connections: [1, 8], size: 3000, repetitions: 2)).run()
 
         // One row per server × connections × size × repetition, every answer byte checked.
         #expect(rows.count == externals.count * 2 * 1 * 2)
@@ -176,16 +181,7 @@ extension Workload {
         let server = try #require(made)
         try server.start()
         defer { server.stop() }
-        var plan = RunPlan(executable: iobenchPath, commandLine: "swift test --filter TestOnlyWorkloadTests")
-        plan.workload = .taggedEcho
-        plan.backends = []
-        plan.externals = [ExternalServer(name: "corrupted", address: server.boundAddress)]
-        plan.connections = [1]
-        plan.sizes = [100]
-        plan.repetitions = 1
-        plan.duration = 0.3
-        plan.warmup = 0.1
-        plan.idleConnections = 0
+        let plan = Self.plan([ExternalServer(name: "corrupted", address: server.boundAddress)], connections: [1], size: 100, repetitions: 1)
         let rows = try BenchmarkRunner(plan: plan).run()
         #expect(rows.count == 1 && (rows.first?.int("errors") ?? 0) > 0, "\(rows.map(\.values))")
     }

@@ -115,59 +115,58 @@ extension FramedWire {
     public var answersPartially: Bool { false }
 
     public func fillRequests(_ destination: UnsafeMutableRawPointer, count: Int, payload: PayloadStream, offset: UInt64) {
-        var done = 0
-        var position = offset
-        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))  // headers up to 32 bytes
         precondition(requestHeaderSize <= 32)
-        while done < count {
-            let message = position / UInt64(requestSize)
-            let within = Int(position % UInt64(requestSize))
-            let n: Int
+        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))  // headers up to 32 bytes
+        _ = walk(offset: offset, count: count, messageSize: requestSize, headerSize: requestHeaderSize) { done, message, within, n in
             if within < requestHeaderSize {
-                n = min(requestHeaderSize - within, count - done)
                 withUnsafeMutableBytes(of: &scratch) { header in
                     requestHeader(header.baseAddress!, message: message)
                     (destination + done).copyMemory(from: header.baseAddress! + within, byteCount: n)
                 }
             } else {
-                n = min(requestSize - within, count - done)
                 payload.fill(destination + done, count: n, offset: message * UInt64(payloadSize) + UInt64(within - requestHeaderSize))
             }
-            done += n
-            position += UInt64(n)
+            return nil
         }
     }
 
     public func firstMismatch(_ received: UnsafeRawPointer, count: Int, payload: PayloadStream, offset: UInt64) -> Int? {
-        var done = 0
-        var position = offset
-        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         precondition(responseHeaderSize <= 32)
-        while done < count {
-            let message = position / UInt64(responseSize)
-            let within = Int(position % UInt64(responseSize))
-            let n: Int
+        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        return walk(offset: offset, count: count, messageSize: responseSize, headerSize: responseHeaderSize) { done, message, within, n in
             if within < responseHeaderSize {
-                n = min(responseHeaderSize - within, count - done)
-                let bad: Int? = withUnsafeMutableBytes(of: &scratch) { header in
+                return withUnsafeMutableBytes(of: &scratch) { header in
                     responseHeader(header.baseAddress!, message: message)
                     for i in 0..<n where header[within + i] != received.load(fromByteOffset: done + i, as: UInt8.self) {
-                        return i
+                        return done + i
                     }
                     return nil
                 }
-                if let bad { return done + bad }
-            } else {
-                n = min(responseSize - within, count - done)
-                if let bad = payload.firstMismatch(received + done, count: n, offset: message * UInt64(payloadSize) + UInt64(within - responseHeaderSize)) {
-                    return done + bad
-                }
             }
-            done += n
-            position += UInt64(n)
+            return payload.firstMismatch(received + done, count: n, offset: message * UInt64(payloadSize) + UInt64(within - responseHeaderSize))
+                .map { done + $0 }
         }
-        return nil
     }
+}
+
+/// Walks stream bytes `offset ..< offset + count` of messages of `messageSize` bytes, each a
+/// `headerSize`-byte header then payload, in pieces that lie wholly in one header or one
+/// payload: `visit(done, message, within, n)` for each (bytes before it, its message, where in
+/// the message it starts, its length); the first non-nil answer ends the walk.
+@inline(__always)
+private func walk(offset: UInt64, count: Int, messageSize: Int, headerSize: Int,
+                  _ visit: (_ done: Int, _ message: UInt64, _ within: Int, _ n: Int) -> Int?) -> Int? {
+    var done = 0
+    var position = offset
+    while done < count {
+        let message = position / UInt64(messageSize)
+        let within = Int(position % UInt64(messageSize))
+        let n = min((within < headerSize ? headerSize : messageSize) - within, count - done)
+        if let answer = visit(done, message, within, n) { return answer }
+        done += n
+        position += UInt64(n)
+    }
+    return nil
 }
 
 /// rpc (docs/PROTOCOL.md): REQUEST(id = k, work_us, payload) answered by RESPONSE(id = k, payload).
