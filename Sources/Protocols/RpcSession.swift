@@ -17,10 +17,10 @@ public struct RpcSession: ConnectionSession, ~Copyable {
     @usableFromInline var outbound = ByteQueue()
     @usableFromInline var currentWork: UInt32 = 0
     @usableFromInline let counters: SystemCalls
-    @usableFromInline var bound: OutputBound
+    @usableFromInline let maxOwed: Int
     @usableFromInline let performsWork: Bool
     /// Reading is paused until enough owed output is written.
-    public var inputPaused: Bool { bound.paused }
+    public private(set) var inputPaused = false
     public private(set) var inputEnded = false
     /// A fatal frame error: write what is owed, then close.
     public private(set) var failed = false
@@ -28,7 +28,7 @@ public struct RpcSession: ConnectionSession, ~Copyable {
     public init(context: SessionContext) {
         decoder = FrameDecoder(maxFrameSize: context.maxFrameSize)
         counters = context.counters
-        bound = OutputBound(maxOwed: context.maxOwed)
+        maxOwed = context.maxOwed
         performsWork = context.performsWork
     }
 
@@ -71,8 +71,12 @@ public struct RpcSession: ConnectionSession, ~Copyable {
             offset += used
             if failed { break }
         }
-        let actions: SessionActions = outbound.committedCount > committedBefore ? .send : []
-        return actions.union(bound.grew(to: outbound.count))
+        var actions: SessionActions = outbound.committedCount > committedBefore ? .send : []
+        if !inputPaused && outbound.count >= maxOwed {
+            inputPaused = true
+            actions.insert(.pauseInput)
+        }
+        return actions
     }
 
     public mutating func pinOutboundForWrite() -> UnsafeRawBufferPointer { outbound.pinForWrite() }
@@ -87,7 +91,11 @@ public struct RpcSession: ConnectionSession, ~Copyable {
         } else if failed || (inputEnded && outbound.isEmpty) {
             actions.insert(.close)
         }
-        return actions.union(bound.shrank(to: outbound.count, readingOver: inputEnded || failed))
+        if inputPaused && outbound.count <= maxOwed / 2 {
+            inputPaused = false
+            if !inputEnded && !failed { actions.insert(.resumeInput) }
+        }
+        return actions
     }
 
     public mutating func inputDidEnd() -> SessionActions {
