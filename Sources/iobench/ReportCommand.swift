@@ -11,7 +11,7 @@ struct ReportCommand: ParsableCommand {
         abstract: "Print the results of CSVs written by 'iobench run' (and .hgrm spectra); draw them as SVG charts and one HTML page.",
         discussion: """
         Each CSV is reported as its own run: echo and rpc runs (iobench run), the notification \
-        comparison (iobench run --patterns). A .hgrm file (iobench load --histogram) adds a latency \
+        comparison (iobench run --pattern). A .hgrm file (iobench load --histogram) adds a latency \
         spectrum; several are drawn in one chart. --html writes one self-contained page (inline \
         SVG, no script, nothing fetched); --svg writes each chart as a file, and --markdown then \
         links them. Exit codes: 0 success, 1 a file cannot be read or written, 64 bad usage.
@@ -168,7 +168,7 @@ struct ReportCommand: ParsableCommand {
     }
 
     /// A run's heading line (its id, machine and command) and its table: the notification
-    /// comparison (iobench run --patterns) has its own.
+    /// comparison (iobench run --pattern) has its own.
     private func render(_ rows: [ResultRow], markdown: Bool) -> (heading: String?, table: String) {
         let first = rows.first
         let heading = first?["run_id"].map { id in

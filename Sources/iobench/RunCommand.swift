@@ -35,8 +35,17 @@ struct MatrixOptions: ParsableArguments {
     @Option(help: "Connection counts (default 1,16,128,512; --quick: 16,128).")
     var connections: ListOf<Int>?
 
-    @Option(help: "Protocol of every cell: echo, or rpc (framed requests, docs/PROTOCOL.md; --sizes is then the payload per request).")
-    var pattern: Workload = .echo
+    @Option(help: ArgumentHelp("The workload of every cell: echo, or rpc (framed requests, docs/PROTOCOL.md; --sizes is then the payload per request); or, comma-separated, the notification comparison's: push, push-stalled (1% of subscribers never read), long-poll, long-poll-wake (each client on its own topic, --wake-rate events/s over all of them: one held request woken among the others), long-poll-timeouts (every WAIT times out together, one round), short-poll (one cell per --poll-intervals): the same --event-rate to the same --clients on one topic, a fresh pinned server per cell, written to results/notify/RUN.csv. echo and rpc each run on their own.", valueName: "workloads"))
+    var pattern: ListOf<String> = ListOf(["echo"])
+
+    /// The echo or rpc workload `--pattern` names.
+    func workload() throws -> Workload {
+        let names = pattern.values
+        guard names.count == 1, let workload = Workload.named(names[0]) else {
+            throw UsageError("--pattern \(names.joined(separator: ",")): give one of echo or rpc (each runs on its own), or notification workloads (push, push-stalled, long-poll, long-poll-wake, long-poll-timeouts, short-poll)")
+        }
+        return workload
+    }
 
     @Option(help: "rpc: microseconds of server CPU work each request asks for (work_us).")
     var work: UInt32 = 0
@@ -108,9 +117,10 @@ struct MatrixOptions: ParsableArguments {
         }
         plan.connections = connections?.values ?? (quick ? [16, 128] : [1, 16, 128, 512])
         plan.sizes = sizes?.values.map(\.bytes) ?? (quick ? [64] : [64, 4096])
-        guard pattern.takesWork || work == 0 else { throw ValidationError("--work applies to --pattern rpc only: echo does no work") }
+        let workload = try workload()
+        guard workload.takesWork || work == 0 else { throw ValidationError("--work applies to --pattern rpc only: \(workload) does no work") }
         guard work <= Frame.maxWorkMicroseconds else { throw ValidationError("--work \(work) is more than a request may ask for (\(Frame.maxWorkMicroseconds) µs)") }
-        plan.workload = pattern
+        plan.workload = workload
         plan.workMicroseconds = work
         var modes: [LoadMode] = (depths?.values ?? (rates == nil ? [1] : [])).map { .closed(depth: $0) }
         modes += (rates?.values ?? []).map { .open(rate: $0) }
@@ -213,33 +223,43 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "List every spread warning instead of one summary line.")
     var verbose = false
 
-    @Option(help: "The notification comparison instead of echo cells: push, push-stalled (1% of subscribers never read), long-poll, long-poll-wake (each client on its own topic, --wake-rate events/s over all of them: one held request woken among the others), long-poll-timeouts (every WAIT times out together, one round), short-poll (one cell per --poll-intervals). The same --event-rate to the same --clients on one topic, every --backends, a fresh pinned server per cell; writes results/notify/RUN.csv.")
+    /// The earlier spelling of `--pattern` for the notification workloads.
+    @Option(help: .hidden)
     var patterns: ListOf<String>?
 
-    @Option(help: "--patterns: clients per cell (default 1000).")
+    @Option(help: "notification workloads: clients per cell (default 1000).")
     var clients: ListOf<Int>?
 
-    @Option(help: "--patterns: events per second the server publishes (Poisson arrivals, 64 B; default 10).")
+    @Option(help: "notification workloads: events per second the server publishes (Poisson arrivals, 64 B; default 10).")
     var eventRate: Double = 10
 
-    @Option(help: "--patterns: the events' payload size (default 64).")
+    @Option(help: "notification workloads: the events' payload size (default 64).")
     var eventSize: ByteSize = ByteSize(64)
 
-    @Option(help: "--patterns: the server's --max-queue (events that may wait for one subscriber before its --slow-consumer policy acts).")
+    @Option(help: "notification workloads: the server's --max-queue (events that may wait for one subscriber before its --slow-consumer policy acts).")
     var maxQueue: Int?
 
-    @Option(help: "--patterns long-poll-wake: events per second over all the clients' topics together (default 1000).")
+    @Option(help: "long-poll-wake: events per second over all the clients' topics together (default 1000).")
     var wakeRate: Double = 1000
 
-    @Option(help: "--patterns: short-poll intervals (default 100ms,1s).")
+    @Option(help: "notification workloads: short-poll intervals (default 100ms,1s).")
     var pollIntervals: ListOf<Duration>?
 
-    @Option(help: "--patterns long-poll: each WAIT's timeout (default 30s); long-poll-timeouts uses 2s.")
+    @Option(help: "long-poll: each WAIT's timeout (default 30s); long-poll-timeouts uses 2s.")
     var holdTimeout: Duration = Duration(30)
 
     func run() throws {
-        if let patterns {
-            try runPatterns(patterns.values)
+        let workloads = patterns?.values ?? matrix.pattern.values
+        if let unknown = workloads.first(where: { Workload.named($0) == nil && !NotificationPlan.Cell.workloadNames.contains($0) }) {
+            throw UsageError("--pattern \(unknown) is not one of \((Workload.builtIn.map(\.name) + NotificationPlan.Cell.workloadNames).joined(separator: ", "))")
+        }
+        let notification = workloads.filter(NotificationPlan.Cell.workloadNames.contains)
+        if !notification.isEmpty {
+            let others = workloads.filter { !NotificationPlan.Cell.workloadNames.contains($0) }
+            guard others.isEmpty else {
+                throw UsageError("--pattern \(others.joined(separator: ",")) cannot share a run with the notification workloads (\(notification.joined(separator: ","))): they are measured in runs of their own")
+            }
+            try runPatterns(workloads)
             return
         }
         let plan: RunPlan
@@ -262,7 +282,7 @@ struct RunCommand: ParsableCommand {
 }
 
 extension RunCommand {
-    /// `--patterns`: the notification comparison.
+    /// The notification workloads: the comparison.
     func runPatterns(_ names: [String]) throws {
         var plan = NotificationPlan(executable: selfExecutable())
         plan.commandLine = (["iobench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
@@ -285,7 +305,7 @@ extension RunCommand {
         guard eventRate > 0 && eventRate <= 100_000 else { throw UsageError("--event-rate must be from 0 to 100000 events per second") }
         guard plan.clients.allSatisfy({ $0 >= 1 }) else { throw UsageError("--clients must be at least 1") }
         guard matrix.externals.isEmpty && matrix.variants.isEmpty else {
-            throw UsageError("--patterns measures our backends and the NIO peer: drop --external and --variant")
+            throw UsageError("the notification workloads are measured on our backends and the NIO peer: drop --external and --variant")
         }
         let intervals = pollIntervals?.values.map(\.seconds) ?? [0.1, 1]
         guard intervals.allSatisfy({ (0.001...3600).contains($0) }) else { throw UsageError("--poll-intervals must be from 1ms to 1h") }
@@ -297,7 +317,7 @@ extension RunCommand {
             case "long-poll-wake": plan.cells.append(.longPollWake)
             case "long-poll-timeouts": plan.cells.append(.longPollTimeouts)
             case "short-poll": plan.cells += intervals.map { .shortPoll(interval: $0) }
-            default: throw UsageError("--patterns \(name) is not one of push, push-stalled, long-poll, long-poll-wake, long-poll-timeouts, short-poll")
+            default: throw UsageError("--pattern \(name) is not one of echo, rpc, push, push-stalled, long-poll, long-poll-wake, long-poll-timeouts, short-poll")
             }
         }
         let largest = plan.clients.max() ?? 0

@@ -195,13 +195,13 @@ struct NotificationLoadTests {
     }
 }
 
-/// `iobench run --patterns` end to end, and its table.
+/// `iobench run --pattern` end to end, and its table.
 @Suite(.serialized)
 struct NotificationComparisonTests {
     @Test func aSmallComparisonWritesItsCSVAndTable() throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-patterns-\(getpid()).csv").path
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let result = try runCLI(["run", "--patterns", "push,long-poll,short-poll", "--clients", "20", "--backends", "epoll,io_uring",
+        let result = try runCLI(["run", "--pattern", "push,long-poll,short-poll", "--clients", "20", "--backends", "epoll,io_uring",
                                  "--repeat", "1", "--duration", "400ms", "--warmup", "100ms", "--poll-intervals", "20ms",
                                  "--event-rate", "50", "--quiet", "--out", out], timeout: 120)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
@@ -212,7 +212,7 @@ struct NotificationComparisonTests {
         for row in rows {
             #expect(row.int("errors") == 0 && row.int("gaps") == 0, "\(NotificationPlan.Cell.label(row)) \(row["backend"] ?? ""): \(row["error_detail"] ?? "")")
             #expect((row.int("deliveries") ?? 0) > 0)
-            #expect(row.double(.serverCPUPerEvent) != nil && row["command"]?.contains("--patterns") == true)
+            #expect(row.double(.serverCPUPerEvent) != nil && row["command"]?.contains("--pattern push,long-poll,short-poll") == true)
             // The columns the echo and rpc rows share, under their names and formats.
             #expect(row["connections"] == "20" && row["method"] == "timed" && row["cell_command"]?.hasPrefix("iobench serve") == true, "\(row.values)")
             #expect(row["server_cpus"]?.contains(",") == false)
@@ -227,7 +227,7 @@ struct NotificationComparisonTests {
     }
 
     @Test func badPatternsAreUsageErrors() throws {
-        let result = try runCLI(["run", "--patterns", "push,carrier-pigeon"])
+        let result = try runCLI(["run", "--pattern", "push,carrier-pigeon"])
         #expect(result.status == 64)
         #expect(result.stderr.contains("carrier-pigeon is not one of"), "\(result.stderr)")
     }

@@ -370,8 +370,8 @@ import Testing
     @Test func aComparisonWrittenBeforeTheSharedNamesIsReadAndRewrittenUnderThem() throws {
         let old = """
         run_id,cell,backend,repetition,server_cpus,client_cpus,pattern,clients,poll_interval_ms,server_cpu_us_per_event,run_command,errors,command
-        r1,"push, 1% stalled",epoll,1,"0,1",2,push,1000,,3.5,iobench run --patterns push-stalled,0,iobench serve --backend epoll & iobench load
-        r1,short-poll 100ms,epoll,1,0,1,short-poll,1000,100.0,9.25,iobench run --patterns short-poll,0,iobench serve --backend epoll --pattern poll & iobench load
+        r1,"push, 1% stalled",epoll,1,"0,1",2,push,1000,,3.5,iobench run --pattern push-stalled,0,iobench serve --backend epoll & iobench load
+        r1,short-poll 100ms,epoll,1,0,1,short-poll,1000,100.0,9.25,iobench run --pattern short-poll,0,iobench serve --backend epoll --pattern poll & iobench load
 
         """
         let text = try #require(try ResultUpgrade.upgrade(csv: old))
@@ -380,7 +380,7 @@ import Testing
         #expect(rows.map { $0["workload"] } == ["push-stalled", "short-poll"])
         #expect(rows.map(NotificationPlan.Cell.label) == ["push, 1% stalled", "short-poll 100ms"], "the table and charts label the cells as before")
         #expect(rows[0]["server_cpus"] == "0 1" && rows[0]["connections"] == "1000" && rows[0]["method"] == "timed")
-        #expect(rows[1]["command"] == "iobench run --patterns short-poll" && rows[1]["cell_command"]?.hasPrefix("iobench serve") == true)
+        #expect(rows[1]["command"] == "iobench run --pattern short-poll" && rows[1]["cell_command"]?.hasPrefix("iobench serve") == true)
         #expect(rows.allSatisfy(NotificationPlan.Cell.isNotification))
         // Upgraded once, it is current; an echo run never needed it.
         #expect(try ResultUpgrade.upgrade(csv: text) == nil)

@@ -162,7 +162,7 @@ extension Metric {
         display: Display("accept s", decimals: 2), meaning: "idle workload: seconds until the server had accepted every connection")
 }
 
-// MARK: - The notification rows (`iobench run --patterns`)
+// MARK: - The notification rows (`iobench run --pattern`)
 
 extension Metric {
     public static let serverCPUPerEvent = Metric("server_cpu_us_per_event", unit: "µs", .lowerIsBetter, .notification, decimals: 3,

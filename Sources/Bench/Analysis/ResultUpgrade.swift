@@ -1,10 +1,10 @@
 /// Reads CSVs written by older versions of the tool under today's column names, so every file
 /// in `results/` stays readable; `iobench report --upgrade FILE…` writes them back that way.
 ///
-/// The notification comparison (`run --patterns`) once had its own vocabulary: `cell` (a label
+/// The notification comparison (`run --pattern`) once had its own vocabulary: `cell` (a label
 /// such as "short-poll 100ms"), `clients`, `pattern`, `run_command` for the run and `command`
 /// for the cell, CPU lists with commas. Today every row has one `workload` column (the word
-/// `run --patterns` takes; a short-poll cell's interval is its `poll_interval_ms`),
+/// `run --pattern` takes; a short-poll cell's interval is its `poll_interval_ms`),
 /// `connections`, `method`, `command` for the run and `cell_command` for the cell, CPU lists
 /// with spaces, as the echo and rpc rows do. `iobench load --format csv` files said `pattern`
 /// and `clients` too.

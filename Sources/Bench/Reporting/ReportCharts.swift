@@ -41,7 +41,7 @@ public struct Palette: Sendable {
 }
 
 /// The charts a report draws from result rows: echo and rpc runs (`iobench run`), the
-/// notification comparison (`iobench run --patterns`), and latency spectra (`.hgrm` files).
+/// notification comparison (`iobench run --pattern`), and latency spectra (`.hgrm` files).
 public enum ReportCharts {
     /// The servers in rows, in the order they first appear. A notification comparison's
     /// `server_threads` is a measurement (the threads it ran), not part of its name.
@@ -232,7 +232,7 @@ public enum ReportCharts {
         }
     }
 
-    /// Charts of a notification comparison CSV (`iobench run --patterns`): per number of
+    /// Charts of a notification comparison CSV (`iobench run --pattern`): per number of
     /// clients, server CPU per delivered event, notice latency, and bytes on the wire per event,
     /// one group of bars per communication model.
     public static func notificationCharts(_ rows: [ResultRow], palette: Palette, prefix: String = "") -> [Chart] {

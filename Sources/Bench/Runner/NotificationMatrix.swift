@@ -7,7 +7,7 @@ import Foundation
 import Glibc
 #endif
 
-/// The notification comparison (`iobench run --patterns`): the same events per second to the
+/// The notification comparison (`iobench run --pattern`): the same events per second to the
 /// same clients by push, long polling and short polling, on every backend, each cell with a
 /// fresh pinned server, repeated, the order rotating between repetitions.
 public struct NotificationPlan: Sendable {
@@ -37,7 +37,7 @@ public struct NotificationPlan: Sendable {
             }
         }
 
-        /// Its name: the word `run --patterns` takes and the CSV's `workload` column (a
+        /// Its name: the word `run --pattern` takes and the CSV's `workload` column (a
         /// short-poll cell's interval is its `poll_interval_ms`).
         public var workload: String {
             switch self {
