@@ -147,8 +147,9 @@ public struct ServerStats: Sendable {
     public var threads: Int
     public var pattern: ServerPattern = .echo
     public var counters: CounterTotals
-    /// io_uring only: the setup flags in use, for example `SINGLE_ISSUER|DEFER_TASKRUN`.
-    public var ioUringSetup: String?
+    /// What the backend's loops set up, as the backend describes it (io_uring: its ring's setup
+    /// flags, for example `SINGLE_ISSUER|DEFER_TASKRUN`); nil when it has nothing to say.
+    public var setup: String?
     /// Counters this backend cannot provide (reported as null), for example `syscalls` for a
     /// runtime that makes its own system calls.
     public var unavailable: [String] = []
@@ -158,11 +159,11 @@ public struct ServerStats: Sendable {
     public var subscribers = 0
     public var heldWaits = 0
 
-    public init(backend: BackendKind, threads: Int, counters: CounterTotals, ioUringSetup: String? = nil) {
+    public init(backend: BackendKind, threads: Int, counters: CounterTotals, setup: String? = nil) {
         self.backend = backend
         self.threads = threads
         self.counters = counters
-        self.ioUringSetup = ioUringSetup
+        self.setup = setup
     }
 
     public var accepted: UInt64 { counters[.accepted] }

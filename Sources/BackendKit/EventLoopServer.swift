@@ -171,7 +171,7 @@ public final class EventLoopServer<Backend: EventLoopBackend>: BackendServer, Se
                                                                nonBlocking: Backend.nonBlockingListener)
         bound.withLock { $0 = address }
         let services = self.services
-        try group.start(count: listeners.count, registry: registry, unclaimed: { close(listeners[$0]) }) { resources, ready, stopping in
+        try group.start(count: listeners.count, registry: registry, unclaimed: { SystemCalls.Uncounted.close(listeners[$0]) }) { resources, ready, stopping in
             try body(listeners[resources.index], resources, services, ready, stopping)
         }
     }
@@ -179,7 +179,7 @@ public final class EventLoopServer<Backend: EventLoopBackend>: BackendServer, Se
     public func stats() -> ServerStats {
         let configuration = services.configuration
         var stats = ServerStats(backend: kind, threads: max(configuration.threads, 1), counters: registry.totals(),
-                                ioUringSetup: group.setupDescriptions.first)
+                                setup: group.setupDescriptions.first)
         stats.pattern = configuration.pattern
         stats.failure = services.health.failure
         services.hub.record(into: &stats)

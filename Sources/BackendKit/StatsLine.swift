@@ -31,8 +31,8 @@ public struct StatsLine: Codable, Sendable, Equatable {
     /// System calls by kind (``SyscallKind/name``); null when the backend cannot count them.
     public var syscalls: [String: Int]?
     public var syscallsTotal: Int?
-    /// io_uring: the setup flags in use.
-    public var ioUringSetup: String?
+    /// What the backend's loops set up, in its own words (io_uring: its ring's setup flags), or null.
+    public var setup: String?
     /// Why the server cannot be trusted any more (a loop whose wait failed), or null.
     public var failure: String?
     /// Counters this backend cannot provide.
@@ -58,7 +58,7 @@ public struct StatsLine: Codable, Sendable, Equatable {
         case notifications
         case syscalls
         case syscallsTotal = "syscalls_total"
-        case ioUringSetup = "io_uring_setup"
+        case setup
         case failure
         case unavailable
         case final
@@ -87,7 +87,7 @@ public struct StatsLine: Codable, Sendable, Equatable {
         try c.encode(notifications, forKey: .notifications)
         try c.encode(syscalls, forKey: .syscalls)
         try c.encode(syscallsTotal, forKey: .syscallsTotal)
-        try c.encode(ioUringSetup, forKey: .ioUringSetup)
+        try c.encode(setup, forKey: .setup)
         try c.encode(failure, forKey: .failure)
         try c.encode(unavailable, forKey: .unavailable)
         try c.encodeIfPresent(final, forKey: .final)
@@ -138,7 +138,7 @@ public struct StatsLine: Codable, Sendable, Equatable {
             syscalls = Dictionary(uniqueKeysWithValues: SyscallKind.allCases.map { ($0.name, Int(c[$0])) })
             syscallsTotal = Int(c.totalSyscalls)
         }
-        ioUringSetup = stats.ioUringSetup
+        setup = stats.setup
         failure = stats.failure
         unavailable = stats.unavailable
     }

@@ -66,7 +66,7 @@ public final class BlockingServer: BackendServer, Sendable {
         do {
             acceptor = try OSThread(name: "iob-accept") { [self] in acceptLoop(listenFD, counters) }
         } catch {
-            close(listenFD)
+            SystemCalls.Uncounted.close(listenFD)
             throw error
         }
         lifecycle.withLock { $0 = (acceptor, listenFD, address) }
@@ -348,11 +348,11 @@ public final class BlockingServer: BackendServer, Sendable {
             return (state.acceptor, state.listener)
         }
         // shutdown() wakes a thread blocked in accept (EINVAL) or recv/send (EOF/EPIPE).
-        if listener >= 0 { shutdown(listener, Int32(SHUT_RDWR)) }
+        if listener >= 0 { SystemCalls.Uncounted.shutdown(listener) }
         acceptor?.join()
-        if listener >= 0 { close(listener) }
+        if listener >= 0 { SystemCalls.Uncounted.close(listener) }
         live.withLock { state in
-            for fd in state.fds { shutdown(fd, Int32(SHUT_RDWR)) }
+            for fd in state.fds { SystemCalls.Uncounted.shutdown(fd) }
         }
         // Connection threads are detached; wait (bounded) for each to close its socket and end.
         for _ in 0..<2000 {

@@ -74,11 +74,10 @@ public final class LingeringCloser: Sendable {
         }
         guard let thread else { return }
         stopping.store(true, ordering: .sequentiallyConsistent)
-        var one: UInt64 = 1
-        _ = write(wake, &one, 8)
+        SystemCalls.Uncounted.signal(eventFD: wake)
         thread.join()
-        close(wake)
-        close(epoll)
+        SystemCalls.Uncounted.close(wake)
+        SystemCalls.Uncounted.close(epoll)
     }
 
     private func startThread(_ state: inout State) -> Bool {

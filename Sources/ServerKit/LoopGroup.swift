@@ -81,7 +81,7 @@ public final class LoopGroup: Sendable {
                 }
                 started.withLock { $0.threads.append(thread); $0.wakes.append(wake) }
             } catch {
-                close(wake)
+                SystemCalls.Uncounted.close(wake)
                 failure = failure ?? error
                 break
             }
@@ -100,8 +100,7 @@ public final class LoopGroup: Sendable {
     /// descriptors out under it before closing them, so none is written after its close.
     public func wakeAll() {
         started.withLock { state in
-            var one: UInt64 = 1
-            for fd in state.wakes { _ = write(fd, &one, 8) }
+            for fd in state.wakes { SystemCalls.Uncounted.signal(eventFD: fd) }
         }
     }
 
@@ -113,9 +112,8 @@ public final class LoopGroup: Sendable {
             defer { state = Started() }
             return (state.threads, state.wakes)
         }
-        var one: UInt64 = 1
-        for fd in wakes { _ = write(fd, &one, 8) }
+        for fd in wakes { SystemCalls.Uncounted.signal(eventFD: fd) }
         for thread in threads { thread.join() }
-        for fd in wakes { close(fd) }
+        for fd in wakes { SystemCalls.Uncounted.close(fd) }
     }
 }

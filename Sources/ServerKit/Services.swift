@@ -64,13 +64,12 @@ public final class LoopMailbox: Sendable {
         if let waker {
             waker()
         } else {
-            var one: UInt64 = 1
-            _ = write(wake, &one, 8)
+            SystemCalls.Uncounted.signal(eventFD: wake)
         }
     }
 
     deinit {
-        if ownsWake { close(wake) }
+        if ownsWake { SystemCalls.Uncounted.close(wake) }
     }
 
     package func post(_ note: Note) {

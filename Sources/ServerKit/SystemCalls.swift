@@ -211,6 +211,26 @@ public struct SystemCalls {
     }
 }
 
+extension SystemCalls {
+    /// The control plane's calls: starting and stopping a server, one thread waking another's
+    /// loop. They go through the seam like every other call, but are not counted: no counters
+    /// block belongs to the thread that makes them (a loop's block is written by its own thread
+    /// alone), and they are not per-message work.
+    public enum Uncounted {
+        /// Closes a descriptor (`EINTR` is not retried: Linux has already released it).
+        public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+        /// Shuts a socket down, waking a thread blocked in accept, recv or send on it.
+        public static func shutdown(_ fd: Int32, _ how: Int32 = Int32(SHUT_RDWR)) { _ = Glibc.shutdown(fd, how) }
+
+        /// Adds one to an eventfd, waking whoever polls it.
+        public static func signal(eventFD fd: Int32) {
+            var one: UInt64 = 1
+            _ = withUnsafeBytes(of: &one) { Glibc.write(fd, $0.baseAddress, 8) }
+        }
+    }
+}
+
 /// Where an injected loop leaves its result, so the loop is not optimised away.
 let injectionSink = Atomic<UInt64>(0)
 

@@ -243,7 +243,7 @@ struct ServeCommand: ParsableCommand {
             throw ExitCode.failure
         }
         var line = "listening on \(server.boundAddress) backend=\(backend) threads=\(threads) pid=\(getpid()) pattern=\(pattern)"
-        if let flags = server.stats().ioUringSetup { line += " io_uring_setup=\(flags)" }
+        if let setup = server.stats().setup { line += " setup=\(setup)" }
         control.emit(line)
         if injectDescriptorLeak { _ = open("/dev/null", O_RDONLY) }
         if let injectLoopFailureAfter {

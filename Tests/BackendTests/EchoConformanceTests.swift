@@ -239,7 +239,7 @@ struct EchoConformanceTests {
         let made = Set(syscalls.filter { $0.value > 0 }.keys)
         #expect(!made.isEmpty)
         #expect(made.isSubset(of: declared), "\(kind) made \(made.subtracting(declared).sorted()) beyond its declared kinds")
-        if kind == .ioUring { #expect(stats.ioUringSetup != nil) }
+        if kind == .ioUring { #expect(stats.setup != nil) }
         #expect(server.listeningLine.contains("pid=\(server.pid)"))
     }
 }
