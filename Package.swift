@@ -54,7 +54,7 @@ let package = Package(
         ]),
 
         .executableTarget(name: "iobench", dependencies: [
-            "ServerKit", "Protocols", "BackendKit", "Backends", "Bench",
+            "ServerKit", "Protocols", "BackendKit", "Backends", "IoUring", "Bench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -95,6 +95,22 @@ public struct BackendDescriptor: Sendable {
     }
 }
 
+/// Settings of one backend, a value type of that backend's module with defaults (`init()`).
+public protocol BackendSettings: Sendable { init() }
+
+/// Each backend's settings, found by their type.
+public struct BackendSettingsStore: Sendable {
+    private var values: [ObjectIdentifier: any Sendable] = [:]
+
+    public init() {}
+
+    /// The settings of type `S`: as set, or its defaults.
+    public subscript<S: BackendSettings>(_ type: S.Type) -> S {
+        get { values[ObjectIdentifier(type)] as? S ?? S() }
+        set { values[ObjectIdentifier(type)] = newValue }
+    }
+}
+
 /// Everything a backend needs to serve.
 public struct ServerConfiguration: Sendable {
     /// Where to listen; port 0 picks a free port.
@@ -113,27 +129,9 @@ public struct ServerConfiguration: Sendable {
     public var maxFrameSize: Int = Frame.defaultMaxSize
     /// push and poll: queue bound, slow-consumer policy, the server's own events, jobs.
     public var notifications = NotificationOptions()
-    /// io_uring: buffers in each ring's provided buffer ring (a power of two).
-    public var ringBufferCount: Int = 1024
-    /// io_uring: size of each provided buffer.
-    public var ringBufferSize: Int = 16 * 1024
-    /// io_uring: submission queue entries per ring.
-    public var ringEntries: Int = 4096
-    /// io_uring: how long a loop may wait for a batch of completions (one per four connections,
-    /// from 32 connections) before any single completion ends the wait; 0 waits for one completion, as an
-    /// unbatched loop does. Trades up to this much latency for fewer `io_uring_enter` calls
-    /// and wake-ups. Needs Linux 6.12 (`IORING_FEAT_MIN_TIMEOUT`).
-    public var batchWaitMicroseconds: UInt32 = 0
-    /// io_uring: wait for completions in `poll(2)` on the ring's descriptor, then reap them
-    /// without blocking, instead of waiting inside `io_uring_enter`. For running under valgrind
-    /// (3.19), which does not know that `io_uring_enter` can block: a thread waiting in it keeps
-    /// valgrind's lock, and every other thread of the server stops until a completion arrives.
-    /// Costs a `poll` and a second `io_uring_enter` per wait that blocks.
-    public var ringWaitByPoll = false
-    /// io_uring: receive with one single-shot recv per buffer instead of a multishot recv capped
-    /// at what the session may still take (the way of kernels before 6.17, which lack the cap;
-    /// chosen on such kernels by itself). Each recv then reads at most one buffer.
-    public var ringSingleShotRecv = false
+    /// Settings only one backend reads (io_uring's ring and its buffers), each kept under that
+    /// backend's own type: the shared configuration names no backend.
+    public var backendSettings = BackendSettingsStore()
     /// Deliberate extra cost per received chunk, for proving that the regression check catches
     /// a slower server (hidden `serve` options). Zero in every real measurement.
     public var injection = CostInjection()

@@ -72,17 +72,18 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, closer: LingeringCloser, health: ServerHealth,
          configuration: ServerConfiguration, hub: Hub) throws(SystemError) {
         sys = SystemCalls(counters: resources.counters)
+        let settings = configuration.backendSettings[IoUringSettings.self]
         let newRing: Ring
         do throws(SystemError) {
-            newRing = try Ring(entries: configuration.ringEntries, waitByPoll: configuration.ringWaitByPoll,
-                               needsMinTimeout: configuration.batchWaitMicroseconds > 0)
+            newRing = try Ring(entries: settings.entries, waitByPoll: settings.waitByPoll,
+                               needsMinTimeout: settings.batchWaitMicroseconds > 0)
         } catch {
             sys.close(listener)
             throw error
         }
         let newBuffers: BufferRing
         do throws(SystemError) {
-            newBuffers = try BufferRing(ring: newRing.raw, groupID: 1, count: configuration.ringBufferCount, bufferSize: configuration.ringBufferSize)
+            newBuffers = try BufferRing(ring: newRing.raw, groupID: 1, count: settings.bufferCount, bufferSize: settings.bufferSize)
         } catch {
             sys.close(listener)
             throw error  // the ring is torn down as it goes out of scope
@@ -95,18 +96,18 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         self.closer = closer
         self.health = health
         injection = configuration.injection
-        batchWait = configuration.batchWaitMicroseconds
-        waitByPoll = configuration.ringWaitByPoll
-        singleShotRecv = configuration.ringSingleShotRecv
+        batchWait = settings.batchWaitMicroseconds
+        waitByPoll = settings.waitByPoll
+        singleShotRecv = settings.singleShotRecv
         // Held echo buffers are bounded by the session, like owed bytes: a connection may hold
         // about its --max-owed in buffers (at least 4) before it stops reading.
-        let maxHeld = max(4, configuration.maxOwedPerConnection / configuration.ringBufferSize + 1)
+        let maxHeld = max(4, configuration.maxOwedPerConnection / settings.bufferSize + 1)
         context = SessionContext(maxOwed: configuration.maxOwedPerConnection, maxHeldChunks: maxHeld,
                                  maxFrameSize: configuration.maxFrameSize, counters: sys, notifier: hub.notifier, hub: hub)
         notifier = hub.notifier
         (loopNumber, mailbox) = hub.notifier.register(wake: resources.wake)
         waitTimeout = .allocate(capacity: 1)
-        received = ReceiveQueue(buffers: configuration.ringBufferCount)
+        received = ReceiveQueue(buffers: settings.bufferCount)
         completions = .allocate(capacity: Self.completionBatch)
         wakeBuffer = .allocate(capacity: 1)
         backoff = .allocate(capacity: 1)

@@ -4,6 +4,7 @@ import Dispatch
 import ServerKit
 import Protocols
 import BackendKit
+import IoUring
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -145,8 +146,9 @@ struct ServeCommand: ParsableCommand {
             guard (Frame.smallestMaxSize...Frame.largestMaxSize).contains(configuration.maxFrameSize) else {
                 throw UsageError("--max-frame \(maxFrame) is out of range: use \(Frame.smallestMaxSize) to 16m")
             }
-            configuration.ringBufferCount = ringBuffers
-            configuration.ringBufferSize = try Units.parseByteCount(ringBufferSize)
+            var ring = IoUringSettings()
+            ring.bufferCount = ringBuffers
+            ring.bufferSize = try Units.parseByteCount(ringBufferSize)
             configuration.injection.syscalls = max(0, injectSyscalls)
             configuration.injection.delayNanoseconds = UInt64(max(0, injectDelayUs)) * 1000 + UInt64(max(0, injectDelayNs))
             configuration.injection.loopIterations = max(0, injectLoop)
@@ -162,18 +164,19 @@ struct ServeCommand: ParsableCommand {
                 let owners = Backends.all.filter { $0.serveOptions.contains(option) }.map(\.kind.rawValue).joined(separator: ", ")
                 throw UsageError("\(option) applies to the \(owners) backend only, not \(backend)")
             }
-            configuration.batchWaitMicroseconds = UInt32((batchWaitSeconds * 1e6).rounded())
+            ring.batchWaitMicroseconds = UInt32((batchWaitSeconds * 1e6).rounded())
             guard !(ringWaitByPoll && batchWaitSeconds > 0) else {
                 throw UsageError("--ring-wait-by-poll and --batch-wait cannot be combined: choose one way for io_uring to wait")
             }
-            configuration.ringWaitByPoll = ringWaitByPoll
-            configuration.ringSingleShotRecv = ringSingleShotRecv
+            ring.waitByPoll = ringWaitByPoll
+            ring.singleShotRecv = ringSingleShotRecv
             guard (16 * 1024...64 * 1024 * 1024).contains(configuration.threadStackSize) else {
                 throw UsageError("--stack-size \(stackSize) is out of range: use 16k to 64m")
             }
-            guard (256...32 * 1024).contains(configuration.ringBufferSize) else {
+            guard (256...32 * 1024).contains(ring.bufferSize) else {
                 throw UsageError("--ring-buffer-size \(ringBufferSize) is out of range: use 256 to 32k")
             }
+            configuration.backendSettings[IoUringSettings.self] = ring
             guard configuration.maxOwedPerConnection >= 1024 else {
                 throw UsageError("--max-owed \(maxOwed) is too small: use at least 1k")
             }
