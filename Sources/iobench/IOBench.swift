@@ -23,8 +23,9 @@ struct IOBench: ParsableCommand {
     )
 
     /// Every error a command throws ends here, and only here becomes an exit status: a usage
-    /// error is one sentence on stderr and 64 (EX_USAGE); `ExitCode` (1, or 2 for a regression)
-    /// and ArgumentParser's own errors keep theirs. No command calls exit().
+    /// error is one sentence on stderr and 64 (EX_USAGE); a harness error (`HarnessError`: a
+    /// run, load, check or report that failed) one sentence and 1; `ExitCode` (1, or 2 for a
+    /// regression) and ArgumentParser's own errors keep theirs. No command calls exit().
     static func main() {
         do {
             var command = try parseAsRoot()
@@ -32,6 +33,9 @@ struct IOBench: ParsableCommand {
         } catch let error as UsageError {
             printError("iobench: \(error)")
             Foundation.exit(64)
+        } catch let error as any HarnessError {
+            printError("iobench: \(error)")
+            Foundation.exit(1)
         } catch {
             exit(withError: error)
         }
