@@ -300,6 +300,10 @@ extension RunCommand {
         if let maxQueue, !(1...1_000_000).contains(maxQueue) { throw UsageError("--max-queue must be from 1 to 1000000 events") }
         guard wakeRate > 0 && wakeRate <= 100_000 else { throw UsageError("--wake-rate must be from 0 to 100000 events per second") }
         plan.serverCPUs = matrix.serverCPUs.cpus
+        plan.method = matrix.method
+        if plan.method == .counted, let reason = Callgrind.unavailableReason() {
+            throw UsageError("--method counted needs valgrind: \(reason)")
+        }
         let rest = Array(0..<ProcessInfo.processInfo.activeProcessorCount).filter { !plan.serverCPUs.contains($0) }
         plan.clientCPU = matrix.clientCPUs?.cpus.first ?? rest.first ?? 0
         guard eventRate > 0 && eventRate <= 100_000 else { throw UsageError("--event-rate must be from 0 to 100000 events per second") }

@@ -226,6 +226,22 @@ struct NotificationComparisonTests {
         #expect(report.stdout.contains("| backend | figure | push | long-poll | short-poll 20ms |"), "\(report.stdout)")
     }
 
+    @Test func aCountedPushRunCountsTheServersWorkPerDeliveredEvent() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-push-counted-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try runCLI(["run", "--pattern", "push", "--method", "counted", "--backends", "epoll", "--clients", "20", "--event-rate", "20",
+                                 "--repeat", "1", "--duration", "1s", "--warmup", "500ms", "--quiet", "--out", out], timeout: 120)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        let rows = try CSV.read(String(contentsOfFile: out, encoding: .utf8))
+        let row = try #require(rows.first)
+        #expect(rows.count == 1 && row["method"] == "counted" && row["workload"] == "push" && row.int("errors") == 0, "\(row.values)")
+        // Every subscriber got its events (checked by sequence), and the server's work was counted per delivery.
+        #expect((row.int("deliveries") ?? 0) > 100 && row.int("gaps") == 0, "\(row.values)")
+        #expect((row.double(.userInstructionsPerEvent) ?? 0) > 100 && row.double(.countedSyscallsPerEvent) != nil, "\(row.values)")
+        #expect((row["latency_p99_us"] ?? "").isEmpty && (row["server_cpu_us_per_event"] ?? "").isEmpty, "times under valgrind are not kept")
+        #expect(result.stdout.contains("instructions/event"), "\(result.stdout)")
+    }
+
     @Test func badPatternsAreUsageErrors() throws {
         let result = try runCLI(["run", "--pattern", "push,carrier-pigeon"])
         #expect(result.status == 64)

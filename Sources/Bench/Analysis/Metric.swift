@@ -194,6 +194,17 @@ extension Metric {
 }
 
 extension Metric {
+    public static let userInstructionsPerEvent = Metric("user_instructions_per_event", unit: "instructions", .lowerIsBetter, .counted, decimals: 1,
+        display: Display("instructions/event", decimals: 0),
+        meaning: "counted notification workloads: server user-space instructions (callgrind Ir, every thread) from the window's opening to its end, per event delivered in it")
+    public static let allocationsPerEvent = Metric("allocations_per_event", unit: "calls", .lowerIsBetter, .counted, decimals: 4,
+        display: Display("allocations/event", decimals: 3), meaning: "counted notification workloads: server calls into the heap allocator per delivered event")
+    public static let countedSyscallsPerEvent = Metric("syscalls_per_event", unit: "calls", .lowerIsBetter, .counted, decimals: 4,
+        display: Display("syscalls/event", decimals: 3), meaning: "counted notification workloads: server system calls (its own counters) per delivered event")
+
+    /// The figures of a counted notification table, in its order.
+    public static let countedNotificationTable: [Metric] = [.userInstructionsPerEvent, .allocationsPerEvent, .countedSyscallsPerEvent]
+
     /// The figures of the notification table (`NotificationMatrix.summary`), in its order.
     public static let notificationTable: [Metric] = [
         .serverCPUPerEvent, .eventLatencyP50, .eventLatencyP99, .wireBytesPerEvent, .requestsPerEvent, .serverBytesPerClient,

@@ -181,14 +181,16 @@ public struct NotificationLoadResult: Sendable {
 public enum NotificationLoad {
     /// Connects every client and puts it in place (subscribed, WAIT held, job submitted),
     /// then calls `ready` (the caller may sample the server) and runs for warm-up plus duration.
-    /// `windowEnded` is called when the measured window closes, before anything is closed
-    /// (the caller may read the server's counters over the same span as ``NotificationLoadResult/totalDeliveries``).
-    public static func run(_ options: NotificationLoadOptions, ready: () -> Void = {}, windowEnded: () -> Void = {}) throws -> NotificationLoadResult {
+    /// `windowStarted` is called as the measured window opens, `windowEnded` when it closes,
+    /// before anything is closed (the caller may read the server's counters over the same span
+    /// as ``NotificationLoadResult/totalDeliveries``, or zero and dump a counted server's).
+    public static func run(_ options: NotificationLoadOptions, ready: () -> Void = {}, windowStarted: () -> Void = {},
+                           windowEnded: () -> Void = {}) throws -> NotificationLoadResult {
         var engine = try Engine(options)
         defer { engine.closeAll() }
         try engine.connect()
         ready()
-        try engine.drive(windowEnded)
+        try engine.drive(windowStarted, windowEnded)
         return engine.result
     }
 
@@ -342,7 +344,7 @@ public enum NotificationLoad {
 
         // MARK: The run
 
-        mutating func drive(_ windowEnded: () -> Void) throws {
+        mutating func drive(_ windowStarted: () -> Void, _ windowEnded: () -> Void) throws {
             now = ProcessResources.monotonicNanoseconds()
             windowStart = now + UInt64(options.warmup * 1e9)
             end = windowStart + UInt64(options.duration * 1e9)
@@ -374,6 +376,7 @@ public enum NotificationLoad {
                 now = ProcessResources.monotonicNanoseconds()
                 if measuring && !windowOpened {
                     windowOpened = true
+                    windowStarted()
                     serverCPUStart = probe?.cpuNanoseconds()
                     cpuBefore = ProcessResources.threadCPUNanoseconds()
                 }

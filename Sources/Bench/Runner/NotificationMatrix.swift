@@ -83,6 +83,9 @@ public struct NotificationPlan: Sendable {
         }
     }
 
+    /// timed, or counted: each server under callgrind, its user-space instructions, allocator
+    /// calls and system calls per delivered event over the window.
+    public var method = MeasurementMethod.timed
     public var backends: [BackendKind] = Backends.kinds
     public var cells: [Cell] = []
     public var clients: [Int] = [1000]
@@ -200,6 +203,7 @@ public final class NotificationRunner {
     }
 
     func measure(_ cell: NotificationPlan.Cell, backend: BackendKind, clients: Int, repetition: Int) throws -> ResultRow {
+        if plan.method == .counted { return try measureCounted(cell, backend: backend, clients: clients, repetition: repetition) }
         let arguments = serveArguments(cell, backend: backend, clients: clients)
         let server = try ServerProcess(executable: plan.executable, arguments: arguments)
         let options = loadOptions(cell, target: server.address, clients: clients, serverPID: server.pid)
@@ -254,6 +258,73 @@ public final class NotificationRunner {
         return row
     }
 
+    /// One counted cell: a fresh server under callgrind (with the options its backend needs
+    /// there), the same load, and the server's user-space instructions, allocator calls and
+    /// system calls from the window's opening to its end, per event delivered in the window.
+    /// Events arrive all the time, so the edges are not quiet: callgrind is zeroed as the
+    /// window opens and dumped as it ends, each a `callgrind_control` call of similar lag.
+    /// Only the counts and what identifies the cell are kept: times under valgrind say nothing.
+    func measureCounted(_ cell: NotificationPlan.Cell, backend: BackendKind, clients: Int, repetition: Int) throws -> ResultRow {
+        let descriptor = Backends.descriptor(backend)
+        let arguments = serveArguments(cell, backend: backend, clients: clients) + descriptor.countedServeOptions
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-callgrind-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let server = try Callgrind.startServer(executable: plan.executable, arguments: arguments, outputDirectory: directory)
+        defer { server.stopUnderValgrind() }
+        var options = loadOptions(cell, target: server.address, clients: clients, serverPID: server.pid)
+        options.serverPID = nil
+        var before: StatsLine?, after: StatsLine?, counts: Callgrind.Counts?
+        var probeError: (any Error)?
+        var failure: String?
+        var result: NotificationLoadResult?
+        do {
+            result = try NotificationLoad.run(options, windowStarted: {
+                do {
+                    before = try server.stats(timeout: 30)
+                    try Callgrind.zero(pid: server.pid)
+                } catch { probeError = error }
+            }, windowEnded: {
+                do {
+                    counts = try Callgrind.dump(pid: server.pid, outputDirectory: directory)
+                    after = try server.stats(timeout: 30)
+                } catch { probeError = probeError ?? error }
+            })
+        } catch {
+            failure = "\(error)"
+        }
+        if let probeError { throw BenchError.probeFailed("\(cell), \(backend): \(probeError)") }
+        var row = ResultRow()
+        row["workload"] = cell.workload
+        row["method"] = MeasurementMethod.counted.rawValue
+        row["backend"] = backend.rawValue
+        row["repetition"] = "\(repetition)"
+        row["connections"] = "\(clients)"
+        row["run_id"] = runID
+        row["command"] = plan.commandLine
+        row.record(machine: machine)
+        row["event_size"] = "\(plan.eventSize)"
+        row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: " ")
+        row["client_cpus"] = "\(plan.clientCPU)"
+        if let result {
+            let kept = ["topics", "stalled", "event_rate", "poll_interval_ms", "hold_timeout_ms", "seconds", "deliveries", "gaps", "duplicates", "reorders", "payload_errors"]
+            for (name, value) in result.fields where kept.contains(name) { row[name] = value }
+            if !result.errors.isEmpty { failure = result.errors.prefix(3).joined(separator: "; ") }
+            if let counts, result.deliveries > 0 {
+                let perEvent = 1.0 / Double(result.deliveries)
+                row.set(.userInstructionsPerEvent, Double(counts.instructions) * perEvent)
+                row.set(.allocationsPerEvent, Double(counts.allocations) * perEvent)
+                if let b = before?.syscallsTotal, let a = after?.syscallsTotal { row.set(.countedSyscallsPerEvent, Double(a - b) * perEvent) }
+            } else if failure == nil {
+                failure = "no event was delivered in the counted window"
+            }
+        }
+        row["cell_command"] = "valgrind --tool=callgrind iobench " + arguments.joined(separator: " ") + " & " + NotificationLoad.commandLine(options)
+        row["error_detail"] = failure ?? ""
+        row[.errors] = failure == nil ? "0" : "1"
+        return row
+    }
+
     /// The CSV's columns: what the cell was, the machine and build, the load's figures
     /// (``NotificationLoadResult/fields``), the server's counters, the verdicts.
     public static var columns: [String] {
@@ -262,7 +333,9 @@ public final class NotificationRunner {
                 "git_dirty", "build_config", "server_cpus", "client_cpus", "event_size"]
             + fields.filter { $0 != "errors" && $0 != "workload" }
             + ["command", "server_rss_growth", "server_syscalls_per_event", "server_events_delivered", "server_events_dropped", "server_slow_disconnects",
-               "server_waits_timed_out", "bottleneck", "errors", "error_detail", "cell_command"]
+               "server_waits_timed_out", "bottleneck",
+               Metric.userInstructionsPerEvent.column, Metric.allocationsPerEvent.column, Metric.countedSyscallsPerEvent.column,
+               "errors", "error_detail", "cell_command"]
     }
 
     // MARK: The table
@@ -288,7 +361,7 @@ public final class NotificationRunner {
             let coverage = Statistics.medianInterval((0..<runs).map(Double.init))?.confidence ?? 0
             out += "\n**\(clients) clients, \(rate) events/s (Poisson, \(size) B) on one topic**: medians of \(runs) runs [a distribution-free interval, \(Int((coverage * 100).rounded()))% coverage]; ★ the least server CPU per delivered event, per backend (stalled, wake and timeout cells aside).\n\n"
             // The figures and their labels and formats: the registry's (`Metric.notificationTable`).
-            let figures: [(String, String, (Double) -> String)] = Metric.notificationTable.map { ($0.column, $0.display.label, $0.display.format) }
+            let figures: [(String, String, (Double) -> String)] = (Metric.notificationTable + Metric.countedNotificationTable).map { ($0.column, $0.display.label, $0.display.format) }
             var table: [[String]] = [["backend", "figure"] + cells]
             for backend in backends {
                 let cost: [String: Double] = Dictionary(uniqueKeysWithValues: cells.compactMap { cell in
@@ -296,10 +369,12 @@ public final class NotificationRunner {
                     return Statistics.median(values).map { (cell, $0) }
                 })
                 let cheapest = cost.filter { !$0.key.contains("timeouts") && !$0.key.contains("stalled") && !$0.key.contains("wake") }.min { $0.value < $1.value }?.key
+                var named = false
                 for (index, figure) in figures.enumerated() {
-                    // A figure no cell of this backend has is left out.
+                    // A figure no cell of this backend has is left out; the backend is named on its first line.
                     guard these.contains(where: { $0["backend"] == backend && !($0[figure.0] ?? "").isEmpty }) else { continue }
-                    var line = [index == 0 ? backend : "", figure.1]
+                    var line = [named ? "" : backend, figure.1]
+                    named = true
                     for cell in cells {
                         let runs = these.filter { $0["backend"] == backend && NotificationPlan.Cell.label($0) == cell }
                         let failed = runs.contains { ($0.int("errors") ?? 0) > 0 }
