@@ -121,6 +121,14 @@ struct TopicState: ~Copyable {
     /// Makes room for event `seq` without overwriting a kept event while the ring is smaller
     /// than `capacity`: doubles it, moving each kept event's slot to its place in the larger
     /// ring. False when the memory limit refuses.
+    /// The listener at `address` is to be notified again by the next event. By index, not by
+    /// `listeners[address]?.notePending = false`: that optional-chained write goes through the
+    /// dictionary's `_modify` coroutine, whose frame is heap-allocated, once per delivery.
+    mutating func clearNotePending(_ address: ConnectionAddress) {
+        guard let index = listeners.index(forKey: address) else { return }
+        listeners.values[index].notePending = false
+    }
+
     mutating func makeRoom(for seq: UInt64, memory: EventMemory) -> Bool {
         guard slots == nil || (seq > UInt64(ringSize) && ringSize < capacity) else { return true }
         let newSize = slots == nil ? min(16, capacity) : min(ringSize * 2, capacity)
@@ -290,7 +298,7 @@ public final class Topic: Sendable {
     func deliver(_ address: ConnectionAddress, cursor: inout UInt64, queued: Int, maxQueue: Int, dropOldest: Bool,
                  copy: Bool, maxBytes: Int, into out: inout ByteQueue) -> Delivery {
         state.withLock { s in
-            s.listeners[address]?.notePending = false
+            s.clearNotePending(address)
             var result = Delivery()
             let oldest = s.oldestSeq
             if cursor < oldest {
@@ -365,7 +373,7 @@ public final class Topic: Sendable {
                 if listen, s.listeners.updateValue(Listener(mailbox: mailbox, notePending: false), forKey: address) == nil {
                     listenerCount.add(1, ordering: .relaxed)
                 }
-                if !listen { s.listeners[address]?.notePending = false }
+                if !listen { s.clearNotePending(address) }
                 return (0, after)
             }
             if s.listeners.removeValue(forKey: address) != nil { listenerCount.subtract(1, ordering: .relaxed) }
