@@ -228,18 +228,7 @@ public final class NotificationRunner {
             for (name, value) in result.fields { row[name] = value }
             if !result.errors.isEmpty { failure = result.errors.prefix(3).joined(separator: "; ") }
         }
-        // The columns the echo and rpc rows share, under the same names and formats.
-        row["workload"] = cell.workload
-        row["method"] = MeasurementMethod.timed.rawValue
-        row["backend"] = backend.rawValue
-        row["repetition"] = "\(repetition)"
-        row["connections"] = "\(clients)"
-        row["run_id"] = runID
-        row["command"] = plan.commandLine
-        row.record(machine: machine)
-        row["event_size"] = "\(plan.eventSize)"
-        row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: " ")
-        row["client_cpus"] = "\(plan.clientCPU)"
+        identify(&row, cell, backend: backend, clients: clients, repetition: repetition)
         if let held = row.int("server_rss_held"), let end = row.int("server_rss_end") { row[.serverRSSGrowth] = "\(end - held)" }
         if let n = stats?.notification("events_dropped") { row[.eventsDroppedByPolicy] = "\(n)" }
         if let n = stats?.notification("slow_disconnects") { row["server_slow_disconnects"] = "\(n)" }
@@ -256,6 +245,22 @@ public final class NotificationRunner {
         row["error_detail"] = failure ?? ""
         row[.errors] = failure == nil ? (row[.errors] ?? "0") : "\(max(1, row.int("errors") ?? 1))"
         return row
+    }
+
+    /// What a row measured: the columns the echo and rpc rows share, under the same names and
+    /// formats (`workload`, `method`, `connections`, `command`, CPU lists with spaces), the machine.
+    func identify(_ row: inout ResultRow, _ cell: NotificationPlan.Cell, backend: BackendKind, clients: Int, repetition: Int) {
+        row["workload"] = cell.workload
+        row["method"] = plan.method.rawValue
+        row["backend"] = backend.rawValue
+        row["repetition"] = "\(repetition)"
+        row["connections"] = "\(clients)"
+        row["run_id"] = runID
+        row["command"] = plan.commandLine
+        row.record(machine: machine)
+        row["event_size"] = "\(plan.eventSize)"
+        row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: " ")
+        row["client_cpus"] = "\(plan.clientCPU)"
     }
 
     /// One counted cell: a fresh server under callgrind (with the options its backend needs
@@ -295,17 +300,7 @@ public final class NotificationRunner {
         }
         if let probeError { throw BenchError.probeFailed("\(cell), \(backend): \(probeError)") }
         var row = ResultRow()
-        row["workload"] = cell.workload
-        row["method"] = MeasurementMethod.counted.rawValue
-        row["backend"] = backend.rawValue
-        row["repetition"] = "\(repetition)"
-        row["connections"] = "\(clients)"
-        row["run_id"] = runID
-        row["command"] = plan.commandLine
-        row.record(machine: machine)
-        row["event_size"] = "\(plan.eventSize)"
-        row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: " ")
-        row["client_cpus"] = "\(plan.clientCPU)"
+        identify(&row, cell, backend: backend, clients: clients, repetition: repetition)
         if let result {
             let kept = ["topics", "stalled", "event_rate", "poll_interval_ms", "hold_timeout_ms", "seconds", "deliveries", "gaps", "duplicates", "reorders", "payload_errors"]
             for (name, value) in result.fields where kept.contains(name) { row[name] = value }
