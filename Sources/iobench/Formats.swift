@@ -47,6 +47,9 @@ struct ListOf<Element: ExpressibleByArgument>: ExpressibleByArgument {
         self.values = values
     }
     init(_ values: [Element]) { self.values = values }
+
+    /// As it is typed: the values, comma-separated (what `--help` shows as the default).
+    var defaultValueDescription: String { values.map { "\($0)" }.joined(separator: ",") }
 }
 
 struct CPUList: ExpressibleByArgument {
