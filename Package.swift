@@ -47,22 +47,35 @@ let package = Package(
         // The backend registry: every backend described once, read by the CLI and the harness.
         .target(name: "Backends", dependencies: ["ServerKit", "Protocols", "BackendKit", "Blocking", "Epoll", "PPoll", "IoUring", "NIOPeer"]),
 
-        // The harness: child server processes, load generation, measurement, reports.
-        .target(name: "Bench", dependencies: [
-            "ServerKit", "Protocols", "BackendKit", "Backends",
+        // The harness, in four modules by job (folders under Sources/Bench):
+        // what a row of results is and how rows are judged: statistics, the metric registry,
+        // result rows and their CSV, the regression check, the harness's error family.
+        .target(name: "ResultAnalysis", dependencies: ["Backends"], path: "Sources/Bench/ResultAnalysis"),
+        // Load generation: clients, workloads and their wires, drivers, verification of every
+        // answer byte, the /proc probe a driver samples at its window's edges.
+        .target(name: "LoadGeneration", dependencies: [
+            "ServerKit", "Protocols", "BackendKit", "CSystemShims", "ResultAnalysis",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
-        ]),
+        ], path: "Sources/Bench/LoadGeneration"),
+        // Reporting: tables, charts, the HTML page, the regression check's report.
+        .target(name: "ResultReporting", dependencies: ["Backends", "ResultAnalysis"], path: "Sources/Bench/ResultReporting"),
+        // The runner: server processes, probes, counted runs under callgrind, the matrices,
+        // baselines and the paired A/B.
+        .target(name: "BenchRunner", dependencies: [
+            "ServerKit", "Protocols", "BackendKit", "Backends", "LoadGeneration", "ResultAnalysis", "ResultReporting",
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ], path: "Sources/Bench/BenchRunner"),
 
         .executableTarget(name: "iobench", dependencies: [
-            "ServerKit", "Protocols", "BackendKit", "Backends", "IoUring", "Bench",
+            "ServerKit", "Protocols", "BackendKit", "Backends", "IoUring", "BenchRunner", "LoadGeneration", "ResultAnalysis", "ResultReporting",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "CoreTests", dependencies: ["ServerKit", "Protocols", "BackendKit", "ProtocolTesting", "TestSupport"]),
         .testTarget(name: "IoUringTests", dependencies: ["IoUring"]),
         .target(name: "TestSupport", dependencies: ["ServerKit", "Protocols", "BackendKit"], path: "Tests/TestSupport"),
-        .testTarget(name: "BackendTests", dependencies: ["ServerKit", "Protocols", "BackendKit", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Readiness", "Bench", "TestSupport", "iobench"]),
-        .testTarget(name: "BenchTests", dependencies: ["ServerKit", "Protocols", "BackendKit", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Bench", "TestSupport", "iobench"]),
+        .testTarget(name: "BackendTests", dependencies: ["ServerKit", "Protocols", "BackendKit", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "Readiness", "BenchRunner", "LoadGeneration", "ResultAnalysis", "ResultReporting", "TestSupport", "iobench"]),
+        .testTarget(name: "BenchTests", dependencies: ["ServerKit", "Protocols", "BackendKit", "Backends", "Blocking", "Epoll", "IoUring", "NIOPeer", "BenchRunner", "LoadGeneration", "ResultAnalysis", "ResultReporting", "TestSupport", "iobench"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,6 +1,9 @@
 import Backends
 import ArgumentParser
-import Bench
+import BenchRunner
+import LoadGeneration
+import ResultAnalysis
+import ResultReporting
 import ServerKit
 import Protocols
 import BackendKit

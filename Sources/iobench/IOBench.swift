@@ -1,6 +1,9 @@
 import ArgumentParser
 import Backends
-import Bench
+import BenchRunner
+import LoadGeneration
+import ResultAnalysis
+import ResultReporting
 import ServerKit
 import Protocols
 import BackendKit

@@ -1,5 +1,8 @@
 import ArgumentParser
-import Bench
+import BenchRunner
+import LoadGeneration
+import ResultAnalysis
+import ResultReporting
 import ServerKit
 import Protocols
 import BackendKit

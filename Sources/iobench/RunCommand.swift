@@ -3,7 +3,10 @@ import ArgumentParser
 #if canImport(Glibc)
 import Glibc
 #endif
-import Bench
+import BenchRunner
+import LoadGeneration
+import ResultAnalysis
+import ResultReporting
 import ServerKit
 import Protocols
 import BackendKit

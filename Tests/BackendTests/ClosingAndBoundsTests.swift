@@ -3,7 +3,10 @@ import IoUring
 import Epoll
 import Blocking
 import Backends
-import Bench
+import BenchRunner
+import LoadGeneration
+import ResultAnalysis
+import ResultReporting
 import ServerKit
 import Protocols
 import BackendKit

@@ -1,4 +1,7 @@
-@testable import Bench
+@testable import BenchRunner
+@testable import LoadGeneration
+@testable import ResultAnalysis
+@testable import ResultReporting
 import Backends
 import ServerKit
 import Protocols

@@ -1,5 +1,8 @@
 import Backends
-import Bench
+import BenchRunner
+import LoadGeneration
+import ResultAnalysis
+import ResultReporting
 import BackendKit
 import Foundation
 import Protocols

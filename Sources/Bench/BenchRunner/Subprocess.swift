@@ -1,3 +1,6 @@
+import ResultReporting
+import LoadGeneration
+import ResultAnalysis
 import Foundation
 
 /// Runs a tool to its end with empty input: the harness's git, strip, swift and

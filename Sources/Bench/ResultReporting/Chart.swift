@@ -1,3 +1,4 @@
+import ResultAnalysis
 import Foundation
 
 /// One chart, drawn as standalone SVG (no script, no fonts or files fetched): a line chart of

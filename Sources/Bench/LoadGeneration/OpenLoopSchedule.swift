@@ -1,3 +1,4 @@
+import ResultAnalysis
 /// One generator thread's share of an open-loop schedule: `totalRate` messages per second
 /// split evenly over `threads`, thread `index` offset by its share of one interval so the
 /// threads' sends interleave. Message k is due at `start + offset + k × interval`, computed

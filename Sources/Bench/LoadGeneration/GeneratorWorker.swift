@@ -1,3 +1,4 @@
+import ResultAnalysis
 import ServerKit
 import Protocols
 import BackendKit

@@ -1,3 +1,4 @@
+import ResultAnalysis
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -62,7 +63,7 @@ public struct ProcessProbe: Sendable {
         return sample
     }
 
-    static func read(_ path: String) -> String? {
+    package static func read(_ path: String) -> String? {
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
         return String(decoding: data, as: UTF8.self)
     }

@@ -10,7 +10,7 @@
 /// and `clients` too.
 public enum ResultUpgrade {
     /// Old cell labels and the workload each names.
-    static let workloads: [String: String] = [
+    package static let workloads: [String: String] = [
         "push": "push", "push, 1% stalled": "push-stalled", "long-poll": "long-poll", "long-poll wake": "long-poll-wake",
         "long-poll timeouts": "long-poll-timeouts",
     ]

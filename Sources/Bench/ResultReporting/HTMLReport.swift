@@ -1,3 +1,4 @@
+import ResultAnalysis
 import Foundation
 
 /// One self-contained HTML page from any results: inline SVG charts, inline CSS, no script and

@@ -3,10 +3,5 @@
 /// harness error is 1 (a regression found is 2, a usage error 64, both decided there too).
 public protocol HarnessError: Error, CustomStringConvertible {}
 
-extension BenchError: HarnessError {}
 extension CheckError: HarnessError {}
-extension LoadError: HarnessError {}
-extension ReportError: HarnessError {}
 extension CSV.ParseError: HarnessError {}
-extension Callgrind.Failure: HarnessError {}
-extension ServerProcess.Failure: HarnessError {}

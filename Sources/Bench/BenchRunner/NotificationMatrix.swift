@@ -1,3 +1,6 @@
+import ResultReporting
+import LoadGeneration
+import ResultAnalysis
 import Backends
 import ServerKit
 import Protocols
@@ -11,77 +14,7 @@ import Glibc
 /// same clients by push, long polling and short polling, on every backend, each cell with a
 /// fresh pinned server, repeated, the order rotating between repetitions.
 public struct NotificationPlan: Sendable {
-    /// One way of telling clients about events.
-    public enum Cell: Sendable, Equatable, CustomStringConvertible {
-        case push
-        /// push with 1% of the subscribers (at least one) never reading.
-        case pushStalled
-        case longPoll
-        /// Every client on a topic of its own, each topic an independent Poisson stream, the
-        /// streams together `wakeRate` events per second: how fast one held request among all
-        /// the others is woken.
-        case longPollWake
-        /// Every client holds a WAIT and no event comes: they all time out together (one
-        /// round: the clients do not ask again).
-        case longPollTimeouts
-        case shortPoll(interval: Double)
-
-        public var description: String {
-            switch self {
-            case .push: "push"
-            case .pushStalled: "push, 1% stalled"
-            case .longPoll: "long-poll"
-            case .longPollWake: "long-poll wake"
-            case .longPollTimeouts: "long-poll timeouts"
-            case .shortPoll(let t): "short-poll \(NotificationPlan.milliseconds(t))"
-            }
-        }
-
-        /// Its name: the word `run --pattern` takes and the CSV's `workload` column (a
-        /// short-poll cell's interval is its `poll_interval_ms`).
-        public var workload: String {
-            switch self {
-            case .push: "push"
-            case .pushStalled: "push-stalled"
-            case .longPoll: "long-poll"
-            case .longPollWake: "long-poll-wake"
-            case .longPollTimeouts: "long-poll-timeouts"
-            case .shortPoll: "short-poll"
-            }
-        }
-
-        /// Every cell's workload name.
-        public static let workloadNames = ["push", "push-stalled", "long-poll", "long-poll-wake", "long-poll-timeouts", "short-poll"]
-
-        /// The cell a row of the comparison measured, from its `workload` (and `poll_interval_ms`).
-        public init?(row: ResultRow) {
-            switch row["workload"] {
-            case "push": self = .push
-            case "push-stalled": self = .pushStalled
-            case "long-poll": self = .longPoll
-            case "long-poll-wake": self = .longPollWake
-            case "long-poll-timeouts": self = .longPollTimeouts
-            case "short-poll":
-                guard let ms = row.double("poll_interval_ms") else { return nil }
-                self = .shortPoll(interval: ms / 1000)
-            default: return nil
-            }
-        }
-
-        /// Whether a row is one of the notification comparison's (else echo, rpc or idle).
-        public static func isNotification(_ row: ResultRow) -> Bool { row["workload"].map(workloadNames.contains) ?? false }
-
-        /// The label of a row's cell in tables and charts ("short-poll 100ms", "push, 1% stalled").
-        public static func label(_ row: ResultRow) -> String { Cell(row: row)?.description ?? row["workload"] ?? "" }
-
-        /// The server's `--pattern`.
-        var servePattern: String {
-            switch self {
-            case .push, .pushStalled: "push"
-            default: "poll"
-            }
-        }
-    }
+    public typealias Cell = NotificationWorkload
 
     /// timed, or counted: each server under callgrind, its user-space instructions, allocator
     /// calls and system calls per delivered event over the window.
@@ -111,9 +44,6 @@ public struct NotificationPlan: Sendable {
 
     public init(executable: String) { self.executable = executable }
 
-    static func milliseconds(_ seconds: Double) -> String {
-        seconds >= 1 ? String(format: "%gs", seconds) : String(format: "%gms", seconds * 1000)
-    }
 }
 
 public final class NotificationRunner {
@@ -415,8 +345,8 @@ extension NotificationLoad {
         case .push: break
         case .longPoll: parts.append("--hold-timeout \(o.holdTimeoutMilliseconds)ms")
         case .shortPoll:
-            parts.append("--poll-interval \(NotificationPlan.milliseconds(o.pollInterval))")
-            if let d = o.jobDuration { parts.append("--job-duration \(NotificationPlan.milliseconds(d))") }
+            parts.append("--poll-interval \(NotificationWorkload.milliseconds(o.pollInterval))")
+            if let d = o.jobDuration { parts.append("--job-duration \(NotificationWorkload.milliseconds(d))") }
         }
         parts.append("--server-pid PID")
         return parts.joined(separator: " ")

@@ -1,3 +1,6 @@
+import ResultReporting
+import LoadGeneration
+import ResultAnalysis
 import Backends
 import ServerKit
 import Protocols

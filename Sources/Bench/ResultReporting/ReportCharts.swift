@@ -1,3 +1,4 @@
+import ResultAnalysis
 import Backends
 import Foundation
 
@@ -52,7 +53,7 @@ public enum ReportCharts {
     }
 
     static func name(_ row: ResultRow) -> String {
-        NotificationPlan.Cell.isNotification(row) ? row["backend"] ?? "" : row.serverLabel
+        NotificationWorkload.isNotification(row) ? row["backend"] ?? "" : row.serverLabel
     }
 
     static func estimate(_ values: [Double]) -> Estimate? {
@@ -243,21 +244,21 @@ public enum ReportCharts {
         for clients in clientCounts {
             let these = rows.filter { $0["connections"] == clients && ($0.int("errors") ?? 0) == 0 }
             var cells: [String] = []
-            for row in these where !cells.contains(NotificationPlan.Cell.label(row)) { cells.append(NotificationPlan.Cell.label(row)) }
+            for row in these where !cells.contains(NotificationWorkload.label(row)) { cells.append(NotificationWorkload.label(row)) }
             let rate = these.first?["event_rate"] ?? "?"
             let runs = these.compactMap { $0.int("repetition") }.max() ?? 0
             let context = "\(clients) clients, \(rate) events/s on one topic; medians of \(runs) runs"
 
             func chart(_ id: String, _ title: String, _ subtitle: String, _ yTitle: String, _ value: (ResultRow) -> Double?,
                        whisker: ((ResultRow) -> Double?)? = nil, format: @escaping (Double) -> String, unit: String) -> Chart? {
-                let usable = cells.filter { cell in these.contains { NotificationPlan.Cell.label($0) == cell && value($0).map { $0.isFinite && $0 > 0 } == true } }
+                let usable = cells.filter { cell in these.contains { NotificationWorkload.label($0) == cell && value($0).map { $0.isFinite && $0 > 0 } == true } }
                 guard !usable.isEmpty else { return nil }
                 var series: [Chart.Series] = []
                 var all: [Double] = []
                 for backend in backends {
                     var points: [Chart.Point] = []
                     for (i, cell) in usable.enumerated() {
-                        let mine = these.filter { name($0) == backend && NotificationPlan.Cell.label($0) == cell }
+                        let mine = these.filter { name($0) == backend && NotificationWorkload.label($0) == cell }
                         guard let e = estimate(mine.compactMap(value).filter { $0 > 0 }) else { continue }
                         var p = Chart.Point(x: Double(i), y: e.value, note: "\(backend), \(cell): \(describe(e, format)) \(unit)")
                         if let whisker, let w = Statistics.median(mine.compactMap(whisker).filter { $0.isFinite && $0 > 0 }) {
@@ -341,3 +342,5 @@ public enum ReportError: Error, CustomStringConvertible {
         }
     }
 }
+
+extension ReportError: HarnessError {}

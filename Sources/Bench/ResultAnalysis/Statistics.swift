@@ -49,13 +49,13 @@ public enum Statistics {
         return Estimate(value: m, low: sorted[best.k - 1], high: sorted[n - best.k], confidence: best.coverage, count: n)
     }
 
-    static func coverage(n: Int, k: Int) -> Double {
+    package static func coverage(n: Int, k: Int) -> Double {
         var below = 0.0
         for i in 0..<k { below += binomial(n, i) }
         return 1 - 2 * below / pow(2, Double(n))
     }
 
-    static func binomial(_ n: Int, _ k: Int) -> Double {
+    package static func binomial(_ n: Int, _ k: Int) -> Double {
         var result = 1.0
         for i in 0..<k { result = result * Double(n - i) / Double(i + 1) }
         return result
@@ -75,7 +75,7 @@ public enum Statistics {
     }
 
     /// The 97.5th percentile of Student's t (two-sided 95%).
-    static func tQuantile975(degreesOfFreedom df: Int) -> Double {
+    package static func tQuantile975(degreesOfFreedom df: Int) -> Double {
         let table: [Double] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
                                2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
                                2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]

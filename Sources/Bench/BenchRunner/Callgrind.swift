@@ -1,3 +1,6 @@
+import ResultReporting
+import LoadGeneration
+import ResultAnalysis
 import ServerKit
 import Protocols
 import BackendKit
@@ -147,3 +150,5 @@ public enum Callgrind {
         return instructions.map { Counts(instructions: $0, allocations: allocations) }
     }
 }
+
+extension Callgrind.Failure: HarnessError {}

@@ -1,3 +1,6 @@
+import ResultReporting
+import LoadGeneration
+import ResultAnalysis
 import Backends
 import ServerKit
 import Protocols
@@ -74,16 +77,6 @@ public enum Target: Sendable, Equatable, CustomStringConvertible {
         case .external: nil
         }
     }
-}
-
-/// How a cell is measured.
-public enum MeasurementMethod: String, Sendable, CaseIterable {
-    /// Wall-clock and CPU time under full load: what the machine does today.
-    case timed
-    /// The server runs under callgrind; its instructions, allocator calls and system calls are
-    /// counted over a window that opens and closes with nothing in flight. Independent of the
-    /// machine's speed.
-    case counted
 }
 
 /// The matrix `iobench run` measures.
@@ -583,17 +576,4 @@ extension ResultRow {
     }
 }
 
-/// A number with a fixed count of decimals, as written to CSV.
-public func fixed(_ value: Double, _ decimals: Int) -> String {
-    guard value.isFinite else { return "" }
-    return String(format: "%.\(decimals)f", value)
-}
-
-/// 182345 -> "182.3k".
-public func formatCount(_ value: Double) -> String {
-    switch abs(value) {
-    case 1e6...: String(format: "%.2fM", value / 1e6)
-    case 1e3...: String(format: "%.1fk", value / 1e3)
-    default: String(format: "%.0f", value)
-    }
-}
+extension BenchError: HarnessError {}

@@ -100,7 +100,7 @@ public struct Threshold: Sendable, Equatable, Codable {
     }
 
     /// Why this threshold would disable its check, or nil when it is usable.
-    func problem(for metric: CheckedMetric) -> String? {
+    package func problem(for metric: CheckedMetric) -> String? {
         guard relative.isFinite, absolute.isFinite, relative >= 0, absolute >= 0 else {
             return "thresholds must be finite and not negative"
         }
@@ -243,7 +243,7 @@ public struct RegressionCheck: Sendable {
     }
 
     /// Rows whose window can be trusted (`valid` empty in files written before it existed).
-    static func trusted(_ rows: [ResultRow]) -> [ResultRow] {
+    package static func trusted(_ rows: [ResultRow]) -> [ResultRow] {
         rows.filter { ($0["valid"] ?? "").isEmpty || $0["valid"] == "yes" }
     }
 
@@ -345,45 +345,4 @@ public struct RegressionCheck: Sendable {
                           threshold: threshold, verdict: verdict)
     }
 
-    /// The machine fields that must match for absolute comparisons to be fair.
-    public static func machineDifferences(baseline: ResultRow, now: MachineInfo) -> [String] {
-        var differences: [String] = []
-        let pairs: [(String, String)] = [("host", now.host), ("cpu_model", now.cpuModel), ("cores", "\(now.cores)"),
-                                         ("kernel", now.kernel), ("swift_version", now.swiftVersion)]
-        for (column, value) in pairs where (baseline[column] ?? "") != value {
-            differences.append("\(column) was '\(baseline[column] ?? "")', now '\(value)'")
-        }
-        return differences
-    }
-
-    /// The report: every cell and metric with baseline, now, change, threshold and verdict.
-    public static func render(_ comparisons: [Comparison], markdown: Bool, names: (baseline: String, now: String) = ("baseline", "now")) -> String {
-        var table = [["cell", "backend", "metric", names.baseline, names.now, "change", "threshold", "verdict"]]
-        for c in comparisons {
-            let metric = c.basis.isEmpty || c.basis == "reference" ? c.metric : "\(c.metric) (\(c.basis))"
-            table.append([
-                c.cell, c.backend, metric,
-                c.baseline.map(format) ?? "-", c.now.map(format) ?? "-",
-                c.change.map { String(format: "%+.1f%%", $0 * 100) } ?? "-",
-                c.threshold?.description ?? "-",
-                c.verdict == .regressed ? "REGRESSED" : c.verdict == .missing ? "MISSING" : c.verdict.rawValue,
-            ])
-        }
-        if markdown {
-            let lines = table.enumerated().map { index, row -> String in
-                let line = "| " + row.joined(separator: " | ") + " |"
-                return index == 0 ? line + "\n|" + String(repeating: " --- |", count: row.count) : line
-            }
-            return lines.joined(separator: "\n") + "\n"
-        }
-        return SummaryTable.align(table)
-    }
-
-    static func format(_ value: Double) -> String {
-        switch abs(value) {
-        case 1000...: String(format: "%.0f", value)
-        case 10...: String(format: "%.1f", value)
-        default: String(format: "%.3f", value)
-        }
-    }
 }

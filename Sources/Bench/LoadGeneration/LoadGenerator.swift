@@ -1,3 +1,4 @@
+import ResultAnalysis
 import ServerKit
 import Protocols
 import BackendKit
@@ -381,3 +382,5 @@ struct WorkerOutcome: Sendable {
     var sendLag: LatencyHistogram?
     var cpuNanoseconds: UInt64 = 0
 }
+
+extension LoadError: HarnessError {}

@@ -120,7 +120,7 @@ public enum CSV {
         return text
     }
 
-    static func quote(_ field: String) -> String {
+    package static func quote(_ field: String) -> String {
         guard field.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return field }
         return "\"" + field.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }

@@ -1,3 +1,4 @@
+import ResultAnalysis
 import CSystemShims
 import ServerKit
 import Protocols
@@ -75,6 +76,7 @@ public struct NotificationLoadOptions: Sendable {
 
 public struct NotificationLoadResult: Sendable {
     public var options: NotificationLoadOptions
+    package init(options: NotificationLoadOptions) { self.options = options }
     public var seconds = 0.0
     /// Events the clients learned of in the window (EVENT frames, EVENTS records, DONE answers).
     public var deliveries = 0

@@ -1,3 +1,4 @@
+import ResultAnalysis
 import Backends
 import ServerKit
 import Protocols
@@ -170,7 +171,7 @@ public enum SummaryTable {
         bytes >= 1024 ? String(format: "%.1f KiB", bytes / 1024) : String(format: "%.0f B", bytes)
     }
 
-    static func markdownTable(_ table: [[String]]) -> String {
+    package static func markdownTable(_ table: [[String]]) -> String {
         guard let header = table.first else { return "" }
         var lines = ["| " + header.joined(separator: " | ") + " |",
                      "| --- |" + String(repeating: " ---: |", count: header.count - 1)]
@@ -179,7 +180,7 @@ public enum SummaryTable {
     }
 
     /// Left-aligns the first column, right-aligns the rest.
-    static func align(_ table: [[String]]) -> String {
+    package static func align(_ table: [[String]]) -> String {
         guard let width = table.first?.count else { return "" }
         let widths = (0..<width).map { c in table.map { $0[c].count }.max() ?? 0 }
         return table.map { row in

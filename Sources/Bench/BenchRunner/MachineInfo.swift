@@ -1,3 +1,6 @@
+import ResultReporting
+import LoadGeneration
+import ResultAnalysis
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -109,5 +112,18 @@ extension ResultRow {
         self["git_commit"] = machine.gitCommit
         self["git_dirty"] = machine.gitDirty ? "yes" : "no"
         self["build_config"] = machine.buildConfiguration
+    }
+}
+
+extension RegressionCheck {
+    /// The machine fields that must match for absolute comparisons to be fair.
+    public static func machineDifferences(baseline: ResultRow, now: MachineInfo) -> [String] {
+        var differences: [String] = []
+        let pairs: [(String, String)] = [("host", now.host), ("cpu_model", now.cpuModel), ("cores", "\(now.cores)"),
+                                         ("kernel", now.kernel), ("swift_version", now.swiftVersion)]
+        for (column, value) in pairs where (baseline[column] ?? "") != value {
+            differences.append("\(column) was '\(baseline[column] ?? "")', now '\(value)'")
+        }
+        return differences
     }
 }

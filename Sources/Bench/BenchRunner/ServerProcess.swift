@@ -1,3 +1,6 @@
+import ResultReporting
+import LoadGeneration
+import ResultAnalysis
 import ServerKit
 import Protocols
 import BackendKit
@@ -179,3 +182,5 @@ final class LineReader {
         }
     }
 }
+
+extension ServerProcess.Failure: HarnessError {}
