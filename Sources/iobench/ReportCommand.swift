@@ -105,7 +105,7 @@ struct ReportCommand: ParsableCommand {
         var usedIDs: Set<String> = []
         for (index, run) in runs.enumerated() {
             let rows = run.rows
-            let notification = rows.first.map(NotificationPlan.Cell.isNotification) ?? false
+            let notification = rows.first.map(NotificationWorkload.isNotification) ?? false
             // Two runs in one report keep their charts apart.
             let prefix = runs.count > 1 ? "run\(index + 1)-" : ""
             var charts = notification
@@ -179,9 +179,7 @@ struct ReportCommand: ParsableCommand {
             return markdown ? "Run `\(id)` on \(first?["cpu_model"] ?? "?"), \(first?["cores"] ?? "?") cores, kernel \(first?["kernel"] ?? "?")\(how)"
                             : "run \(id)\(how.replacingOccurrences(of: "`", with: ""))"
         }
-        let table = first.map(NotificationPlan.Cell.isNotification) ?? false
-            ? NotificationRunner.render(rows, markdown: markdown)
-            : SummaryTable.render(rows, reference: reference, markdown: markdown, verbose: verbose)
+        let table = SummaryTable.render(rows, reference: reference, markdown: markdown, verbose: verbose)
         return (heading, table)
     }
 

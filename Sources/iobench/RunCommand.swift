@@ -253,12 +253,12 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         let workloads = patterns?.values ?? matrix.pattern.values
-        if let unknown = workloads.first(where: { Workload.named($0) == nil && !NotificationPlan.Cell.workloadNames.contains($0) }) {
-            throw UsageError("--pattern \(unknown) is not one of \((Workload.builtIn.map(\.name) + NotificationPlan.Cell.workloadNames).joined(separator: ", "))")
+        if let unknown = workloads.first(where: { Workload.named($0) == nil && !NotificationWorkload.workloadNames.contains($0) }) {
+            throw UsageError("--pattern \(unknown) is not one of \((Workload.builtIn.map(\.name) + NotificationWorkload.workloadNames).joined(separator: ", "))")
         }
-        let notification = workloads.filter(NotificationPlan.Cell.workloadNames.contains)
+        let notification = workloads.filter(NotificationWorkload.workloadNames.contains)
         if !notification.isEmpty {
-            let others = workloads.filter { !NotificationPlan.Cell.workloadNames.contains($0) }
+            let others = workloads.filter { !NotificationWorkload.workloadNames.contains($0) }
             guard others.isEmpty else {
                 throw UsageError("--pattern \(others.joined(separator: ",")) cannot share a run with the notification workloads (\(notification.joined(separator: ","))): they are measured in runs of their own")
             }
@@ -287,73 +287,67 @@ struct RunCommand: ParsableCommand {
 extension RunCommand {
     /// The notification workloads: the comparison.
     func runPatterns(_ names: [String]) throws {
-        var plan = NotificationPlan(executable: selfExecutable())
-        plan.commandLine = (["iobench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+        var plan = RunPlan(executable: selfExecutable(), commandLine: reproducibleCommandLine())
+        var cells = NotificationCells()
         plan.backends = matrix.backends.values
-        plan.clients = clients?.values ?? [1000]
-        plan.eventRate = eventRate
-        plan.eventSize = eventSize.bytes
+        plan.variants = try matrix.parseVariants()
+        cells.clients = clients?.values ?? [1000]
+        cells.eventRate = eventRate
+        cells.eventSize = eventSize.bytes
         guard (0...60_000).contains(eventSize.bytes) else { throw UsageError("--event-size must be from 0 to 60000 bytes") }
         plan.repetitions = matrix.repetitions ?? 3
         plan.duration = matrix.duration?.seconds ?? 5
         plan.warmup = matrix.warmup?.seconds ?? 1
-        plan.holdTimeout = holdTimeout.seconds
-        plan.wakeRate = wakeRate
-        plan.maxQueue = maxQueue
+        cells.holdTimeout = holdTimeout.seconds
+        cells.wakeRate = wakeRate
+        cells.maxQueue = maxQueue
         if let maxQueue, !(1...1_000_000).contains(maxQueue) { throw UsageError("--max-queue must be from 1 to 1000000 events") }
         guard wakeRate > 0 && wakeRate <= 100_000 else { throw UsageError("--wake-rate must be from 0 to 100000 events per second") }
         plan.serverCPUs = matrix.serverCPUs.cpus
+        plan.serverThreads = matrix.serverThreads
+        plan.extraServerArguments = matrix.serverArguments
         plan.method = matrix.method
         if plan.method == .counted, let reason = Callgrind.unavailableReason() {
             throw UsageError("--method counted needs valgrind: \(reason)")
         }
+        // The clients are one thread: on the first client CPU.
         let rest = Array(0..<ProcessInfo.processInfo.activeProcessorCount).filter { !plan.serverCPUs.contains($0) }
-        plan.clientCPU = matrix.clientCPUs?.cpus.first ?? rest.first ?? 0
+        plan.clientCPUs = [matrix.clientCPUs?.cpus.first ?? rest.first ?? 0]
         guard eventRate > 0 && eventRate <= 100_000 else { throw UsageError("--event-rate must be from 0 to 100000 events per second") }
-        guard plan.clients.allSatisfy({ $0 >= 1 }) else { throw UsageError("--clients must be at least 1") }
-        guard matrix.externals.isEmpty && matrix.variants.isEmpty else {
-            throw UsageError("the notification workloads are measured on our backends and the NIO peer: drop --external and --variant")
+        guard cells.clients.allSatisfy({ $0 >= 1 }) else { throw UsageError("--clients must be at least 1") }
+        guard matrix.externals.isEmpty else {
+            throw UsageError("the notification workloads are measured on our backends, their variants and the NIO peer: drop --external")
         }
         let intervals = pollIntervals?.values.map(\.seconds) ?? [0.1, 1]
         guard intervals.allSatisfy({ (0.001...3600).contains($0) }) else { throw UsageError("--poll-intervals must be from 1ms to 1h") }
         for name in names {
             switch name {
-            case "push": plan.cells.append(.push)
-            case "push-stalled": plan.cells.append(.pushStalled)
-            case "long-poll": plan.cells.append(.longPoll)
-            case "long-poll-wake": plan.cells.append(.longPollWake)
-            case "long-poll-timeouts": plan.cells.append(.longPollTimeouts)
-            case "short-poll": plan.cells += intervals.map { .shortPoll(interval: $0) }
+            case "push": cells.workloads.append(.push)
+            case "push-stalled": cells.workloads.append(.pushStalled)
+            case "long-poll": cells.workloads.append(.longPoll)
+            case "long-poll-wake": cells.workloads.append(.longPollWake)
+            case "long-poll-timeouts": cells.workloads.append(.longPollTimeouts)
+            case "short-poll": cells.workloads += intervals.map { .shortPoll(interval: $0) }
             default: throw UsageError("--pattern \(name) is not one of echo, rpc, push, push-stalled, long-poll, long-poll-wake, long-poll-timeouts, short-poll")
             }
         }
-        let largest = plan.clients.max() ?? 0
+        let largest = cells.clients.max() ?? 0
         if largest + 64 > ProcessResources.raiseDescriptorLimit() {
             throw UsageError("\(largest) clients need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer")
         }
-        let runner = NotificationRunner(plan: plan)
-        let progress = RunProgress(quiet: quiet, plannedSecondsPerCell: plan.warmup + plan.duration + 1)
-        runner.status = { progress.status($0) }
-        runner.cellStarted = { progress.cellStarted($0, $1, $2) }
-        let rows: [ResultRow]
-        do {
-            rows = try runner.run()
-        } catch {
-            progress.finish()
-            printError("iobench: the run failed: \(error)")
-            throw ExitCode.failure
-        }
-        progress.finish()
-        print(NotificationRunner.render(rows))
+        plan.notification = cells
+        let rows = try execute(plan, quiet: quiet)
+        print(SummaryTable.render(rows, markdown: true))
         let destination = out == "results/runs" ? "results/notify" : out
-        let path = try writeCSV(rows, to: destination, runID: runner.runID, columns: NotificationRunner.columns)
+        let path = try writeCSV(rows, to: destination, runID: rows.first?["run_id"] ?? "run", columns: plan.columns)
         print("CSV: \(path)")
-        let failed = rows.filter { ($0.int("errors") ?? 0) > 0 }
+        let failed = rows.filter { ($0.int("errors") ?? 0) > 0 || ($0["valid"] ?? "yes") != "yes" }
         if !failed.isEmpty {
             for row in failed.prefix(5) {
-                printError("iobench: \(row["connections"] ?? "?") clients, \(NotificationPlan.Cell.label(row)), \(row["backend"] ?? "?"): \(row["error_detail"] ?? "")")
+                let why = (row["error_detail"] ?? "").isEmpty ? row["valid"] ?? "" : row["error_detail"] ?? ""
+                printError("iobench: \(row["connections"] ?? "?") clients, \(NotificationWorkload.label(row)), \(row["backend"] ?? "?"): \(why)")
             }
-            printError("iobench: \(failed.count) cells had errors (see the error_detail column)")
+            printError("iobench: \(failed.count) cells had errors or were not valid (see the error_detail and valid columns)")
             throw ExitCode.failure
         }
     }

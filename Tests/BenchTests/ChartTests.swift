@@ -144,7 +144,7 @@ struct ParsedChart {
         let charts = ReportCharts.notificationCharts(rows, palette: Palette())
         _ = try checkStructure(charts)
         #expect(charts.map(\.id) == ["notify-cpu-per-event-10000-clients", "notify-latency-10000-clients", "notify-wire-bytes-10000-clients"])
-        let cells = Set(rows.map(NotificationPlan.Cell.label))
+        let cells = Set(rows.map(NotificationWorkload.label))
         let cpu = charts[0]
         // The timeout cell delivers nothing, so it has no cost per delivered event.
         #expect(Set(cpu.categories) == cells.subtracting(["long-poll timeouts"]))

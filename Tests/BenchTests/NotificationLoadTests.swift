@@ -211,14 +211,14 @@ struct NotificationComparisonTests {
         let rows = try CSV.read(String(contentsOfFile: out, encoding: .utf8))
         #expect(rows.count == 6)
         #expect(Set(rows.compactMap { $0["workload"] }) == ["push", "long-poll", "short-poll"])
-        #expect(Set(rows.map(NotificationPlan.Cell.label)) == ["push", "long-poll", "short-poll 20ms"])
+        #expect(Set(rows.map(NotificationWorkload.label)) == ["push", "long-poll", "short-poll 20ms"])
         for row in rows {
-            #expect(row.int("errors") == 0 && row.int("gaps") == 0, "\(NotificationPlan.Cell.label(row)) \(row["backend"] ?? ""): \(row["error_detail"] ?? "")")
+            #expect(row.int("errors") == 0 && row.int("gaps") == 0, "\(NotificationWorkload.label(row)) \(row["backend"] ?? ""): \(row["error_detail"] ?? "")")
             #expect((row.int("deliveries") ?? 0) > 0)
             #expect(row.double(.serverCPUPerEvent) != nil && row["command"]?.contains("--pattern push,long-poll,short-poll") == true)
             // The columns the echo and rpc rows share, under their names and formats.
             #expect(row["connections"] == "20" && row["method"] == "timed" && row["cell_command"]?.hasPrefix("iobench serve") == true, "\(row.values)")
-            #expect(row["server_cpus"]?.contains(",") == false)
+            #expect(row["server_cpus"]?.contains(",") == false && row["valid"] == "yes", "\(row.values)")
             #expect((row.double("generator_cpu_util") ?? 2) <= 1.02)
         }
         // One ★ per backend, and the report reads the CSV back into the same table.
@@ -243,6 +243,23 @@ struct NotificationComparisonTests {
         #expect((row.double(.userInstructionsPerEvent) ?? 0) > 100 && row.double(.countedSyscallsPerEvent) != nil, "\(row.values)")
         #expect((row["latency_p99_us"] ?? "").isEmpty && (row["server_cpu_us_per_event"] ?? "").isEmpty, "times under valgrind are not kept")
         #expect(result.stdout.contains("instructions/event"), "\(result.stdout)")
+    }
+
+    @Test func aLoopThatFailsMarksTheNotificationRowInvalidAndTheRunFailed() throws {
+        // The same runner as echo's: the server's failed loop (injected 300 ms after start,
+        // inside every attempt's window) makes the row invalid, says why, and fails the run.
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-push-failed-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try runCLI(["run", "--pattern", "push", "--backends", "epoll", "--clients", "10", "--event-rate", "50",
+                                 "--repeat", "1", "--duration", "800ms", "--warmup", "100ms", "--quiet", "--out", out,
+                                 "--server-arg=--inject-loop-failure-after=300ms"], timeout: 120)
+        #expect(result.status == 1, "\(result.stdout)\n\(result.stderr)")
+        let rows = try CSV.read(String(contentsOfFile: out, encoding: .utf8))
+        let row = try #require(rows.first)
+        #expect(rows.count == 1)
+        #expect(row["valid"]?.hasPrefix("the server reported a failed loop: ") == true && row["valid"]?.contains("epoll loop 0 stopped") == true,
+                "\(row.values)")
+        #expect(result.stderr.contains("the server reported a failed loop"), "\(result.stderr)")
     }
 
     @Test func badPatternsAreUsageErrors() throws {

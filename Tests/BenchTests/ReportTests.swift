@@ -352,7 +352,7 @@ import Testing
         }
         #expect(Set(CheckedMetric.all.map(\.id)).count == CheckedMetric.all.count)
         // The notification table's figures are columns of the notification CSV.
-        for metric in Metric.notificationTable { #expect(NotificationRunner.columns.contains(metric.column), "\(metric) is not a notification column") }
+        for metric in Metric.notificationTable { #expect(NotificationDriver.columns.contains(metric.column), "\(metric) is not a notification column") }
     }
 
     @Test func aMetricIsWrittenAsTheRegistrySaysAndReadBack() {
@@ -381,10 +381,10 @@ import Testing
         let rows = try CSV.read(text)
         #expect(text.hasPrefix("run_id,workload,method,backend,repetition,server_cpus,client_cpus,connections,poll_interval_ms,server_cpu_us_per_event,command,errors,cell_command\n"), "\(text)")
         #expect(rows.map { $0["workload"] } == ["push-stalled", "short-poll"])
-        #expect(rows.map(NotificationPlan.Cell.label) == ["push, 1% stalled", "short-poll 100ms"], "the table and charts label the cells as before")
+        #expect(rows.map(NotificationWorkload.label) == ["push, 1% stalled", "short-poll 100ms"], "the table and charts label the cells as before")
         #expect(rows[0]["server_cpus"] == "0 1" && rows[0]["connections"] == "1000" && rows[0]["method"] == "timed")
         #expect(rows[1]["command"] == "iobench run --pattern short-poll" && rows[1]["cell_command"]?.hasPrefix("iobench serve") == true)
-        #expect(rows.allSatisfy(NotificationPlan.Cell.isNotification))
+        #expect(rows.allSatisfy(NotificationWorkload.isNotification))
         // Upgraded once, it is current; an echo run never needed it.
         #expect(try ResultUpgrade.upgrade(csv: text) == nil)
         #expect(try ResultUpgrade.upgrade(csv: String(contentsOfFile: "results/baseline.csv", encoding: .utf8)) == nil)

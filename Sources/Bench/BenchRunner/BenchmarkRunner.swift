@@ -1,4 +1,3 @@
-import ResultReporting
 import LoadGeneration
 import ResultAnalysis
 import Backends
@@ -10,125 +9,104 @@ import Foundation
 import Glibc
 #endif
 
-/// How one cell loads the server: closed loop with a depth, or open loop at a rate.
-public enum LoadMode: Sendable, Equatable, CustomStringConvertible {
-    case closed(depth: Int)
-    case open(rate: Double)
-
-    public var description: String {
-        switch self {
-        case .closed(let depth): "depth \(depth)"
-        case .open(let rate): "rate \(Int(rate))/s"
-        }
-    }
+/// What the runner asks of a family of workloads (``RequestResponseDriver``: echo, rpc and a
+/// test's own; ``NotificationDriver``: push, long and short polling): its cells, what makes a
+/// server serve one, and how to load one through a measured window. The runner does the rest
+/// for every family alike: the order of repetitions, cells and servers, a fresh pinned server
+/// per cell (under callgrind when counted), the row's identity columns, the window's verdict
+/// (`valid`) and its retries, a server's failed loop, the bottleneck, stopping the server.
+protocol CellDriver {
+    associatedtype Cell
+    /// One repetition's cells on one server, in the order they run.
+    var cells: [Cell] { get }
+    /// The cell in a progress line.
+    func describe(_ cell: Cell, on target: Target, repetition: Int) -> String
+    /// Its row's `workload` and `connections`.
+    func workload(of cell: Cell) -> String
+    func connections(of cell: Cell) -> Int
+    /// What makes `iobench serve` serve it: its `--pattern` and the pattern's options.
+    func serveOptions(for cell: Cell) -> [String]
+    /// Loads a timed server through one window and writes what it measured into `row`.
+    func measure(_ cell: Cell, on server: CellServer, into row: inout ResultRow, label: String) throws
+    /// Loads a server under callgrind; the window's edges zero and dump its counts.
+    func measureCounted(_ cell: Cell, on server: CellServer, into row: inout ResultRow, label: String) throws
+    /// Told how the server stopped, after the measurement.
+    func serverStopped(_ stopped: ServerProcess.Stopped, row: inout ResultRow)
 }
 
-/// An echo server someone else runs, measured in the same matrix as the backends.
-public struct ExternalServer: Sendable, Equatable {
-    public var name: String
-    public var address: SocketAddress
-    /// Its process id, for CPU, context switches and memory; without it only the client side is measured.
-    public var pid: Int32?
+extension CellDriver {
+    func serverStopped(_ stopped: ServerProcess.Stopped, row: inout ResultRow) {}
+}
 
-    public init(name: String, address: SocketAddress, pid: Int32? = nil) {
-        self.name = name
+/// The server one cell measures: a fresh pinned `iobench serve` of one of our backends or a
+/// variant, under callgrind when the cell is counted, or an external server. Stopped (and its
+/// callgrind files removed) when the cell is done, or when it is released.
+final class CellServer {
+    let target: Target
+    let process: ServerProcess?
+    let address: SocketAddress
+    /// The server's `/proc` (timed cells of a server whose pid is known).
+    let probe: ProcessProbe?
+    /// The `iobench` arguments it was started with (none for an external server).
+    let arguments: [String]
+    let counted: Bool
+    private let countsDirectory: String?
+    /// The first failed loop a stats line reported.
+    private(set) var failure: String?
+    private var stopped: ServerProcess.Stopped?
+
+    init(target: Target, process: ServerProcess?, address: SocketAddress, probe: ProcessProbe?, arguments: [String], countsDirectory: String? = nil) {
+        self.target = target
+        self.process = process
         self.address = address
-        self.pid = pid
-    }
-}
-
-/// One of our backends started with extra `iobench serve` options, measured as a server of its
-/// own (`--variant NAME=BACKEND OPTIONS`), for example io_uring with `--batch-wait 100us`.
-public struct ServerVariant: Sendable, Equatable {
-    public var name: String
-    public var backend: BackendKind
-    public var arguments: [String]
-    /// Another iobench binary to serve (for example one built from an older commit); nil: the plan's.
-    public var executable: String?
-
-    public init(name: String, backend: BackendKind, arguments: [String], executable: String? = nil) {
-        self.name = name
-        self.backend = backend
+        self.probe = probe
         self.arguments = arguments
-        self.executable = executable
+        self.countsDirectory = countsDirectory
+        counted = countsDirectory != nil
+    }
+
+    deinit { stop() }
+
+    var pid: Int32? { process?.pid }
+
+    /// How it was started, for a row's `cell_command`.
+    var command: String { (counted ? "valgrind --tool=callgrind " : "") + "iobench " + arguments.joined(separator: " ") }
+
+    /// Its stats line (nil for an external server); remembers a failed loop it reports.
+    @discardableResult
+    func stats(timeout: Double = 5) throws -> StatsLine? {
+        guard let process else { return nil }
+        let line = try process.stats(timeout: timeout)
+        if failure == nil, let reported = line.failure { failure = reported }
+        return line
+    }
+
+    /// Counted cells: zeroes callgrind's counts as the window opens.
+    func zeroCounts() throws {
+        guard let process, counted else { throw BenchError.probeFailed("\(target) is not running under callgrind") }
+        try Callgrind.zero(pid: process.pid)
+    }
+
+    /// Counted cells: the counts since `zeroCounts`, as the window closes.
+    func dumpCounts() throws -> Callgrind.Counts {
+        guard let process, let countsDirectory else { throw BenchError.probeFailed("\(target) is not running under callgrind") }
+        return try Callgrind.dump(pid: process.pid, outputDirectory: countsDirectory)
+    }
+
+    /// Stops it once (nil for an external server).
+    @discardableResult
+    func stop() -> ServerProcess.Stopped? {
+        if let stopped { return stopped }
+        guard let process else { return nil }
+        let result = counted ? process.stopUnderValgrind() : process.stop()
+        stopped = result
+        if let countsDirectory { try? FileManager.default.removeItem(atPath: countsDirectory) }
+        return result
     }
 }
 
-/// What a cell measures: one of our backends (started fresh per cell), a variant of one, or an
-/// external server.
-public enum Target: Sendable, Equatable, CustomStringConvertible {
-    case backend(BackendKind)
-    case variant(ServerVariant)
-    case external(ExternalServer)
-
-    public var description: String {
-        switch self {
-        case .backend(let kind): kind.rawValue
-        case .variant(let variant): variant.name
-        case .external(let server): server.name
-        }
-    }
-
-    /// The backend serving, when it is one of ours.
-    var kind: BackendKind? {
-        switch self {
-        case .backend(let kind): kind
-        case .variant(let variant): variant.backend
-        case .external: nil
-        }
-    }
-}
-
-/// The matrix `iobench run` measures.
-public struct RunPlan: Sendable {
-    public var method = MeasurementMethod.timed
-    public var backends: [BackendKind] = Backends.kinds
-    /// Third-party servers measured beside the backends (`--external NAME=HOST:PORT`).
-    public var externals: [ExternalServer] = []
-    /// Backends with extra serve options, measured as servers of their own (`--variant`).
-    public var variants: [ServerVariant] = []
-    public var connections = [1, 16, 128, 512]
-    /// Timed cells: idle connections held open beside the active ones (0: none).
-    public var idleBeside = 0
-    public var sizes = [64, 4096]
-    public var modes: [LoadMode] = [.closed(depth: 1)]
-    /// The workload: the protocol every server speaks and the generator drives (`--pattern`).
-    public var workload = Workload.echo
-    /// rpc: microseconds of server CPU work per request (`--work`).
-    public var workMicroseconds: UInt32 = 0
-    public var repetitions = 3
-    public var duration = 1.5
-    public var warmup = 0.5
-    public var serverCPUs = [0]
-    public var clientCPUs = [1]
-    public var serverThreads = 1
-    public var generatorThreads = 1
-    /// Idle connections held open against each backend (0 skips the idle measurement).
-    public var idleConnections = 10_000
-    /// Extra `iobench serve` arguments for every backend (hidden; tests of the regression check).
-    public var extraServerArguments: [String] = []
-    /// Path of the iobench executable that serves (this binary).
-    public var executable: String
-    /// The command line, recorded in every row.
-    public var commandLine: String
-
-    public init(executable: String, commandLine: String) {
-        self.executable = executable
-        self.commandLine = commandLine
-    }
-
-    public var targets: [Target] {
-        backends.map(Target.backend) + variants.map(Target.variant) + externals.map(Target.external)
-    }
-
-    public var loadCellCount: Int { targets.count * connections.count * sizes.count * modes.count * repetitions }
-    /// Load cells and idle measurements together.
-    public var cellCount: Int { loadCellCount + (idleConnections > 0 ? targets.count : 0) }
-    /// The time a cell is planned to take (warm-up and window), for an estimate before any has run.
-    public var plannedSecondsPerCell: Double { warmup + duration }
-}
-
-/// Runs a plan: every backend as a fresh child server per cell, pinned apart from the generator.
+/// The runner behind `iobench run`, `baseline` and `check`: every workload's cells against
+/// every server, each cell on a fresh child server pinned apart from the load.
 public final class BenchmarkRunner {
     public let plan: RunPlan
     public let machine: MachineInfo
@@ -137,7 +115,6 @@ public final class BenchmarkRunner {
     public var status: (String) -> Void = { _ in }
     /// Told as each cell starts: its number (from 1), how many there are, and what it is.
     public var cellStarted: (_ index: Int, _ total: Int, _ description: String) -> Void = { _, _, _ in }
-    private var rows: [ResultRow] = []
 
     public init(plan: RunPlan, machine: MachineInfo = .current()) {
         self.plan = plan
@@ -147,57 +124,102 @@ public final class BenchmarkRunner {
     }
 
     /// A cell is measured again, up to this many times, when its window is impossible (the
-    /// server used more CPU than it was pinned to) or overran its plan.
+    /// server used more CPU than it was pinned to), overran its plan, or the server reported a
+    /// failed loop.
     public static let windowRetries = 2
     /// Slack for the window checks: 2% on CPU utilisation, 5% on the window's length.
     public static let cpuSlack = 1.02, overrunSlack = 1.05
 
     /// Runs every cell; returns one row per cell and repetition (plus idle rows).
     public func run() throws -> [ResultRow] {
+        var done = 0
+        if let notification = plan.notification {
+            return try run(NotificationDriver(plan: plan, cells: notification), done: &done)
+        }
         if plan.workload.servePattern == nil, !(plan.backends.isEmpty && plan.variants.isEmpty) {
             throw BenchError.unservable("the \(plan.workload) workload has no `iobench serve` pattern: measure it against servers you start (external targets), with no backends or variants")
         }
-        rows = []
-        var done = 0
-        for repetition in 1...plan.repetitions {
-            // Rotate the backend order each repetition so drift does not favour one backend.
-            let targets = plan.targets
-            let shift = (repetition - 1) % max(targets.count, 1)
-            let order = Array(targets[shift...] + targets[..<shift])
-            for mode in plan.modes {
-                for connections in plan.connections {
-                    for size in plan.sizes {
-                        for backend in order {
-                            done += 1
-                            let what = "\(backend) \(connections) conns \(size) B \(mode) rep \(repetition)/\(plan.repetitions)"
-                            cellStarted(done, plan.cellCount, what)
-                            let label = "[\(done)/\(plan.cellCount)] \(what)"
-                            rows.append(try measureChecked(backend, connections: connections, size: size, mode: mode, repetition: repetition, label: label))
-                        }
-                    }
-                }
-            }
-        }
+        var rows = try run(RequestResponseDriver(plan: plan, status: status), done: &done)
         if plan.idleConnections > 0 {
-            for backend in plan.targets {
+            for target in plan.targets {
                 done += 1
-                cellStarted(done, plan.cellCount, "idle: \(backend) with \(plan.idleConnections) connections")
-                status("idle: \(backend) with \(plan.idleConnections) connections")
-                rows.append(try measureIdle(backend))
+                cellStarted(done, plan.cellCount, "idle: \(target) with \(plan.idleConnections) connections")
+                status("idle: \(target) with \(plan.idleConnections) connections")
+                rows.append(try measureIdle(target))
             }
         }
         return rows
     }
 
+    /// Every repetition of every cell on every server; the servers' order rotates between
+    /// repetitions so that drift does not favour one of them.
+    private func run<Driver: CellDriver>(_ driver: Driver, done: inout Int) throws -> [ResultRow] {
+        var rows: [ResultRow] = []
+        let targets = plan.targets
+        for repetition in 1...plan.repetitions {
+            let shift = (repetition - 1) % max(targets.count, 1)
+            let order = Array(targets[shift...] + targets[..<shift])
+            for cell in driver.cells {
+                for target in order {
+                    done += 1
+                    let what = driver.describe(cell, on: target, repetition: repetition)
+                    cellStarted(done, plan.cellCount, what)
+                    let label = "[\(done)/\(plan.cellCount)] \(what)"
+                    status(label)
+                    rows.append(try measureChecked(driver, cell, on: target, repetition: repetition, label: label))
+                }
+            }
+        }
+        return rows
+    }
+
+    /// The `iobench serve` arguments for a backend: pinned, on a free port, with a cell's options.
     private func serveArguments(_ backend: BackendKind, options: [String]) -> [String] {
         ["serve", "--backend", backend.rawValue, "--port", "0", "--quit-on-eof",
          "--threads", "\(plan.serverThreads)",
          "--cpus", plan.serverCPUs.map(String.init).joined(separator: ","),
-        ] + (plan.workload.servePattern.map { $0 == .echo ? [] : ["--pattern", $0.rawValue] } ?? []) + options + plan.extraServerArguments
+        ] + options + plan.extraServerArguments
     }
 
-    private func startServer(_ backend: BackendKind, options: [String] = [], executable: String? = nil) throws -> ServerProcess {
-        try ServerProcess(executable: executable ?? plan.executable, arguments: serveArguments(backend, options: options))
+    /// A fresh pinned server for one of our backends or a variant (under callgrind, with the
+    /// options its backend needs there, when `counted`); an external server's address and
+    /// (when its pid is known) a probe.
+    func startServer(_ target: Target, options: [String], counted: Bool = false) throws -> CellServer {
+        var executable = plan.executable
+        var options = options
+        let kind: BackendKind
+        switch target {
+        case .backend(let backend): kind = backend
+        case .variant(let variant):
+            kind = variant.backend
+            options += variant.arguments
+            if let other = variant.executable { executable = other }
+        case .external(let external):
+            if counted { throw UsageError("\(target) is an external server: counted measurements run our own servers under valgrind") }
+            return CellServer(target: target, process: nil, address: external.address, probe: external.pid.map(ProcessProbe.init), arguments: [])
+        }
+        guard counted else {
+            let arguments = serveArguments(kind, options: options)
+            let server = try ServerProcess(executable: executable, arguments: arguments)
+            return CellServer(target: target, process: server, address: server.address, probe: ProcessProbe(pid: server.pid), arguments: arguments)
+        }
+        // What the backend needs, or cannot have, under valgrind (io_uring: wait in poll(2)).
+        let descriptor = Backends.descriptor(kind)
+        if case .variant(let variant) = target {
+            for (option, reason) in descriptor.uncountableOptions where variant.arguments.contains(where: { $0.hasPrefix(option) }) {
+                throw UsageError("\(target) \(reason): it cannot be counted")
+            }
+        }
+        let arguments = serveArguments(kind, options: options + descriptor.countedServeOptions)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-callgrind-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        do {
+            let server = try Callgrind.startServer(executable: executable, arguments: arguments, outputDirectory: directory)
+            return CellServer(target: target, process: server, address: server.address, probe: nil, arguments: arguments, countsDirectory: directory)
+        } catch {
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
     }
 
     /// The build (commit, dirty flag) of every binary that serves in this run.
@@ -211,53 +233,38 @@ public final class BenchmarkRunner {
         return info
     }
 
-    /// A fresh pinned server for one of our backends; for an external one, its address and
-    /// (when its pid is known) a probe.
-    private func attach(_ target: Target) throws -> (ServerProcess?, SocketAddress, ProcessProbe?) {
-        switch target {
-        case .backend(let kind):
-            let server = try startServer(kind)
-            return (server, server.address, ProcessProbe(pid: server.pid))
-        case .variant(let variant):
-            let server = try startServer(variant.backend, options: variant.arguments, executable: variant.executable)
-            return (server, server.address, ProcessProbe(pid: server.pid))
-        case .external(let external):
-            return (nil, external.address, external.pid.map(ProcessProbe.init))
-        }
-    }
-
-    private func baseRow(_ backend: Target, workload: String, connections: Int, repetition: Int) -> ResultRow {
+    /// What every row says about its cell, whatever the workload: the run, the machine and
+    /// build, the command, the workload and method, the server, CPUs, connections, repetition.
+    private func baseRow(_ target: Target, workload: String, connections: Int, repetition: Int) -> ResultRow {
         var row = ResultRow()
         row["run_id"] = runID
         row["timestamp"] = ISO8601DateFormatter().string(from: Date())
         // The build of a variant's binary; the machine is the same.
-        row.record(machine: build(of: backend))
+        row.record(machine: build(of: target))
         row["command"] = plan.commandLine
         row["workload"] = workload
         row["method"] = workload == "idle" ? "timed" : plan.method.rawValue
-        row["backend"] = backend.description
-        if backend.kind != nil { row["server_threads"] = "\(plan.serverThreads)" }
+        row["backend"] = target.description
+        if target.kind != nil { row["server_threads"] = "\(plan.serverThreads)" }
         row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: " ")
         row["client_cpus"] = plan.clientCPUs.map(String.init).joined(separator: " ")
         row["connections"] = "\(connections)"
         row["repetition"] = "\(repetition)"
         row["warmup_s"] = fixed(plan.warmup, 3)
-        if plan.workload.takesWork && workload != "idle" { row["work_us"] = "\(plan.workMicroseconds)" }
+        if plan.notification == nil && plan.workload.takesWork && workload != "idle" { row["work_us"] = "\(plan.workMicroseconds)" }
         return row
     }
 
-    /// Where `measure` leaves a server's reported failure for `windowProblem` (not a CSV column:
+    /// Where a server's reported failure is left for `windowProblem` (not a CSV column:
     /// `valid` carries it).
     static let serverFailureKey = "server_failure"
 
-    /// One load cell, measured again while its window is impossible; a row still impossible
-    /// after the retries says why in `valid` and counts for nothing.
-    func measureChecked(_ target: Target, connections: Int, size: Int, mode: LoadMode, repetition: Int, label: String) throws -> ResultRow {
+    /// One cell, measured again while its window is impossible; a row still impossible after
+    /// the retries says why in `valid` and counts for nothing.
+    private func measureChecked<Driver: CellDriver>(_ driver: Driver, _ cell: Driver.Cell, on target: Target, repetition: Int, label: String) throws -> ResultRow {
         var attempt = 0
         while true {
-            var row = plan.method == .counted
-                ? try measureCounted(target, connections: connections, size: size, repetition: repetition, label: label)
-                : try measure(target, connections: connections, size: size, mode: mode, repetition: repetition, label: label)
+            var row = try measure(driver, cell, on: target, repetition: repetition, label: label)
             let problem = windowProblem(row)
             row["valid"] = problem ?? "yes"
             guard let problem, attempt < Self.windowRetries else { return row }
@@ -266,8 +273,28 @@ public final class BenchmarkRunner {
         }
     }
 
-    /// Why a row's window cannot be trusted: the server used more CPU than its pinned CPUs
-    /// allow, or the window ran longer than planned. Nil when it can.
+    /// One cell on a fresh server.
+    private func measure<Driver: CellDriver>(_ driver: Driver, _ cell: Driver.Cell, on target: Target, repetition: Int, label: String) throws -> ResultRow {
+        let counted = plan.method == .counted
+        if counted { status("\(label): starting under callgrind") }
+        let server = try startServer(target, options: driver.serveOptions(for: cell), counted: counted)
+        var row = baseRow(target, workload: driver.workload(of: cell), connections: driver.connections(of: cell), repetition: repetition)
+        if counted {
+            try driver.measureCounted(cell, on: server, into: &row, label: label)
+        } else {
+            try driver.measure(cell, on: server, into: &row, label: label)
+        }
+        // A server that reports a failed loop served only part of its connections: not a
+        // measurement. Its last word is asked for here if the driver's did not say so.
+        if server.failure == nil { _ = try? server.stats(timeout: counted ? 30 : 5) }
+        if let failure = server.failure { row[Self.serverFailureKey] = failure }
+        if let stopped = server.stop() { driver.serverStopped(stopped, row: &row) }
+        if !counted { row["bottleneck"] = bottleneck(row, target) }
+        return row
+    }
+
+    /// Why a row's window cannot be trusted: the server reported a failed loop, used more CPU
+    /// than its pinned CPUs allow, or the window ran longer than planned. Nil when it can.
     func windowProblem(_ row: ResultRow) -> String? {
         if let failure = row[Self.serverFailureKey] { return "the server reported a failed loop: \(failure)" }
         if let impossible = WindowAudit.impossibleCPU(row, slack: Self.cpuSlack) { return impossible }
@@ -277,192 +304,35 @@ public final class BenchmarkRunner {
         return nil
     }
 
-    /// What a server's probes saw at one edge of a window: its stats (system calls), its
-    /// threads' context switches and memory, and the messages the generator had back then.
-    private struct ProbeReading {
-        var stats: StatsLine?
-        var sample: ProcessProbe.Sample?
-        var messages: Double
-    }
-
-    /// Reads the slow probes outside the window: the stats round trip and the task scan,
-    /// bracketed by the generator's message count (their midpoint stands for the reading).
-    private func readProbes(_ server: ServerProcess?, _ probe: ProcessProbe?, _ progress: LoadProgress) throws -> ProbeReading {
-        let first = progress.messagesReceived()
-        let stats = try server?.stats()
-        let sample = probe?.sample()
-        return ProbeReading(stats: stats, sample: sample, messages: (first + progress.messagesReceived()) / 2)
-    }
-
-    /// One timed load cell against a fresh server.
-    func measure(_ target: Target, connections: Int, size: Int, mode: LoadMode, repetition: Int, label: String) throws -> ResultRow {
-        let (server, address, probe) = try attach(target)
-        defer { server?.stop() }
-        // Idle connections beside the active ones: what waiting on many quiet descriptors costs.
-        var idle: [Int32] = []
-        defer { for fd in idle { close(fd) } }
-        if plan.idleBeside > 0 {
-            status("\(label): opening \(plan.idleBeside) idle connections")
-            let (fds, open) = try holdIdleConnections(plan.idleBeside, to: address, of: server, option: "--idle-beside")
-            idle = fds
-            guard open >= plan.idleBeside else {
-                throw BenchError.probeFailed("\(label): the server accepted \(open) of \(plan.idleBeside) idle connections within 60 s")
-            }
+    /// Which side limited a timed cell: a side that kept (nearly) all of the CPUs it can use
+    /// busy. The server's are what its threading allows of those it is pinned to (the
+    /// registry's capacity; for an external server, its threads).
+    private func bottleneck(_ row: ResultRow, _ target: Target) -> String {
+        let generator = row.double(.generatorCPUUtilisation) ?? 0
+        guard let server = row.double(.serverCPUUtilisation) else {
+            return Bottleneck.verdict(serverUtilization: 0, generatorUtilization: generator)
         }
-        var options = loadOptions(address, connections: connections, size: size)
-        switch mode {
-        case .closed(let depth): options.depth = depth
-        case .open(let rate): options.rate = rate
-        }
-        var before: ProbeReading?, after: ProbeReading?
-        var cpuStart: UInt64?, cpuEnd: UInt64?
-        var probeError: (any Error)?
-        var hooks = LoadHooks()
-        hooks.beforeWindow = { progress in
-            do { before = try self.readProbes(server, probe, progress) } catch { probeError = error }
-        }
-        hooks.windowOpened = { cpuStart = probe?.cpuNanoseconds() }
-        hooks.windowClosed = { cpuEnd = probe?.cpuNanoseconds() }
-        hooks.afterWindow = { progress in
-            do { after = try self.readProbes(server, probe, progress) } catch { probeError = probeError ?? error }
-        }
-        hooks.progress = { [status, duration = plan.duration] elapsed, messages in
-            status("\(label): \(String(format: "%.1f", elapsed))/\(duration) s, \(formatCount(Double(messages) / max(elapsed, 0.001))) msgs/s")
-        }
-        status("\(label): warming up")
-        let load = try LoadGenerator.run(options, hooks: hooks)
-        if let probeError { throw BenchError.probeFailed("\(label): \(probeError)") }
-
-        var row = baseRow(target, workload: plan.workload.name, connections: connections, repetition: repetition)
-        if plan.idleBeside > 0 { row["idle_beside"] = "\(plan.idleBeside)" }
-        // A server that reports a failed loop served part of its connections: not a measurement.
-        if let failure = after?.stats?.failure ?? before?.stats?.failure { row[Self.serverFailureKey] = failure }
-        row.fill(load: load)
-        row["bottleneck"] = Bottleneck.verdict(serverUtilization: 0, generatorUtilization: load.generatorUtilization)
-        if probe != nil {
-            guard let cpuStart, let cpuEnd, let s0 = before?.sample, let s1 = after?.sample, let before, let after else {
-                throw BenchError.probeFailed("\(label): the server (\(target)) could not be probed at the window's edges; it may have exited")
-            }
-            let cpu = Double(cpuEnd - cpuStart) / 1e9
-            let perMessage = load.messages > 0 ? 1.0 / Double(load.messages) : 0
-            row.set(.serverCPUPerMessage, cpu * 1e6 * perMessage)
-            row.set(.serverCPUUtilisation, cpu / load.seconds)
-            // The slow probes cover their own window, a little wider than the timed one.
-            let probeMessages = after.messages - before.messages
-            let perProbeMessage = probeMessages > 0 ? 1.0 / probeMessages : 0
-            row.set(.contextSwitchesPerMessage, Double(ProcessProbe.contextSwitches(from: s0, to: s1)) * perProbeMessage)
-            row[.serverPeakRSS] = "\(s1.peakResidentBytes / 1024)"
-            row[.serverThreadsPeak] = "\(s1.threads)"
-            row.fill(syscallsFrom: before.stats, to: after.stats, perMessage: perProbeMessage)
-            // The CPUs the server can keep busy: what its threading allows of those it is pinned to.
-            let capacity = Double(target.kind.map { Backends.descriptor($0).cpuCapacity(pinned: plan.serverCPUs.count, threads: plan.serverThreads) }
-                                  ?? min(plan.serverCPUs.count, max(s1.threads, 1)))
-            row["bottleneck"] = Bottleneck.verdict(serverUtilization: cpu / load.seconds / max(capacity, 1),
-                                                   generatorUtilization: load.generatorUtilization)
-        }
-        if load.errors > 0 {
-            reportError("iobench: \(label): \(load.errors) errors: \(load.errorDetails.joined(separator: "; "))")
-        }
-        return row
-    }
-
-    /// One counted cell: a fresh server under callgrind, closed loop, a window opened and
-    /// closed with nothing in flight, so every instruction, allocator call and system call
-    /// the server made in it belongs to the window's messages.
-    func measureCounted(_ target: Target, connections: Int, size: Int, repetition: Int, label: String) throws -> ResultRow {
-        guard let kind = target.kind else {
-            throw UsageError("\(target) is an external server: counted measurements run our own servers under valgrind")
-        }
-        var extra: [String] = []
-        if case .variant(let variant) = target { extra = variant.arguments }
-        // What the backend needs, or cannot have, under valgrind (io_uring: wait in poll(2)).
-        let descriptor = Backends.descriptor(kind)
-        for (option, reason) in descriptor.uncountableOptions where extra.contains(where: { $0.hasPrefix(option) }) {
-            throw UsageError("\(target) \(reason): it cannot be counted")
-        }
-        extra += descriptor.countedServeOptions
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-callgrind-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        status("\(label): starting under callgrind")
-        var executable = plan.executable
-        if case .variant(let variant) = target, let other = variant.executable { executable = other }
-        let server = try Callgrind.startServer(executable: executable, arguments: serveArguments(kind, options: extra), outputDirectory: directory)
-        defer { server.stopUnderValgrind() }
-        var options = loadOptions(server.address, connections: connections, size: size)
-        options.quietEdges = true
-        var before: StatsLine?, after: StatsLine?, counts: Callgrind.Counts?
-        var probeError: (any Error)?
-        var hooks = LoadHooks()
-        // Quiet edges: nothing is in flight, so the stats and the zero/dump see the same messages.
-        hooks.beforeWindow = { _ in
-            do {
-                before = try server.stats(timeout: 30)
-                try Callgrind.zero(pid: server.pid)
-            } catch { probeError = error }
-        }
-        hooks.afterWindow = { _ in
-            do {
-                counts = try Callgrind.dump(pid: server.pid, outputDirectory: directory)
-                after = try server.stats(timeout: 30)
-            } catch { probeError = probeError ?? error }
-        }
-        hooks.progress = { [status, duration = plan.duration] elapsed, messages in
-            status("\(label): counting, \(String(format: "%.1f", elapsed))/\(duration) s, \(messages) messages")
-        }
-        let load = try LoadGenerator.run(options, hooks: hooks)
-        if let probeError { throw BenchError.probeFailed("\(label): \(probeError)") }
-        guard let counts, load.messages > 0 else {
-            throw BenchError.probeFailed("\(label): no message was echoed in the counted window")
-        }
-        var row = baseRow(target, workload: plan.workload.name, connections: connections, repetition: repetition)
-        // A server that reports a failed loop served part of its connections: not a measurement.
-        if let failure = after?.failure ?? before?.failure { row[Self.serverFailureKey] = failure }
-        row.fill(load: load)
-        let perMessage = 1.0 / Double(load.messages)
-        row.set(.userInstructionsPerMessage, Double(counts.instructions) * perMessage)
-        row.set(.allocationsPerMessage, Double(counts.allocations) * perMessage)
-        row.fill(syscallsFrom: before, to: after, perMessage: perMessage)
-        // Timing under valgrind says nothing about the server: leave the timed columns out.
-        for metric in [Metric.messagesPerSecond, .megabytesPerSecond, .latencyP50, .latencyP90, .latencyP99, .latencyP999, .latencyP9999,
-                       .latencyMax, .generatorCPUPerMessage, .generatorCPUUtilisation] {
-            row[metric] = ""
-        }
-        if load.errors > 0 {
-            reportError("iobench: \(label): \(load.errors) errors: \(load.errorDetails.joined(separator: "; "))")
-        }
-        return row
-    }
-
-    private func loadOptions(_ address: SocketAddress, connections: Int, size: Int) -> LoadOptions {
-        var options = LoadOptions(target: address)
-        options.connections = connections
-        options.messageSize = size
-        options.duration = plan.duration
-        options.warmup = plan.warmup
-        options.threads = plan.generatorThreads
-        options.cpus = plan.clientCPUs
-        options.workload = plan.workload
-        options.workMicroseconds = plan.workMicroseconds
-        return options
+        let capacity = target.kind.map { Backends.descriptor($0).cpuCapacity(pinned: plan.serverCPUs.count, threads: plan.serverThreads) }
+            ?? min(plan.serverCPUs.count, max(row.int(Metric.serverThreadsPeak.column) ?? 1, 1))
+        return Bottleneck.verdict(serverUtilization: server / Double(max(capacity, 1)), generatorUtilization: generator)
     }
 
     /// Holds `idleConnections` idle connections open and measures the server's memory per connection.
     func measureIdle(_ target: Target) throws -> ResultRow {
-        let (server, address, probe) = try attach(target)
-        defer { server?.stop() }
+        let server = try startServer(target, options: [])
+        defer { server.stop() }
         // Ask for stats once before the first sample: the first answer pages in the code and
         // data its JSON takes (about 0.9 MB of the binary and libraries, 92 B "per connection" at
         // 10,000, measured), which the wait for the connections below would otherwise count.
-        _ = try? server?.stats()
+        _ = try? server.stats()
         usleep(50_000)
-        let rssBefore = probe?.sample()?.residentBytes ?? 0
+        let rssBefore = server.probe?.sample()?.residentBytes ?? 0
         let start = ProcessResources.monotonicNanoseconds()
-        let (fds, open) = try holdIdleConnections(plan.idleConnections, to: address, of: server, option: "--idle-connections")
+        let (fds, open) = try Self.holdIdleConnections(plan.idleConnections, to: server, option: "--idle-connections")
         defer { for fd in fds { close(fd) } }
         let acceptSeconds = Double(ProcessResources.monotonicNanoseconds() - start) / 1e9
         usleep(100_000)
-        let sample = probe?.sample()
+        let sample = server.probe?.sample()
         var row = baseRow(target, workload: "idle", connections: plan.idleConnections, repetition: 1)
         row[.errors] = "\(plan.idleConnections - open)"
         row.set(.idleAcceptSeconds, acceptSeconds)
@@ -478,7 +348,7 @@ public final class BenchmarkRunner {
     /// Opens `count` connections that send nothing and waits until the server has accepted
     /// them all (ours say so in their stats; for an external one the connects completing is
     /// all that can be seen). Returns them, to be closed by the caller, and how many are open.
-    func holdIdleConnections(_ count: Int, to address: SocketAddress, of server: ServerProcess?, option: String) throws -> (fds: [Int32], open: Int) {
+    static func holdIdleConnections(_ count: Int, to server: CellServer, option: String) throws -> (fds: [Int32], open: Int) {
         let needed = count + 64
         let limit = ProcessResources.raiseDescriptorLimit()
         guard limit >= needed else {
@@ -487,16 +357,16 @@ public final class BenchmarkRunner {
         var fds: [Int32] = []
         fds.reserveCapacity(count)
         for _ in 0..<count {
-            switch Result(catching: { () throws(SystemError) -> Int32 in try Socket.connect(to: address) }) {
+            switch Result(catching: { () throws(SystemError) -> Int32 in try Socket.connect(to: server.address) }) {
             case .success(let fd): fds.append(fd)
             case .failure(let error):
                 for fd in fds { close(fd) }
-                throw LoadError.cannotConnect(address, error.errno, connected: fds.count)
+                throw LoadError.cannotConnect(server.address, error.errno, connected: fds.count)
             }
         }
         let deadline = ProcessResources.monotonicNanoseconds() + 60_000_000_000
-        var open = server == nil ? count : 0
-        while let server, ProcessResources.monotonicNanoseconds() < deadline {
+        var open = server.process == nil ? count : 0
+        while server.process != nil, ProcessResources.monotonicNanoseconds() < deadline {
             open = ((try? server.stats())?.connectionsOpen) ?? 0
             if open >= count { break }
             usleep(5_000)
@@ -532,48 +402,5 @@ public enum BenchError: Error, CustomStringConvertible {
     }
 }
 
-extension ResultRow {
-    /// System calls per message from two stats readings; a peer that cannot count its system
-    /// calls reports them as null, and the columns stay empty.
-    mutating func fill(syscallsFrom before: StatsLine?, to after: StatsLine?, perMessage: Double) {
-        guard let st0 = before, let st1 = after, let total0 = st0.syscallsTotal, let total1 = st1.syscallsTotal else { return }
-        let delta = { (key: String) -> Double in
-            Double((st1.syscalls?[key] ?? 0) - (st0.syscalls?[key] ?? 0))
-        }
-        set(.syscallsPerMessage, Double(total1 - total0) * perMessage)
-        set(.ioUringEnterPerMessage, delta("io_uring_enter") * perMessage)
-        set(.epollWaitPerMessage, delta("epoll_wait") * perMessage)
-    }
-
-    /// The load generator's figures.
-    public mutating func fill(load: LoadResult) {
-        self["size_bytes"] = "\(load.options.messageSize)"
-        self["depth"] = load.options.rate == nil ? "\(load.options.depth)" : ""
-        self["rate_msgs_per_s"] = load.options.rate.map { fixed($0, 0) } ?? ""
-        self["duration_s"] = fixed(load.seconds, 3)
-        self["messages"] = "\(load.messages)"
-        self["incomplete"] = load.options.rate == nil ? "" : "\(load.incomplete)"
-        set(.messagesPerSecond, load.messagesPerSecond)
-        set(.megabytesPerSecond, load.megabytesPerSecond)
-        let h = load.latency
-        let us = { (ns: UInt64) in fixed(Double(ns) / 1000, 1) }
-        if h.totalCount > 0 {
-            self[.latencyP50] = us(h.valueAtPercentile(50))
-            self[.latencyP90] = us(h.valueAtPercentile(90))
-            self[.latencyP99] = us(h.valueAtPercentile(99))
-            self[.latencyP999] = us(h.valueAtPercentile(99.9))
-            self[.latencyP9999] = us(h.valueAtPercentile(99.99))
-            self[.latencyMax] = us(h.max)
-        }
-        if let u = load.uncorrectedLatency, u.totalCount > 0 { self[.uncorrectedP99] = us(u.valueAtPercentile(99)) }
-        if let lag = load.sendLag, lag.totalCount > 0 {
-            self[.sendLagP99] = us(lag.valueAtPercentile(99))
-            self[.sendLagMax] = us(lag.max)
-        }
-        self[.errors] = "\(load.errors)"
-        set(.generatorCPUPerMessage, load.generatorCPUMicrosecondsPerMessage)
-        set(.generatorCPUUtilisation, load.generatorUtilization)
-    }
-}
 
 extension BenchError: HarnessError {}

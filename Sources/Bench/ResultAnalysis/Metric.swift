@@ -205,7 +205,7 @@ extension Metric {
     /// The figures of a counted notification table, in its order.
     public static let countedNotificationTable: [Metric] = [.userInstructionsPerEvent, .allocationsPerEvent, .countedSyscallsPerEvent]
 
-    /// The figures of the notification table (`NotificationMatrix.summary`), in its order.
+    /// The figures of the notification table (`NotificationTable.render`), in its order.
     public static let notificationTable: [Metric] = [
         .serverCPUPerEvent, .eventLatencyP50, .eventLatencyP99, .wireBytesPerEvent, .requestsPerEvent, .serverBytesPerClient,
         .broadcastP99, .wakeP99, .timeoutLateMax, .emptyPollFraction, .serverRSSGrowth, .eventsDroppedByPolicy, .notificationServerThreads,

@@ -35,10 +35,12 @@ public enum SummaryTable {
         }
     }
 
+    /// Any run's table: the notification workloads' rows go to ``NotificationTable``.
     /// - Parameters:
     ///   - markdown: Markdown tables (for a README or a CI job summary) instead of aligned text.
     ///   - verbose: list every spread warning instead of one summary line.
     public static func render(_ rows: [ResultRow], reference: String = "epoll", markdown: Bool = false, verbose: Bool = false) -> String {
+        if let first = rows.first, NotificationWorkload.isNotification(first) { return NotificationTable.render(rows, markdown: markdown) }
         func table(_ lines: [[String]]) -> String { markdown ? markdownTable(lines) : align(lines) }
         var out = ""
         var warnings: [String] = []
