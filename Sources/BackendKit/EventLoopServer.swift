@@ -37,7 +37,7 @@ public protocol EventLoopBackend: Sendable {
     static var nonBlockingListener: Bool { get }
     /// Makes one loop for `Session` on the calling thread and runs it; see the checklist.
     static func runLoop<Session: ConnectionSession & ~Copyable>(
-        _ session: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
+        _ session: Session.Type, listener: consuming OwnedDescriptor, resources: LoopResources, services: LoopServices,
         ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws
     /// ``runLoop(_:listener:resources:services:ready:stopping:)`` for the session type of
     /// `pattern`. Every backend implements it with the same line,
@@ -66,7 +66,7 @@ extension EventLoopBackend where Self: BackendFactory {
 /// returns.
 @frozen
 public struct EventLoopBody<Backend: EventLoopBackend>: SessionTypeVisitor {
-    public typealias Body = @Sendable (_ listener: Int32, LoopResources, LoopServices, _ ready: (String?) -> Void, _ stopping: borrowing Atomic<Bool>) throws -> Void
+    public typealias Body = @Sendable (_ listener: consuming OwnedDescriptor, LoopResources, LoopServices, _ ready: (String?) -> Void, _ stopping: borrowing Atomic<Bool>) throws -> Void
 
     @inlinable public init() {}
 
@@ -171,8 +171,11 @@ public final class EventLoopServer<Backend: EventLoopBackend>: BackendServer, Se
                                                                nonBlocking: Backend.nonBlockingListener)
         bound.withLock { $0 = address }
         let services = self.services
-        try group.start(count: listeners.count, registry: registry, unclaimed: { SystemCalls.Uncounted.close(listeners[$0]) }) { resources, ready, stopping in
-            try body(listeners[resources.index], resources, services, ready, stopping)
+        // Each loop takes its listener on its own thread; one whose loop never started is
+        // closed with the handoff.
+        try group.start(count: listeners.count, registry: registry) { resources, ready, stopping in
+            guard let listener = listeners.take(resources.index) else { preconditionFailure("loop \(resources.index)'s listener was taken twice") }
+            try body(listener, resources, services, ready, stopping)
         }
     }
 

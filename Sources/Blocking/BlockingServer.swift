@@ -21,7 +21,7 @@ public final class BlockingServer: BackendServer, Sendable {
     /// Open connection sockets and the number of connection threads still running.
     private let live = Mutex<(fds: Set<Int32>, threads: Int)>(([], 0))
     /// The acceptor thread, the listener and the bound address: set by start(), read by stop().
-    private let lifecycle: Mutex<(acceptor: OSThread?, listener: Int32, bound: SocketAddress)>
+    private let lifecycle: Mutex<(acceptor: OSThread?, listener: DescriptorHandoff?, bound: SocketAddress)>
     /// Notifications between connection threads (each thread is its own loop), and the
     /// notification patterns' topics and jobs.
     private let hub: Hub
@@ -35,7 +35,7 @@ public final class BlockingServer: BackendServer, Sendable {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
         closer = LingeringCloser(limit: limit, registry: registry)
-        lifecycle = Mutex((nil, -1, configuration.address))
+        lifecycle = Mutex((nil, nil, configuration.address))
         hub = Hub(options: configuration.notifications)
         let pattern = configuration.pattern
         startConnection = { server, fd, counters in
@@ -49,7 +49,7 @@ public final class BlockingServer: BackendServer, Sendable {
         self.configuration = configuration
         self.limit = ConnectionLimit(maximum: configuration.maxConnections)
         closer = LingeringCloser(limit: limit, registry: registry)
-        lifecycle = Mutex((nil, -1, configuration.address))
+        lifecycle = Mutex((nil, nil, configuration.address))
         hub = Hub(options: configuration.notifications)
         startConnection = { server, fd, counters in
             try ConnectionStarter(server: server, fd: fd, counters: counters).visit(Session.self)
@@ -59,17 +59,13 @@ public final class BlockingServer: BackendServer, Sendable {
     public var boundAddress: SocketAddress { lifecycle.withLock { $0.bound } }
 
     public func start() throws {
-        let (fds, address) = try Socket.listenOnEachLoop(configuration.address, count: 1, nonBlocking: false)
+        // The handoff owns the listener: the server keeps it until `stop`, the acceptor thread
+        // borrows its number; if the thread cannot start, the listener closes as it goes.
+        let (listener, address) = try Socket.listenOnEachLoop(configuration.address, count: 1, nonBlocking: false)
         let counters = registry.makeCounters()
-        let listenFD = fds[0]
-        let acceptor: OSThread
-        do {
-            acceptor = try OSThread(name: "iob-accept") { [self] in acceptLoop(listenFD, counters) }
-        } catch {
-            SystemCalls.Uncounted.close(listenFD)
-            throw error
-        }
-        lifecycle.withLock { $0 = (acceptor, listenFD, address) }
+        guard let listenFD = listener.peek(0) else { preconditionFailure("a new listener is missing") }
+        let acceptor = try OSThread(name: "iob-accept") { [self] in acceptLoop(listenFD, counters) }
+        lifecycle.withLock { $0 = (acceptor, listener, address) }
         do {
             try hub.start(registry: registry)
         } catch {
@@ -344,13 +340,13 @@ public final class BlockingServer: BackendServer, Sendable {
         hub.stop()
         stopping.store(true, ordering: .relaxed)
         let (acceptor, listener) = lifecycle.withLock { state in
-            defer { state.acceptor = nil; state.listener = -1 }
+            defer { state.acceptor = nil; state.listener = nil }
             return (state.acceptor, state.listener)
         }
         // shutdown() wakes a thread blocked in accept (EINVAL) or recv/send (EOF/EPIPE).
-        if listener >= 0 { SystemCalls.Uncounted.shutdown(listener) }
+        if let fd = listener?.peek(0) { SystemCalls.Uncounted.shutdown(fd) }
         acceptor?.join()
-        if listener >= 0 { SystemCalls.Uncounted.close(listener) }
+        _ = consume listener  // closes it, now that nothing accepts on it
         live.withLock { state in
             for fd in state.fds { SystemCalls.Uncounted.shutdown(fd) }
         }

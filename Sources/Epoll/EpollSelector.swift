@@ -13,29 +13,30 @@ public struct EpollSelector: ReadinessSelector, ~Copyable {
     @inlinable static var eventCapacity: Int32 { 1024 }
 
     @usableFromInline let sys: SystemCalls
-    @usableFromInline let epoll: Int32
+    /// Closed with the selector.
+    @usableFromInline let epoll: OwnedDescriptor
     @usableFromInline let events: UnsafeMutablePointer<EpollEvent>
 
     @inlinable
     public init(sys: SystemCalls) throws(SystemError) {
         self.sys = sys
-        epoll = try sys.epollCreate()
+        epoll = OwnedDescriptor(adopting: try sys.epollCreate())
         events = .allocate(capacity: Int(Self.eventCapacity))
     }
 
     @inlinable
     public mutating func register(_ fd: Int32, interest: UInt32, token: UInt64) throws(SystemError) {
-        try sys.epollCtl(epoll, Epoll.add, fd, events: interest, data: token)
+        try sys.epollCtl(epoll.raw, Epoll.add, fd, events: interest, data: token)
     }
 
     @inlinable
     public mutating func reregister(_ fd: Int32, interest: UInt32, token: UInt64) throws(SystemError) {
-        try sys.epollCtl(epoll, Epoll.modify, fd, events: interest, data: token)
+        try sys.epollCtl(epoll.raw, Epoll.modify, fd, events: interest, data: token)
     }
 
     @inlinable
     public mutating func deregister(_ fd: Int32) throws(SystemError) {
-        try sys.epollCtl(epoll, Epoll.delete, fd, events: 0, data: 0)
+        try sys.epollCtl(epoll.raw, Epoll.delete, fd, events: 0, data: 0)
     }
 
     /// Closing a descriptor removes it from the epoll set.
@@ -43,7 +44,7 @@ public struct EpollSelector: ReadinessSelector, ~Copyable {
 
     @inlinable
     public mutating func wait(timeoutMilliseconds: Int32) throws(SystemError) -> Int {
-        try sys.epollWait(epoll, events, capacity: Self.eventCapacity, timeoutMilliseconds: timeoutMilliseconds)
+        try sys.epollWait(epoll.raw, events, capacity: Self.eventCapacity, timeoutMilliseconds: timeoutMilliseconds)
     }
 
     @inlinable @inline(__always)
@@ -53,7 +54,6 @@ public struct EpollSelector: ReadinessSelector, ~Copyable {
     }
 
     deinit {
-        sys.close(epoll)
         events.deallocate()
     }
 }

@@ -23,7 +23,7 @@ public enum EpollBackend: EventLoopBackend, BackendFactory {
     }
 
     public static func runLoop<Session: ConnectionSession & ~Copyable>(
-        _ session: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
+        _ session: Session.Type, listener: consuming OwnedDescriptor, resources: LoopResources, services: LoopServices,
         ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws {
         try runReadinessLoop(EpollSelector.self, session, listener: listener, resources: resources, services: services, ready: ready, stopping: stopping)
     }

@@ -23,7 +23,7 @@ public enum IoUringBackend: EventLoopBackend, BackendFactory {
 
     /// Each ring is made on its own loop thread: it must be created by the thread that submits to it.
     public static func runLoop<Session: ConnectionSession & ~Copyable>(
-        _: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
+        _: Session.Type, listener: consuming OwnedDescriptor, resources: LoopResources, services: LoopServices,
         ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws {
         var loop = try RingEventLoop<Session>(listener: listener, resources: resources, limit: services.limit, closer: services.closer,
                                               health: services.health, configuration: services.configuration, hub: services.hub)

@@ -29,7 +29,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
     /// The fewest completions a batch wait waits for (so it applies from 32 connections).
     static var smallestBatch: Int { 8 }
 
-    let listener: Int32
+    let listener: OwnedDescriptor
     let wake: Int32
     let limit: ConnectionLimit
     let closer: LingeringCloser
@@ -67,27 +67,17 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
         batchWait > 0 ? "\(ring.setupFlagNames)|MIN_TIMEOUT=\(batchWait)us" : ring.setupFlagNames
     }
 
-    /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
-    /// ``run(until:)``. Must run on the thread that will run the loop (`SINGLE_ISSUER`).
-    init(listener: Int32, resources: LoopResources, limit: ConnectionLimit, closer: LingeringCloser, health: ServerHealth,
+    /// Takes ownership of `listener`: closed with the loop (or at once if it cannot be made),
+    /// after the ring's teardown has cancelled the accept on it. Must run on the thread that will run the loop (`SINGLE_ISSUER`).
+    init(listener: consuming OwnedDescriptor, resources: LoopResources, limit: ConnectionLimit, closer: LingeringCloser, health: ServerHealth,
          configuration: ServerConfiguration, hub: Hub) throws(SystemError) {
         sys = SystemCalls(counters: resources.counters)
         let settings = configuration.backendSettings[IoUringSettings.self]
-        let newRing: Ring
-        do throws(SystemError) {
-            newRing = try Ring(entries: settings.entries, waitByPoll: settings.waitByPoll,
+        // If either throws, what was made goes out of scope: the ring is torn down, the
+        // listener closed.
+        let newRing = try Ring(entries: settings.entries, waitByPoll: settings.waitByPoll,
                                needsMinTimeout: settings.batchWaitMicroseconds > 0)
-        } catch {
-            sys.close(listener)
-            throw error
-        }
-        let newBuffers: BufferRing
-        do throws(SystemError) {
-            newBuffers = try BufferRing(ring: newRing.raw, groupID: 1, count: settings.bufferCount, bufferSize: settings.bufferSize)
-        } catch {
-            sys.close(listener)
-            throw error  // the ring is torn down as it goes out of scope
-        }
+        let newBuffers = try BufferRing(ring: newRing.raw, groupID: 1, count: settings.bufferCount, bufferSize: settings.bufferSize)
         ring = newRing
         buffers = newBuffers
         self.listener = listener
@@ -182,7 +172,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
 
     mutating func armAccept() {
         let sqe = ring.nextSQE(sys)
-        io_uring_prep_multishot_accept(sqe, listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+        io_uring_prep_multishot_accept(sqe, listener.raw, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
         io_uring_sqe_set_data64(sqe, UserData(.accept).rawValue)
     }
 
@@ -497,7 +487,7 @@ struct RingEventLoop<Session: ConnectionSession & ~Copyable>: ~Copyable {
             sys.count(.closed)
             limit.release()
         }
-        sys.close(listener)
+        // The listener is closed with the loop, right after this.
     }
 
     deinit {

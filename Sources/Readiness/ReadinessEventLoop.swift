@@ -45,7 +45,7 @@ public struct ReadinessEventLoop<Selector: ReadinessSelector & ~Copyable, Sessio
     /// How long accepting pauses after running out of descriptors.
     @inlinable static var acceptBackoffNanoseconds: UInt64 { 50_000_000 }
 
-    @usableFromInline let listener: Int32
+    @usableFromInline let listener: OwnedDescriptor
     @usableFromInline var selector: Selector
     @usableFromInline let wake: Int32
     @usableFromInline let limit: ConnectionLimit
@@ -67,20 +67,16 @@ public struct ReadinessEventLoop<Selector: ReadinessSelector & ~Copyable, Sessio
     /// Notes taken from the mailbox (kept, so taking allocates nothing).
     @usableFromInline var notesTaken: [Note] = []
 
-    /// Takes ownership of `listener`: closed here if the loop cannot be made, else at the end of
-    /// ``run(until:)``.
+    /// Takes ownership of `listener`: closed with the loop (or at once if it cannot be made).
     @inlinable
-    public init(listener: Int32, resources: LoopResources, services: LoopServices) throws(SystemError) {
+    public init(listener: consuming OwnedDescriptor, resources: LoopResources, services: LoopServices) throws(SystemError) {
         sys = SystemCalls(counters: resources.counters)
-        do throws(SystemError) {
-            var made = try Selector(sys: sys)
-            try made.register(listener, interest: Readiness.input, token: Self.listenerToken)
-            try made.register(resources.wake, interest: Readiness.input, token: Self.wakeToken)
-            selector = made
-        } catch {
-            sys.close(listener)
-            throw error  // the selector, if made, closed itself as it went
-        }
+        // If any of these throws, the selector made so far and the listener go out of scope
+        // and close themselves.
+        var made = try Selector(sys: sys)
+        try made.register(listener.raw, interest: Readiness.input, token: Self.listenerToken)
+        try made.register(resources.wake, interest: Readiness.input, token: Self.wakeToken)
+        selector = made
         self.listener = listener
         wake = resources.wake
         let configuration = services.configuration, hub = services.hub
@@ -150,7 +146,7 @@ public struct ReadinessEventLoop<Selector: ReadinessSelector & ~Copyable, Sessio
         for _ in 0..<64 {
             let fd: Int32
             do {
-                guard let accepted = try sys.accept(listener, nonBlocking: true) else { return }
+                guard let accepted = try sys.accept(listener.raw, nonBlocking: true) else { return }
                 fd = accepted
             } catch {
                 sys.count(.acceptErrors)
@@ -222,7 +218,7 @@ public struct ReadinessEventLoop<Selector: ReadinessSelector & ~Copyable, Sessio
 
     @inlinable mutating func pauseAccepting() {
         do {
-            try selector.deregister(listener)
+            try selector.deregister(listener.raw)
         } catch {
             reportError("iobench: cannot stop watching the listener while out of descriptors: \(error)")
         }
@@ -232,7 +228,7 @@ public struct ReadinessEventLoop<Selector: ReadinessSelector & ~Copyable, Sessio
     @inlinable mutating func resumeAccepting() {
         acceptResumeAt = 0
         do {
-            try selector.register(listener, interest: Readiness.input, token: Self.listenerToken)
+            try selector.register(listener.raw, interest: Readiness.input, token: Self.listenerToken)
         } catch {
             // Not watching the listener would stop accepting for good: try again after a pause.
             reportError("iobench: cannot watch the listener again: \(error)")
@@ -394,8 +390,8 @@ public struct ReadinessEventLoop<Selector: ReadinessSelector & ~Copyable, Sessio
     @inlinable mutating func shutDown() {
         notifier.unregister(loopNumber)
         for index in connections.liveIndices() { closeConnection(index) }
-        if acceptResumeAt == 0 { selector.closing(listener) }
-        sys.close(listener)
+        // The listener is closed with the loop, right after this.
+        if acceptResumeAt == 0 { selector.closing(listener.raw) }
     }
 
     deinit {

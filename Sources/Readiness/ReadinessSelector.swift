@@ -45,7 +45,7 @@ public protocol ReadinessSelector: ~Copyable {
 /// (inlinable, so the backend's module specialises it for the selector and each session type).
 @inlinable
 public func runReadinessLoop<Selector: ReadinessSelector & ~Copyable, Session: ConnectionSession & ~Copyable>(
-    _: Selector.Type, _: Session.Type, listener: Int32, resources: LoopResources, services: LoopServices,
+    _: Selector.Type, _: Session.Type, listener: consuming OwnedDescriptor, resources: LoopResources, services: LoopServices,
     ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws {
     var loop = try ReadinessEventLoop<Selector, Session>(listener: listener, resources: resources, services: services)
     ready(loop.setupDescription)

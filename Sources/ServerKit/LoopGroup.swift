@@ -43,11 +43,11 @@ public final class LoopGroup: Sendable {
     /// releasing what it was given for that loop, such as its listener), then runs the loop
     /// until `stopping` is set and its wake descriptor fires. The loop is written out in
     /// `serve` itself, so the backend's compiler specialises it for its session type. If any
-    /// loop could not be made, every loop is stopped and the first error is rethrown;
-    /// `unclaimed` is called for each loop index `serve` never ran for.
+    /// loop could not be made, every loop is stopped and the first error is rethrown (what a
+    /// loop that never ran was given stays with its owner: a ``DescriptorHandoff`` closes the
+    /// listeners nobody took).
     public func start(
         count: Int, registry: CounterRegistry,
-        unclaimed: (Int) -> Void = { _ in },
         serve: @escaping @Sendable (LoopResources, _ ready: (String?) -> Void, _ stopping: borrowing Atomic<Bool>) throws -> Void
     ) throws {
         let outcomes = Mutex<[(any Error)?]>([])
@@ -87,7 +87,6 @@ public final class LoopGroup: Sendable {
             }
         }
         let launched = started.withLock { $0.threads.count }
-        for index in launched..<count { unclaimed(index) }
         for _ in 0..<launched { ready.wait() }
         if failure == nil { failure = outcomes.withLock { $0.compactMap { $0 }.first } }
         if let failure {

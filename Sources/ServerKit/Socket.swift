@@ -9,22 +9,18 @@ public enum Socket {
     /// - Parameters:
     ///   - reusePort: set `SO_REUSEPORT` so several loops can each own a listener on one port.
     ///   - nonBlocking: make accept non-blocking (event-loop backends).
-    public static func listen(on address: SocketAddress, reusePort: Bool, nonBlocking: Bool, backlog: Int32 = 4096) throws -> Int32 {
+    public static func listen(on address: SocketAddress, reusePort: Bool, nonBlocking: Bool, backlog: Int32 = 4096) throws -> OwnedDescriptor {
         var type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
         if nonBlocking { type |= Int32(SOCK_NONBLOCK.rawValue) }
-        let fd = socket(address.domain, type, 0)
-        guard fd >= 0 else { throw describe(SystemError("socket", .current), address) }
-        do {
-            try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
-            if reusePort { try setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1) }
-            let rc = address.withSockAddr { bind(fd, $0, $1) }
-            if rc != 0 { throw describe(SystemError("bind", .current), address) }
-            if Glibc.listen(fd, backlog) != 0 { throw describe(SystemError("listen", .current), address) }
-            return fd
-        } catch {
-            close(fd)
-            throw error
-        }
+        let made = socket(address.domain, type, 0)
+        guard made >= 0 else { throw describe(SystemError("socket", .current), address) }
+        let fd = OwnedDescriptor(adopting: made)  // closed if anything below throws
+        try setOption(fd.raw, SOL_SOCKET, SO_REUSEADDR, 1)
+        if reusePort { try setOption(fd.raw, SOL_SOCKET, SO_REUSEPORT, 1) }
+        let rc = address.withSockAddr { bind(fd.raw, $0, $1) }
+        if rc != 0 { throw describe(SystemError("bind", .current), address) }
+        if Glibc.listen(fd.raw, backlog) != 0 { throw describe(SystemError("listen", .current), address) }
+        return fd
     }
 
     /// Turns a bind/listen failure into a sentence that names the address and the fix.
@@ -75,21 +71,21 @@ public enum Socket {
     /// `receiveBuffer` sets `SO_RCVBUF` before connecting: set later, a small one leaves the
     /// window scale negotiated for the default, and the sender may stall on zero-window probes.
     public static func connect(to address: SocketAddress, noDelay: Bool = true, receiveBuffer: Int32? = nil) throws(SystemError) -> Int32 {
-        let fd = socket(address.domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw SystemError("socket", .current) }
+        let made = socket(address.domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard made >= 0 else { throw SystemError("socket", .current) }
+        let fd = OwnedDescriptor(adopting: made)  // closed if the connect fails
         if var size = receiveBuffer {
-            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            setsockopt(fd.raw, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         }
         while true {
-            let rc = address.withSockAddr { Glibc.connect(fd, $0, $1) }
+            let rc = address.withSockAddr { Glibc.connect(fd.raw, $0, $1) }
             if rc == 0 { break }
             let error = Errno.current
             if error == .interrupted { continue }
-            close(fd)
             throw SystemError("connect", error)
         }
-        if noDelay { setNoDelay(fd) }
-        return fd
+        if noDelay { setNoDelay(fd.raw) }
+        return fd.release()
     }
 }
 
@@ -101,29 +97,29 @@ extension Socket {
     /// `SO_REUSEPORT` would also let this server silently share a port with another process of
     /// the same user, so a probe socket without it holds the port first: if anything else is
     /// listening there, the probe's bind fails with "already in use".
-    public static func listenOnEachLoop(_ address: SocketAddress, count: Int, nonBlocking: Bool) throws -> ([Int32], SocketAddress) {
+    public static func listenOnEachLoop(_ address: SocketAddress, count: Int, nonBlocking: Bool) throws -> (DescriptorHandoff, SocketAddress) {
         if count <= 1 {
-            let fd = try listen(on: address, reusePort: false, nonBlocking: nonBlocking)
-            guard let bound = localAddress(fd) else { close(fd); throw SystemError("getsockname", .current) }
-            return ([fd], bound)
+            let listener = try listen(on: address, reusePort: false, nonBlocking: nonBlocking)
+            guard let bound = localAddress(listener.raw) else { throw SystemError("getsockname", .current) }
+            return (DescriptorHandoff(adopting: [listener.release()]), bound)
         }
-        let probe = socket(address.domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard probe >= 0 else { throw describe(SystemError("socket", .current), address) }
-        defer { close(probe) }
-        try setOption(probe, SOL_SOCKET, SO_REUSEADDR, 1)
-        if address.withSockAddr({ bind(probe, $0, $1) }) != 0 {
+        let made = socket(address.domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard made >= 0 else { throw describe(SystemError("socket", .current), address) }
+        let probe = OwnedDescriptor(adopting: made)
+        try setOption(probe.raw, SOL_SOCKET, SO_REUSEADDR, 1)
+        if address.withSockAddr({ bind(probe.raw, $0, $1) }) != 0 {
             throw describe(SystemError("bind", .current), address)
         }
-        guard let bound = localAddress(probe) else { throw SystemError("getsockname", .current) }
+        guard let bound = localAddress(probe.raw) else { throw SystemError("getsockname", .current) }
         var fds: [Int32] = []
         do {
             for _ in 0..<count {
-                fds.append(try listen(on: bound, reusePort: true, nonBlocking: nonBlocking))
+                fds.append(try listen(on: bound, reusePort: true, nonBlocking: nonBlocking).release())
             }
-            return (fds, bound)
         } catch {
-            for fd in fds { close(fd) }
+            _ = DescriptorHandoff(adopting: fds)  // taken by nobody: closes the ones made
             throw error
         }
+        return (DescriptorHandoff(adopting: fds), bound)
     }
 }

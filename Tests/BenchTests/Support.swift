@@ -36,7 +36,7 @@ final class BrokenServer: @unchecked Sendable {
     init(mode: Mode) throws {
         self.mode = mode
         let (fds, bound) = try Socket.listenOnEachLoop(try SocketAddress(host: "127.0.0.1", port: 0), count: 1, nonBlocking: false)
-        listener = fds[0]
+        listener = fds.take(0)!.release()  // this test server closes it in stop()
         address = bound
         acceptor = try OSThread(name: "broken-accept") { [self] in acceptLoop() }
     }

@@ -34,14 +34,41 @@ import Glibc
     }
 
     @Test func listenerReportsPortInUseAsASentence() throws {
-        let (fds, bound) = try Socket.listenOnEachLoop(try SocketAddress(host: "127.0.0.1", port: 0), count: 2, nonBlocking: true)
-        defer { fds.forEach { close($0) } }
-        #expect(fds.count == 2 && bound.port != 0)
+        let (listeners, bound) = try Socket.listenOnEachLoop(try SocketAddress(host: "127.0.0.1", port: 0), count: 2, nonBlocking: true)
+        #expect(listeners.count == 2 && bound.port != 0)
         #expect {
             _ = try Socket.listen(on: bound, reusePort: false, nonBlocking: true)
         } throws: { error in
             "\(error)".contains("already in use")
         }
+    }
+}
+
+@Suite struct OwnedDescriptorTests {
+    static func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) != -1 }
+
+    /// Makes two listeners, takes the first, and lets both owners go at different times: the
+    /// kernel's descriptor table says when each was closed.
+    @Test func eachDescriptorIsClosedWhenItsOwnerLetsGoAndNotBefore() throws {
+        var numbers: (Int32, Int32) = (-1, -1)
+        do {
+            let (listeners, _) = try Socket.listenOnEachLoop(try SocketAddress(host: "127.0.0.1", port: 0), count: 2, nonBlocking: true)
+            numbers = (listeners.peek(0) ?? -1, listeners.peek(1) ?? -1)
+            #expect(Self.isOpen(numbers.0) && Self.isOpen(numbers.1))
+            do {
+                guard let first = listeners.take(0) else { Issue.record("the first listener could not be taken"); return }
+                #expect(listeners.peek(0) == nil, "a taken descriptor is no longer the handoff's")
+                #expect(first.raw == numbers.0 && Self.isOpen(numbers.0))
+                _ = consume first
+            }
+            #expect(!Self.isOpen(numbers.0), "the taken listener closes with its new owner")
+            #expect(Self.isOpen(numbers.1), "the one nobody took stays open while the handoff lives")
+        }
+        #expect(!Self.isOpen(numbers.1), "the handoff closes what nobody took")
+        // One released is the caller's: nothing closes it behind its back.
+        let raw = try Socket.listen(on: try SocketAddress(host: "127.0.0.1", port: 0), reusePort: false, nonBlocking: true).release()
+        #expect(Self.isOpen(raw))
+        close(raw)
     }
 }
 
