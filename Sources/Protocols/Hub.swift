@@ -219,7 +219,11 @@ public final class Topic: Sendable {
         // Under the lock: store the event and gather the notes, by mailbox. The notes are posted
         // after it, so a listener woken by one (on another core, or preempting this thread)
         // does not find the topic locked.
-        let published: (UInt64, Int, [ObjectIdentifier: (LoopMailbox, [Note])])? = state.withLock { s in
+        // The batches (one per mailbox) are reused from publish to publish: swapped out of the
+        // state here and back below, never copied (a copy would make the first write below
+        // copy the dictionary and every batch, allocating on each publish).
+        var outgoing: [ObjectIdentifier: (LoopMailbox, [Note])] = [:]
+        let published: (seq: UInt64, listeners: Int)? = state.withLock { s in
             let seq = s.nextSeq
             guard s.makeRoom(for: seq, memory: memory) else { return nil }
             let size = Frame.headerSize + Frame.eventFieldsSize + payloadSize
@@ -241,30 +245,41 @@ public final class Topic: Sendable {
             s.nextSeq = seq + 1
             head.store(seq + 1, ordering: .releasing)
             // One batch per mailbox (one lock, at most one wake-up per loop), for the
-            // listeners that have no note on its way yet. The batches' storage is reused
-            // from publish to publish (taken out here, given back below).
-            var outgoing = s.outgoing
-            s.outgoing = [:]
-            for index in s.listeners.indices where !s.listeners.values[index].notePending {
-                guard let mailbox = s.listeners.values[index].mailbox else { continue }
+            // listeners that have no note on its way yet.
+            // The dictionaries are walked index by index, never through `indices`: that
+            // collection holds a reference to the storage, and writing a value while it lives
+            // copies the whole dictionary (on every publish).
+            swap(&outgoing, &s.outgoing)
+            var index = s.listeners.startIndex
+            while index != s.listeners.endIndex {
+                defer { index = s.listeners.index(after: index) }
+                guard !s.listeners.values[index].notePending, let mailbox = s.listeners.values[index].mailbox else { continue }
                 s.listeners.values[index].notePending = true
                 let address = s.listeners.keys[index]
-                outgoing[ObjectIdentifier(mailbox), default: (mailbox, [])].1
-                    .append(Note(slot: address.slot, generation: address.generation, value: UInt64(id)))
+                let note = Note(slot: address.slot, generation: address.generation, value: UInt64(id))
+                // By index: the dictionary's `subscript(_:default:)` modify would run as a
+                // coroutine whose frame is allocated on each call.
+                if let batch = outgoing.index(forKey: ObjectIdentifier(mailbox)) {
+                    outgoing.values[batch].1.append(note)
+                } else {
+                    outgoing[ObjectIdentifier(mailbox)] = (mailbox, [note])
+                }
             }
-            return (seq, s.listeners.count, outgoing)
+            return (seq, s.listeners.count)
         }
-        guard let published else { return nil }
-        let (seq, listeners) = (published.0, published.1)
-        var outgoing = published.2
-        for index in outgoing.indices where !outgoing.values[index].1.isEmpty {
-            outgoing.values[index].0.post(contentsOf: outgoing.values[index].1)
-            outgoing.values[index].1.removeAll(keepingCapacity: true)
+        guard let (seq, listeners) = published else { return nil }
+        var batch = outgoing.startIndex
+        while batch != outgoing.endIndex {
+            if !outgoing.values[batch].1.isEmpty {
+                outgoing.values[batch].0.post(contentsOf: outgoing.values[batch].1)
+                outgoing.values[batch].1.removeAll(keepingCapacity: true)
+            }
+            batch = outgoing.index(after: batch)
         }
         // Per-connection loops (blocking) make a batch per listener: not worth keeping.
         if outgoing.count <= 64 {
             state.withLock { s in
-                if s.outgoing.isEmpty { s.outgoing = outgoing }
+                if s.outgoing.isEmpty { swap(&s.outgoing, &outgoing) }
             }
         }
         return (seq, listeners)

@@ -242,6 +242,57 @@ import Glibc
 
 /// `iobench check` end to end against real servers: it must fail on a real regression and hold
 /// still on an unchanged server with the machine loaded.
+@Suite struct CallgrindDumpTests {
+    /// A dump as callgrind writes it (`--compress-strings=no`), in the shape the server's own
+    /// dumps have: two plain allocations, and one aligned one that glibc serves by calling
+    /// `malloc` from `_mid_memalign` — the same allocation seen twice on its way down.
+    static let dump = """
+        version: 1
+        creator: callgrind-3.19.0
+        events: Ir
+        fn=$s9Protocols5TopicC7publish
+        10 40
+        cfn=swift_allocObject
+        calls=2 0
+        10 300
+        cfn=swift_slowAlloc
+        calls=1 0
+        10 90
+        fn=swift_allocObject
+        10 20
+        cfn=swift_slowAlloc
+        calls=2 0
+        10 200
+        fn=swift_slowAlloc
+        10 30
+        cfn=malloc
+        calls=2 0
+        10 180
+        cfn=posix_memalign
+        calls=1 0
+        10 110
+        fn=posix_memalign
+        10 5
+        cfn=_mid_memalign.constprop.0
+        calls=1 0
+        10 100
+        fn=_mid_memalign.constprop.0
+        10 10
+        cfn=malloc
+        calls=1 0
+        10 90
+        fn=malloc'2
+        10 270
+        summary: 1000
+        """
+
+    @Test func anAlignedAllocationCountsOnceNotOncePerAllocatorLayer() throws {
+        let counts = try #require(Callgrind.parse(Self.dump))
+        #expect(counts.instructions == 1000)
+        #expect(counts.allocations == 3, "two malloc calls and one posix_memalign: \(counts.allocations)")
+    }
+}
+
 @Suite(.serialized) struct CheckCommandTests {
     static let baselinePath = FileManager.default.temporaryDirectory.appendingPathComponent("iobench-baseline-\(getpid()).csv").path
 

@@ -119,6 +119,13 @@ public enum Callgrind {
     static let allocators: Set<String> = ["malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign",
                                           "__libc_malloc", "__libc_calloc", "__libc_realloc", "__libc_memalign"]
 
+    /// An allocator entry point, or glibc's own machinery behind one: `posix_memalign` calls
+    /// `malloc` through `_mid_memalign`, and that inner call is the same allocation, not a
+    /// second one.
+    static func isAllocator(_ name: String) -> Bool {
+        allocators.contains(name) || name.hasPrefix("_mid_memalign") || name.hasPrefix("_int_") || name.hasPrefix("_libc_")
+    }
+
     /// Reads a callgrind dump written with `--compress-strings=no`: the `summary:` line (or
     /// `totals:`) for instructions, and `calls=` lines under a `cfn=` naming an allocator, from
     /// a function that is not one, for allocations.
@@ -137,7 +144,7 @@ public enum Callgrind {
             } else if line.hasPrefix("cfn=") {
                 callee = bare(line.dropFirst(4))
             } else if line.hasPrefix("calls=") {
-                if allocators.contains(callee) && !allocators.contains(function),
+                if isAllocator(callee) && !isAllocator(function),
                    let count = UInt64(line.dropFirst(6).split(separator: " ").first ?? "") {
                     allocations += count
                 }
