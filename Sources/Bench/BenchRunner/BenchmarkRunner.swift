@@ -245,7 +245,8 @@ public final class BenchmarkRunner {
         row["workload"] = workload
         row["method"] = workload == "idle" ? "timed" : plan.method.rawValue
         row["backend"] = target.description
-        if target.kind != nil { row["server_threads"] = "\(plan.serverThreads)" }
+        // (The notification rows' `server_threads` is the threads their server was seen to run.)
+        if target.kind != nil && plan.notification == nil { row["server_threads"] = "\(plan.serverThreads)" }
         row["server_cpus"] = plan.serverCPUs.map(String.init).joined(separator: " ")
         row["client_cpus"] = plan.clientCPUs.map(String.init).joined(separator: " ")
         row["connections"] = "\(connections)"
