@@ -12,8 +12,8 @@ import Protocols
 ///
 /// The checklist for a loop made by ``runLoop(_:listener:resources:services:ready:stopping:)``:
 ///
-/// 1. Make the loop on the calling thread (its own thread) and take ownership of `listener`:
-///    close it if the loop cannot be made, else when the loop ends.
+/// 1. Make the loop on the calling thread (its own thread) and take ownership of `listener`
+///    (an ``OwnedDescriptor``: it closes when the loop, or the failed attempt to make it, ends).
 /// 2. Call `ready` once with what it set up (or nil), then serve until `stopping` is set and
 ///    `resources.wake` fires; a failed wait reports itself and ends the loop.
 /// 3. Register `resources.wake` with ``Notifier/register(wake:closingWake:)``: its mailbox's
@@ -23,26 +23,27 @@ import Protocols
 /// 5. Drive each connection's session (``ConnectionSession``) and carry out its actions; a
 ///    `close` with input not ended is handed to `services.closer` (never an RST).
 /// 6. Count every system call through ``SystemCalls`` made from `resources.counters`.
-/// 7. At the end close every connection, unregister from the notifier, close the listener and
-///    whatever the loop opened.
+/// 7. At the end close every connection, unregister from the notifier, and close whatever the
+///    loop opened.
 ///
-/// The loop is generic over the session type, and `runLoop` is instantiated here per pattern, in
-/// the backend's own module, so its hot path is specialised for each protocol.
+/// A backend declares its ``kind`` and ``runLoop(_:listener:resources:services:ready:stopping:)``
+/// (and ``nonBlockingListener`` if its listeners block); the rest has defaults. The loop is
+/// generic over the session type; ``loopBody(for:)``'s default is inlinable, so the witness the
+/// backend's conformance emits in its own module instantiates `runLoop` there for each
+/// pattern, and the hot path is specialised for each protocol (the counted check holds it).
 public protocol EventLoopBackend: Sendable {
     /// The backend's name, as in the registry.
     static var kind: BackendKind { get }
-    /// Prefix of its loop threads' names (`iob-epoll-0`, …).
+    /// Prefix of its loop threads' names (default `iob-` and its name: `iob-epoll-0`, …).
     static var threadName: String { get }
-    /// Whether its listeners are non-blocking (readiness) or blocking (completion).
+    /// Whether its listeners are non-blocking (the default: readiness) or blocking.
     static var nonBlockingListener: Bool { get }
     /// Makes one loop for `Session` on the calling thread and runs it; see the checklist.
     static func runLoop<Session: ConnectionSession & ~Copyable>(
         _ session: Session.Type, listener: consuming OwnedDescriptor, resources: LoopResources, services: LoopServices,
         ready: (String?) -> Void, stopping: borrowing Atomic<Bool>) throws
     /// ``runLoop(_:listener:resources:services:ready:stopping:)`` for the session type of
-    /// `pattern`. Every backend implements it with the same line,
-    /// `try pattern.withSessionType(EventLoopBody<Self>())`, written in its own module so that the
-    /// compiler specialises its loop for each pattern there (both are inlinable).
+    /// `pattern` (the default: `pattern.withSessionType(EventLoopBody<Self>())`, inlinable).
     static func loopBody(for pattern: ServerPattern) throws -> EventLoopBody<Self>.Body
     /// What a person should read when starting failed with `error` (by default the error itself).
     static func explainStartFailure(_ error: any Error) -> any Error
@@ -50,6 +51,13 @@ public protocol EventLoopBackend: Sendable {
 
 extension EventLoopBackend {
     public static func explainStartFailure(_ error: any Error) -> any Error { error }
+    public static var threadName: String { "iob-" + kind.rawValue }
+    public static var nonBlockingListener: Bool { true }
+
+    @inlinable
+    public static func loopBody(for pattern: ServerPattern) throws -> EventLoopBody<Self>.Body {
+        try pattern.withSessionType(EventLoopBody<Self>())
+    }
 }
 
 extension EventLoopBackend where Self: BackendFactory {

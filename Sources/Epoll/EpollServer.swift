@@ -14,13 +14,6 @@ extension BackendKind {
 /// ``EpollSelector``).
 public enum EpollBackend: EventLoopBackend, BackendFactory {
     public static var kind: BackendKind { .epoll }
-    public static var threadName: String { "iob-epoll" }
-
-    public static var nonBlockingListener: Bool { true }
-
-    public static func loopBody(for pattern: ServerPattern) throws -> EventLoopBody<Self>.Body {
-        try pattern.withSessionType(EventLoopBody<Self>())
-    }
 
     public static func runLoop<Session: ConnectionSession & ~Copyable>(
         _ session: Session.Type, listener: consuming OwnedDescriptor, resources: LoopResources, services: LoopServices,

@@ -17,6 +17,9 @@ public enum IoUringBackend: EventLoopBackend, BackendFactory {
     public static var threadName: String { "iob-uring" }
     public static var nonBlockingListener: Bool { false }
 
+    /// The default's own line, written here: through the default the ring's loop measured 8
+    /// user-space instructions more per message (counted, 1 connection: 725.6 against 718.0),
+    /// a difference in what the compiler inlines, not in the code.
     public static func loopBody(for pattern: ServerPattern) throws -> EventLoopBody<Self>.Body {
         try pattern.withSessionType(EventLoopBody<Self>())
     }

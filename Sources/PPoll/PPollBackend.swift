@@ -14,13 +14,6 @@ extension BackendKind {
 /// selector differs, so the two backends' difference is the cost of the O(n) wait.
 public enum PPollBackend: EventLoopBackend, BackendFactory {
     public static var kind: BackendKind { .ppoll }
-    public static var threadName: String { "iob-ppoll" }
-
-    public static var nonBlockingListener: Bool { true }
-
-    public static func loopBody(for pattern: ServerPattern) throws -> EventLoopBody<Self>.Body {
-        try pattern.withSessionType(EventLoopBody<Self>())
-    }
 
     public static func runLoop<Session: ConnectionSession & ~Copyable>(
         _ session: Session.Type, listener: consuming OwnedDescriptor, resources: LoopResources, services: LoopServices,
