@@ -225,6 +225,10 @@ struct CheckCommand: ParsableCommand {
             throw CheckError.unusable("the fresh run lacks \(missing.count) figure(s) the baseline has (\(missing.prefix(3).map { "\($0.cell), \($0.backend): \($0.metric)" }.joined(separator: "; "))): nothing can be said of them")
         }
         let counted = judged.filter { $0.metric.hasPrefix("counted.") || $0.metric == "idle_rss_bytes_per_conn" }.count
+        // A gate that judged nothing must not pass.
+        if judged.isEmpty {
+            throw CheckError.unusable("nothing was judged: \(unjudged > 0 ? "the baseline's \(unjudged) timed figures are from another machine and its cells hold no counts" : "the baseline and this run share no figure") — record a baseline here (iobench baseline update), use --metrics counted with a counted baseline, or compare with --against REF")
+        }
         if unjudged > 0 {
             // Not "no regression": the times were not looked at.
             print("counts: no regression in \(counted) comparisons. times: \(unjudged) figures NOT judged, since this baseline is from another machine; use --against REF, or a baseline recorded here")
@@ -297,6 +301,9 @@ struct CheckCommand: ParsableCommand {
             let counted = comparisons.filter { $0.verdict == .regressed }
             if counted.isEmpty {
                 let judged = comparisons.filter { $0.verdict == .ok || $0.verdict == .improved }.count
+                guard judged > 0 else {
+                    throw CheckError.unusable("the counted comparison judged nothing: neither binary's servers gave a figure to compare")
+                }
                 print("counted: no regression in \(judged) comparisons")
             } else {
                 print("counted: \(counted.count) regression(s):")
@@ -486,8 +493,14 @@ struct BaselineCommand: ParsableCommand {
                 }
             } catch let error as UsageError { throw error }
             warnIfShared(plan)
-            var rows = try execute(plan, quiet: quiet)
-            if let countedPlan { rows += try execute(countedPlan, quiet: quiet) }
+            let timed = try execute(plan, quiet: quiet)
+            if let interrupted = timed.interrupted { printError("iobench: \(interrupted); no baseline written"); throw ExitCode(130) }
+            var rows = timed.rows
+            if let countedPlan {
+                let counted = try execute(countedPlan, quiet: quiet)
+                if let interrupted = counted.interrupted { printError("iobench: \(interrupted); no baseline written"); throw ExitCode(130) }
+                rows += counted.rows
+            }
             if rows.contains(where: { ($0.int("errors") ?? 0) > 0 }) {
                 printError("iobench baseline: the run had errors; the baseline was not stored")
                 throw ExitCode.failure

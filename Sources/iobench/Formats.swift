@@ -34,7 +34,7 @@ struct Duration: ExpressibleByArgument {
         seconds = value
     }
     init(_ seconds: Double) { self.seconds = seconds }
-    var defaultValueDescription: String { seconds < 1 ? "\(Int(seconds * 1000))ms" : "\(seconds)s" }
+    var defaultValueDescription: String { seconds < 1 ? "\(Int((seconds * 1000).rounded()))ms" : String(format: "%gs", seconds) }
 }
 
 /// A comma-separated list parsed element by element (`1,16,128` or `64,4k`).
@@ -63,6 +63,7 @@ struct CPUList: ExpressibleByArgument {
     }
     init(_ cpus: [Int]) { self.cpus = cpus }
     var text: String { cpus.map(String.init).joined(separator: ",") }
+    var defaultValueDescription: String { text }
 }
 
 /// A progress line on stderr, redrawn in place; silent when stderr is not a terminal or --quiet.

@@ -138,6 +138,15 @@ struct LoadCommand: ParsableCommand {
         if connections + 64 > ProcessResources.raiseDescriptorLimit() {
             throw UsageError("\(connections) connections need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer connections")
         }
+        // The histogram's file is made (with its folder) before measuring, so a bad path costs
+        // nothing; it is filled after.
+        if let histogram {
+            do {
+                _ = try CSVAppender(path: histogram, columns: [])
+            } catch {
+                throw UsageError("--histogram \(histogram): \(error)")
+            }
+        }
         let progress = ProgressLine(quiet: quiet || duration.seconds <= 1)
         var hooks = LoadHooks()
         hooks.progress = { elapsed, messages in
@@ -159,7 +168,7 @@ struct LoadCommand: ParsableCommand {
             do {
                 try text.write(toFile: histogram, atomically: true, encoding: .utf8)
             } catch {
-                printError("iobench: cannot write the histogram to \(histogram): \(error.localizedDescription)")
+                printError("iobench: cannot write the histogram to \(histogram): \(CSVAppender.reason(error))")
                 throw ExitCode.failure
             }
         }
@@ -234,7 +243,13 @@ struct LoadCommand: ParsableCommand {
         case .table:
             print(notificationSummary(result))
         }
-        let problems = result.errors + (result.duplicates > 0 ? ["\(result.duplicates) events delivered twice"] : [])
+        // Events were expected (the server's own or published here) and none came: fail, and
+        // say what is likely wrong.
+        // (At least 5 expected: with fewer, a window without an event is not unusual.)
+        let expectedEvents = jobDuration == nil && eventRate * duration.seconds >= 5
+        let silent = expectedEvents && result.deliveries == 0
+            ? ["no event arrived in the window: is the server publishing (iobench serve --pattern \(pattern == .push ? "push" : "poll") --event-rate N), or do its events go to another --topic?"] : []
+        let problems = result.errors + silent + (result.duplicates > 0 ? ["\(result.duplicates) events delivered twice"] : [])
             + (result.gaps > 0 ? ["\(result.gaps) events missing (gaps in seq): the server dropped them (drop-oldest acts on a subscriber more than --max-queue behind) or lost them"] : [])
             + (result.reorders > 0 ? ["\(result.reorders) events delivered after a later one"] : [])
             + (result.payloadErrors > 0 ? ["\(result.payloadErrors) events with a wrong payload"] : [])

@@ -24,8 +24,23 @@ struct ReportCommand: ParsableCommand {
     @Argument(help: "CSVs written by 'iobench run' (each reported as its own run), and .hgrm files from 'iobench load --histogram'.")
     var inputs: [String] = []
 
-    @Option(help: "The server the others are compared with: a backend, variant or external name. Charts draw it dashed.")
-    var reference: String = "epoll"
+    @Option(help: "The server the others are compared with: a backend, variant or external name. Charts draw it dashed. (default: the run's own --reference, else epoll, else its first server)")
+    var reference: String?
+
+    /// The server a run's ratios are to: the one asked for, else the run's own `--reference`
+    /// (from its command), else epoll, else the first server measured.
+    static func reference(_ asked: String?, for rows: [ResultRow]) -> String {
+        if let asked { return asked }
+        let servers = ReportCharts.servers(rows)
+        if let words = rows.first?["command"]?.split(separator: " ").map(String.init),
+           let at = words.firstIndex(of: "--reference"), at + 1 < words.count, servers.contains(words[at + 1]) {
+            return words[at + 1]
+        }
+        return servers.contains("epoll") ? "epoll" : servers.first ?? "epoll"
+    }
+
+    /// The columns every results CSV of iobench has, whatever its workload.
+    static let requiredColumns = ["workload", "backend", "connections"]
 
     @Flag(help: "Print the CSV columns and their meaning as a Markdown table instead.")
     var schema = false
@@ -33,7 +48,7 @@ struct ReportCommand: ParsableCommand {
     @Flag(help: "Rewrite each CSV in place under today's column names (files of older versions: the notification comparison's cell, clients, pattern, run_command), then stop.")
     var upgrade = false
 
-    @Flag(help: "Print the results as Markdown (the README's 'Results on this machine' section comes from this).")
+    @Flag(help: "Print the results as Markdown (docs/RESULTS.md comes from this).")
     var markdown = false
 
     @Flag(help: "List every spread warning instead of one summary line.")
@@ -94,6 +109,16 @@ struct ReportCommand: ParsableCommand {
                     printError("iobench: \(input) holds no result rows")
                     throw ExitCode.failure
                 }
+                let missing = Self.requiredColumns.filter { column in rows.allSatisfy { $0[column] == nil } }
+                guard missing.isEmpty else {
+                    let has = rows[0].values.keys.sorted().prefix(8).joined(separator: ", ")
+                    printError("iobench: \(input) is not a results file of iobench run: it has no \(missing.joined(separator: ", ")) column (it has \(has))")
+                    throw ExitCode.failure
+                }
+                if let reference, !NotificationWorkload.isNotification(rows[0]), !rows.contains(where: { $0.serverLabel == reference }) {
+                    let servers = ReportCharts.servers(rows)
+                    throw UsageError("--reference \(reference) is not measured in \(input): use one of \(servers.joined(separator: ", "))")
+                }
                 runs.append((input, rows))
             }
         }
@@ -110,7 +135,7 @@ struct ReportCommand: ParsableCommand {
             let prefix = runs.count > 1 ? "run\(index + 1)-" : ""
             var charts = notification
                 ? ReportCharts.notificationCharts(rows, palette: palette, prefix: prefix)
-                : ReportCharts.echoCharts(rows, reference: reference, palette: palette, prefix: prefix)
+                : ReportCharts.echoCharts(rows, reference: Self.reference(reference, for: rows), palette: palette, prefix: prefix)
             for i in charts.indices {
                 while usedIDs.contains(charts[i].id) { charts[i].id += "-2" }
                 usedIDs.insert(charts[i].id)
@@ -179,7 +204,7 @@ struct ReportCommand: ParsableCommand {
             return markdown ? "Run `\(id)` on \(first?["cpu_model"] ?? "?"), \(first?["cores"] ?? "?") cores, kernel \(first?["kernel"] ?? "?")\(how)"
                             : "run \(id)\(how.replacingOccurrences(of: "`", with: ""))"
         }
-        let table = SummaryTable.render(rows, reference: reference, markdown: markdown, verbose: verbose)
+        let table = SummaryTable.render(rows, reference: Self.reference(reference, for: rows), markdown: markdown, verbose: verbose)
         return (heading, table)
     }
 

@@ -11,6 +11,8 @@ import ServerKit
 import Protocols
 import BackendKit
 import Foundation
+import Dispatch
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -86,7 +88,7 @@ struct MatrixOptions: ParsableArguments {
     @Option(help: "Idle connections held open against each backend to measure memory per connection (default 10000; 0 or --quick skips).")
     var idleConnections: Int?
 
-    @Option(help: "timed: idle connections held open to the server during every cell, beside the active ones: what waiting on many quiet descriptors costs (default 0).")
+    @Option(help: "timed: idle connections held open to the server during every cell, beside the active ones: what waiting on many quiet descriptors costs.")
     var idleBeside: Int = 0
 
     @Option(help: "timed: wall clock and CPU time under load. counted: each server under valgrind's callgrind, counting its user-space instructions, allocator calls and system calls per message over a window with nothing in flight at its edges (independent of the machine's speed; about 50 times slower to serve).")
@@ -104,6 +106,17 @@ struct MatrixOptions: ParsableArguments {
         if let d = depths?.values, d.contains(where: { $0 < 1 || $0 > 4096 }) { throw ValidationError("--depths must be from 1 to 4096") }
         if let r = rates?.values, r.contains(where: { !($0 > 0) }) { throw ValidationError("--rates must be positive") }
         guard (1...1024).contains(serverThreads) else { throw ValidationError("--server-threads must be from 1 to 1024") }
+        if let d = duration?.seconds, !(d > 0) { throw ValidationError("--duration must be positive: a window of 0 s measures nothing (try 1s)") }
+        if let w = warmup?.seconds, !(w >= 0) { throw ValidationError("--warmup must be 0 or more") }
+        if let bad = sizes?.values.first(where: { $0.bytes < 1 || $0.bytes > 16 << 20 }) {
+            throw ValidationError("--sizes \(bad.bytes) is out of range: a message is 1 B to 16m")
+        }
+        let cpus = ProcessInfo.processInfo.activeProcessorCount
+        for (option, list) in [("--server-cpus", serverCPUs.cpus), ("--client-cpus", clientCPUs?.cpus ?? [])] {
+            if let bad = list.first(where: { $0 >= cpus }) {
+                throw ValidationError("\(option) \(bad) is not a CPU of this machine: it has CPUs 0 to \(cpus - 1)")
+            }
+        }
     }
 
     /// The plan these options describe; `quick` forces the small matrix's defaults.
@@ -118,6 +131,7 @@ struct MatrixOptions: ParsableArguments {
         if let clash = names.first(where: { name in names.filter { $0 == name }.count > 1 }) {
             throw UsageError("the name '\(clash)' is given twice: name each --variant and --external server differently")
         }
+        try checkListening(plan.externals)
         plan.connections = connections?.values ?? (quick ? [16, 128] : [1, 16, 128, 512])
         plan.sizes = sizes?.values.map(\.bytes) ?? (quick ? [64] : [64, 4096])
         let workload = try workload()
@@ -166,6 +180,12 @@ struct MatrixOptions: ParsableArguments {
             guard Backends.named(parts[0]) == nil else {
                 throw UsageError("--variant name '\(parts[0])' is a backend's name: give the variant a name of its own")
             }
+            // Its options are checked as `iobench serve` will read them, before any cell runs.
+            do {
+                _ = try ServeCommand.parse(["--backend", backend.rawValue] + words.dropFirst())
+            } catch {
+                throw UsageError("--variant '\(spec)': \(ServeCommand.message(for: error))")
+            }
             return ServerVariant(name: parts[0], backend: backend, arguments: Array(words.dropFirst()))
         }
     }
@@ -195,6 +215,17 @@ struct MatrixOptions: ParsableArguments {
             servers[index].pid = pid
         }
         return servers
+    }
+
+    /// Something must accept connections at each external server's address before any cell runs.
+    func checkListening(_ servers: [ExternalServer]) throws {
+        for server in servers {
+            do {
+                close(try Socket.connect(to: server.address))
+            } catch {
+                throw UsageError("--external \(server.name)=\(server.address): nothing accepts connections there (\(error.errno)); start the server first")
+            }
+        }
     }
 }
 
@@ -236,19 +267,19 @@ struct RunCommand: ParsableCommand {
     @Option(help: "notification workloads: events per second the server publishes (Poisson arrivals, 64 B; default 10).")
     var eventRate: Double = 10
 
-    @Option(help: "notification workloads: the events' payload size (default 64).")
+    @Option(help: "notification workloads: the events' payload size.")
     var eventSize: ByteSize = ByteSize(64)
 
     @Option(help: "notification workloads: the server's --max-queue (events that may wait for one subscriber before its --slow-consumer policy acts).")
     var maxQueue: Int?
 
-    @Option(help: "long-poll-wake: events per second over all the clients' topics together (default 1000).")
+    @Option(help: "long-poll-wake: events per second over all the clients' topics together.")
     var wakeRate: Double = 1000
 
     @Option(help: "notification workloads: short-poll intervals (default 100ms,1s).")
     var pollIntervals: ListOf<Duration>?
 
-    @Option(help: "long-poll: each WAIT's timeout (default 30s); long-poll-timeouts uses 2s.")
+    @Option(help: "long-poll: each WAIT's timeout; long-poll-timeouts uses 2s.")
     var holdTimeout: Duration = Duration(30)
 
     func run() throws {
@@ -272,10 +303,14 @@ struct RunCommand: ParsableCommand {
             throw UsageError("--reference \(reference) is not measured in this run: use one of \(names.joined(separator: ", "))")
         }
         warnIfShared(plan)
-        let rows = try execute(plan, quiet: quiet)
+        let run = try execute(plan, quiet: quiet, out: out)
+        let rows = run.rows
         print(SummaryTable.render(rows, reference: reference ?? (names.contains("epoll") ? "epoll" : names.first ?? "epoll"), verbose: verbose))
-        let path = try writeCSV(rows, to: out, runID: rows.first?["run_id"] ?? "run")
-        print("CSV: \(path)")
+        print("CSV: \(run.path ?? out)")
+        if let interrupted = run.interrupted {
+            printError("iobench: \(interrupted); the CSV holds the \(rows.count) rows measured")
+            throw ExitCode(130)
+        }
         let errors = rows.compactMap { $0.int("errors") }.reduce(0, +)
         if errors > 0 {
             printError("iobench: \(errors) errors across the run (see the errors column)")
@@ -336,11 +371,15 @@ extension RunCommand {
             throw UsageError("\(largest) clients need more file descriptors than the limit allows: raise it (ulimit -n) or use fewer")
         }
         plan.notification = cells
-        let rows = try execute(plan, quiet: quiet)
-        print(SummaryTable.render(rows, markdown: true))
         let destination = out == "results/runs" ? "results/notify" : out
-        let path = try writeCSV(rows, to: destination, runID: rows.first?["run_id"] ?? "run", columns: plan.columns)
-        print("CSV: \(path)")
+        let run = try execute(plan, quiet: quiet, out: destination)
+        let rows = run.rows
+        print(SummaryTable.render(rows, markdown: true))
+        print("CSV: \(run.path ?? destination)")
+        if let interrupted = run.interrupted {
+            printError("iobench: \(interrupted); the CSV holds the \(rows.count) rows measured")
+            throw ExitCode(130)
+        }
         let failed = rows.filter { ($0.int("errors") ?? 0) > 0 || ($0["valid"] ?? "yes") != "yes" }
         if !failed.isEmpty {
             for row in failed.prefix(5) {
@@ -359,29 +398,92 @@ func warnIfShared(_ plan: RunPlan) {
     }
 }
 
-/// Runs a plan with a progress line; turns failures into one sentence and exit 1.
-func execute(_ plan: RunPlan, quiet: Bool) throws -> [ResultRow] {
+/// What `execute` measured: every row, where they were written as they came (with `out`), and
+/// why the run ended early (nil: it did not).
+struct Execution {
+    var rows: [ResultRow]
+    var path: String?
+    var interrupted: String?
+}
+
+/// Runs a plan with a progress line. With `out`, the CSV is opened (its folder made) before the
+/// first cell and each row appended as it is measured. SIGINT or SIGTERM stops the run after
+/// the cell in progress, whose server is stopped at once and whose row is dropped; the rows
+/// before it are kept (a second signal exits at once). A failure that ends the run becomes one
+/// sentence and exit 1.
+func execute(_ plan: RunPlan, quiet: Bool, out: String? = nil, columns: [String]? = nil) throws -> Execution {
+    // The signals are taken before anything slow (reading the machine's facts) starts.
+    let interruption = RunInterruption()
+    let signals = InterruptSignals(interruption)
+    defer { signals.restore() }
     let runner = BenchmarkRunner(plan: plan)
+    runner.interruption = interruption
+    var csv: CSVAppender?
+    if let out {
+        do {
+            csv = try CSVAppender(path: csvPath(out, runID: runner.runID), columns: columns ?? plan.columns)
+        } catch {
+            throw UsageError("--out \(out): \(error)")
+        }
+    }
     let progress = RunProgress(quiet: quiet, plannedSecondsPerCell: plan.plannedSecondsPerCell)
     runner.status = { progress.status($0) }
     runner.cellStarted = { progress.cellStarted($0, $1, $2) }
+    runner.rowMeasured = { row in try csv?.append(row) }
     do {
         let rows = try runner.run()
         progress.finish()
-        return rows
+        let interrupted = runner.interruption.isInterrupted ? "interrupted after \(runner.cellsDone) of \(plan.cellCount) cells" : nil
+        return Execution(rows: rows, path: csv?.path, interrupted: interrupted)
     } catch let error as UsageError {
         progress.finish()
         throw error
     } catch {
         progress.finish()
         printError("iobench: the run failed: \(error)")
+        if let csv, csv.rowsWritten > 0 { printError("iobench: the \(csv.rowsWritten) rows measured before it are in \(csv.path)") }
         throw ExitCode.failure
     }
 }
 
+/// SIGINT and SIGTERM, while a run lasts: the first stops the run after the cell in progress,
+/// a second exits at once (the servers, reading EOF on their stdin, exit with it).
+final class InterruptSignals {
+    private var sources: [any DispatchSourceSignal] = []
+
+    init(_ interruption: RunInterruption) {
+        let presses = Atomic<Int>(0)
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                if presses.add(1, ordering: .relaxed).newValue > 1 { _exit(130) }
+                printError("iobench: stopping: the cell in progress is dropped, the rows measured are kept (again to quit at once)")
+                interruption.interrupt()
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    func restore() {
+        for source in sources { source.cancel() }
+        sources = []
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+    }
+}
+
+/// Where a run's CSV goes: `destination` itself when it names a .csv file, else a file named
+/// by the run in that folder.
+func csvPath(_ destination: String, runID: String) -> String {
+    if destination.hasSuffix(".csv") { return destination }
+    return (destination.hasSuffix("/") ? destination : destination + "/") + runID + ".csv"
+}
+
 /// Writes rows to `destination` (a directory: a file named by the run id goes in it).
 func writeCSV(_ rows: [ResultRow], to destination: String, runID: String, columns: [String] = ResultRow.columnNames) throws -> String {
-    let path = destination.hasSuffix(".csv") ? destination : destination + "/" + runID + ".csv"
+    let path = csvPath(destination, runID: runID)
     let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
     do {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -192,6 +192,11 @@ struct ParsedChart {
             let kept = try String(contentsOf: committed.appendingPathComponent(name), encoding: .utf8)
             #expect(fresh == kept, "results/charts/\(name) differs from what make charts draws: run make charts")
         }
+        // docs/RESULTS.md is the same runs' tables, as `report --markdown` prints them.
+        let tables = try runCLI(["report"] + runs.map { root.appendingPathComponent($0).path } + ["--reference", "c-floor", "--markdown"])
+        #expect(tables.status == 0, "\(tables.stderr)")
+        let results = try String(contentsOf: root.appendingPathComponent("docs/RESULTS.md"), encoding: .utf8)
+        #expect(tables.stdout == results, "docs/RESULTS.md differs from what make charts writes: run make charts")
     }
 
     @Test func chartFileNamesAreASCII() {

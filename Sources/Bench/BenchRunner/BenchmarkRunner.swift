@@ -5,9 +5,35 @@ import ServerKit
 import Protocols
 import BackendKit
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// A run's stop button, pressed from any thread (a signal handler's): the cell in progress is
+/// cut short (its server is terminated and its row dropped) and the run returns what it had
+/// measured before it.
+public final class RunInterruption: Sendable {
+    private let pressed = Atomic<Bool>(false)
+    private let serverPID = Atomic<Int32>(0)
+
+    public init() {}
+
+    public var isInterrupted: Bool { pressed.load(ordering: .sequentiallyConsistent) }
+
+    public func interrupt() {
+        pressed.store(true, ordering: .sequentiallyConsistent)
+        let pid = serverPID.load(ordering: .sequentiallyConsistent)
+        if pid > 0 { kill(pid, SIGTERM) }
+    }
+
+    /// The server of the cell in progress (nil: none).
+    func serving(_ pid: Int32?) {
+        serverPID.store(pid ?? 0, ordering: .sequentiallyConsistent)
+        // Pressed while this server was starting: stop it too.
+        if let pid, isInterrupted { kill(pid, SIGTERM) }
+    }
+}
 
 /// What the runner asks of a family of workloads (``RequestResponseDriver``: echo, rpc and a
 /// test's own; ``NotificationDriver``: push, long and short polling): its cells, what makes a
@@ -115,6 +141,12 @@ public final class BenchmarkRunner {
     public var status: (String) -> Void = { _ in }
     /// Told as each cell starts: its number (from 1), how many there are, and what it is.
     public var cellStarted: (_ index: Int, _ total: Int, _ description: String) -> Void = { _, _, _ in }
+    /// Told each row as soon as it is measured (the CLI appends it to the CSV at once).
+    public var rowMeasured: (ResultRow) throws -> Void = { _ in }
+    /// Stops the run after (and cuts short) the cell in progress.
+    public var interruption = RunInterruption()
+    /// Cells measured (or failed) before the run ended.
+    public private(set) var cellsDone = 0
 
     public init(plan: RunPlan, machine: MachineInfo = .current()) {
         self.plan = plan
@@ -141,14 +173,37 @@ public final class BenchmarkRunner {
         }
         var rows = try run(RequestResponseDriver(plan: plan, status: status), done: &done)
         if plan.idleConnections > 0 {
-            for target in plan.targets {
+            for target in plan.targets where !interruption.isInterrupted {
                 done += 1
                 cellStarted(done, plan.cellCount, "idle: \(target) with \(plan.idleConnections) connections")
                 status("idle: \(target) with \(plan.idleConnections) connections")
-                rows.append(try measureIdle(target))
+                let row: ResultRow
+                do {
+                    row = try measureIdle(target)
+                } catch let error as UsageError {
+                    throw error
+                } catch {
+                    if interruption.isInterrupted { break }
+                    row = failedRow(target, workload: "idle", connections: plan.idleConnections, repetition: 1, error)
+                }
+                guard !interruption.isInterrupted else { break }
+                rows.append(row)
+                cellsDone = done
+                try rowMeasured(row)
             }
         }
         return rows
+    }
+
+    /// The row of a cell that could not be measured (its server did not start, a probe failed):
+    /// recorded, with why, instead of ending the run.
+    private func failedRow(_ target: Target, workload: String, connections: Int, repetition: Int, _ error: any Error) -> ResultRow {
+        var row = baseRow(target, workload: workload, connections: connections, repetition: repetition)
+        row[.errors] = "1"
+        row["valid"] = "the cell failed: \(error)"
+        row["error_detail"] = "\(error)"
+        reportError("iobench: \(target), \(workload), \(connections) connections, repetition \(repetition): the cell failed: \(error)")
+        return row
     }
 
     /// Every repetition of every cell on every server; the servers' order rotates between
@@ -161,12 +216,26 @@ public final class BenchmarkRunner {
             let order = Array(targets[shift...] + targets[..<shift])
             for cell in driver.cells {
                 for target in order {
+                    guard !interruption.isInterrupted else { return rows }
                     done += 1
                     let what = driver.describe(cell, on: target, repetition: repetition)
                     cellStarted(done, plan.cellCount, what)
                     let label = "[\(done)/\(plan.cellCount)] \(what)"
                     status(label)
-                    rows.append(try measureChecked(driver, cell, on: target, repetition: repetition, label: label))
+                    let row: ResultRow
+                    do {
+                        row = try measureChecked(driver, cell, on: target, repetition: repetition, label: label)
+                    } catch let error as UsageError {
+                        throw error
+                    } catch {
+                        if interruption.isInterrupted { return rows }
+                        row = failedRow(target, workload: driver.workload(of: cell), connections: driver.connections(of: cell), repetition: repetition, error)
+                    }
+                    // A cell cut short by an interruption is not a measurement.
+                    guard !interruption.isInterrupted else { return rows }
+                    rows.append(row)
+                    cellsDone = done
+                    try rowMeasured(row)
                 }
             }
         }
@@ -268,7 +337,7 @@ public final class BenchmarkRunner {
             var row = try measure(driver, cell, on: target, repetition: repetition, label: label)
             let problem = windowProblem(row)
             row["valid"] = problem ?? "yes"
-            guard let problem, attempt < Self.windowRetries else { return row }
+            guard let problem, attempt < Self.windowRetries, !interruption.isInterrupted else { return row }
             attempt += 1
             reportError("iobench: \(label): \(problem); measuring it again (\(attempt)/\(Self.windowRetries))")
         }
@@ -279,6 +348,8 @@ public final class BenchmarkRunner {
         let counted = plan.method == .counted
         if counted { status("\(label): starting under callgrind") }
         let server = try startServer(target, options: driver.serveOptions(for: cell), counted: counted)
+        interruption.serving(server.pid)
+        defer { interruption.serving(nil) }
         var row = baseRow(target, workload: driver.workload(of: cell), connections: driver.connections(of: cell), repetition: repetition)
         if counted {
             try driver.measureCounted(cell, on: server, into: &row, label: label)
@@ -321,7 +392,8 @@ public final class BenchmarkRunner {
     /// Holds `idleConnections` idle connections open and measures the server's memory per connection.
     func measureIdle(_ target: Target) throws -> ResultRow {
         let server = try startServer(target, options: [])
-        defer { server.stop() }
+        interruption.serving(server.pid)
+        defer { interruption.serving(nil); server.stop() }
         // Ask for stats once before the first sample: the first answer pages in the code and
         // data its JSON takes (about 0.9 MB of the binary and libraries, 92 B "per connection" at
         // 10,000, measured), which the wait for the connections below would otherwise count.

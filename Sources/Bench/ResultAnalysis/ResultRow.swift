@@ -1,5 +1,8 @@
 import Backends
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A column of a result CSV: a dimension of the cell or a metric.
 public struct Column: Sendable {
@@ -113,11 +116,17 @@ public struct ResultRow: Sendable, Equatable {
 /// CSV in RFC 4180 form: a header row, fields quoted when they hold commas, quotes or newlines.
 public enum CSV {
     public static func write(_ rows: [ResultRow], columns: [String] = ResultRow.columnNames) -> String {
-        var text = columns.map(quote).joined(separator: ",") + "\n"
-        for row in rows {
-            text += columns.map { quote(row[$0] ?? "") }.joined(separator: ",") + "\n"
-        }
+        var text = header(columns)
+        for row in rows { text += line(row, columns: columns) }
         return text
+    }
+
+    /// The header line.
+    public static func header(_ columns: [String]) -> String { columns.map(quote).joined(separator: ",") + "\n" }
+
+    /// One row's line, its fields in `columns`' order.
+    public static func line(_ row: ResultRow, columns: [String]) -> String {
+        columns.map { quote(row[$0] ?? "") }.joined(separator: ",") + "\n"
     }
 
     package static func quote(_ field: String) -> String {
@@ -203,3 +212,60 @@ public enum WindowAudit {
         row["valid"] = "withdrawn by iobench audit: \(reason)"
     }
 }
+
+/// A results file written row by row: the header when it is opened, then each row as it is
+/// measured, so that the file is a valid CSV after every row (a run stopped half-way keeps
+/// what it measured). Opening it makes its folder and fails, in one sentence, before anything
+/// is measured.
+public final class CSVAppender {
+    public let path: String
+    public let columns: [String]
+    private let handle: FileHandle
+    public private(set) var rowsWritten = 0
+
+    public struct Unwritable: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public init(path: String, columns: [String]) throws(Unwritable) {
+        self.path = path
+        self.columns = columns
+        let url = URL(fileURLWithPath: path)
+        do {
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        } catch {
+            throw Unwritable(description: "cannot make the folder \(url.deletingLastPathComponent().path) for \(path): \(Self.reason(error))")
+        }
+        guard FileManager.default.createFile(atPath: path, contents: Data(CSV.header(columns).utf8)),
+              let handle = FileHandle(forWritingAtPath: path) else {
+            throw Unwritable(description: "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        handle.seekToEndOfFile()
+        self.handle = handle
+    }
+
+    /// Appends one row (and flushes it to the file).
+    public func append(_ row: ResultRow) throws(Unwritable) {
+        do {
+            try handle.write(contentsOf: Data(CSV.line(row, columns: columns).utf8))
+            try handle.synchronize()
+        } catch {
+            throw Unwritable(description: "cannot write \(path): \(Self.reason(error))")
+        }
+        rowsWritten += 1
+    }
+
+    deinit { try? handle.close() }
+
+    /// The underlying reason, without Foundation's error domain and user info.
+    public static func reason(_ error: any Error) -> String {
+        let ns = error as NSError
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+        return ns.localizedDescription
+    }
+}
+
+extension CSVAppender.Unwritable: HarnessError {}
