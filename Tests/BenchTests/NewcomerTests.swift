@@ -1,5 +1,6 @@
 @testable import BenchRunner
 @testable import ResultAnalysis
+@testable import ResultReporting
 import TestSupport
 import Testing
 import Foundation
@@ -163,5 +164,18 @@ struct NewcomerTests {
             let result = try runCLI(words + ["--help"])
             #expect(result.status == 0, "README.md: `\(command)`: \(result.stderr)")
         }
+    }
+
+    @Test func everyComparisonEndsWithItsAnswerInWords() throws {
+        let unsure = Estimate(value: 0.83, low: 0.55, high: 1.25, confidence: 0.95, count: 3)
+        #expect(SummaryTable.verdict("io_uring", against: "epoll", unsure, repetitions: 3)
+                == "io_uring against epoll: ×0.83 [0.55, 1.25] server CPU per message: cannot tell with 3 repetitions (try --repeat 10)")
+        let less = Estimate(value: 0.83, low: 0.76, high: 0.91, confidence: 0.95, count: 10)
+        #expect(SummaryTable.verdict("io_uring", against: "epoll", less, repetitions: 10)
+                == "io_uring uses 17% less server CPU per message than epoll [9%, 24%]")
+        // A committed run's table carries them, one per server against the reference.
+        let report = try runCLI(["report", Self.root.appendingPathComponent("results/runs/2026-12-07T175334Z-vm.csv").path])
+        #expect(report.stdout.contains("blocking uses 43% more server CPU per message than epoll [13%, 81%]"), "\(report.stdout)")
+        #expect(report.stdout.contains("io_uring against epoll: ×0.96 [0.67, 1.39] server CPU per message: cannot tell with 3 repetitions"), "\(report.stdout)")
     }
 }

@@ -81,15 +81,19 @@ public enum SummaryTable {
             /// Per-repetition ratios to the reference (each repetition measures every server back to
             /// back, so pairing cancels the machine's drift between repetitions): their geometric
             /// mean with a 95% t-interval. With fewer than two pairs, the ratio of the medians.
-            func relative(_ f: BackendFigures, _ column: Metric) -> String {
-                guard let ref else { return "-" }
-                if f.backend == ref.backend { return "1" }
+            func pairedRatios(_ f: BackendFigures, _ column: Metric) -> [Double] {
+                guard let ref else { return [] }
                 var base: [String: Double] = [:]
                 for row in ref.rows { if let rep = row["repetition"], let v = row.double(column), v > 0 { base[rep] = v } }
-                let ratios = f.rows.compactMap { row -> Double? in
+                return f.rows.compactMap { row -> Double? in
                     guard let rep = row["repetition"], let v = row.double(column), let b = base[rep] else { return nil }
                     return v / b
                 }
+            }
+            func relative(_ f: BackendFigures, _ column: Metric) -> String {
+                guard let ref else { return "-" }
+                if f.backend == ref.backend { return "1" }
+                let ratios = pairedRatios(f, column)
                 if ratios.count >= 2, let estimate = Statistics.ratioInterval(ratios) { return estimate.formatted(2) }
                 return ratio(f.median(column), ref.median(column))
             }
@@ -138,6 +142,16 @@ public enum SummaryTable {
                 }
             }
             out += table(lines)
+            // The answer in words: each server's CPU per message against the reference's.
+            if !counted, let ref {
+                var verdicts: [String] = []
+                for f in figures where f.backend != ref.backend {
+                    let ratios = pairedRatios(f, .serverCPUPerMessage)
+                    guard ratios.count >= 2, let e = Statistics.ratioInterval(ratios) else { continue }
+                    verdicts.append(Self.verdict(f.backend, against: ref.backend, e, repetitions: ratios.count))
+                }
+                if !verdicts.isEmpty { out += (markdown ? "\n" : "") + verdicts.map { (markdown ? "- " : "  ") + $0 }.joined(separator: "\n") + "\n" }
+            }
         }
         if cellOrder.contains(where: { cells[$0]?.first?["method"] != MeasurementMethod.counted.rawValue }) {
             out += "\nMedians with a distribution-free 95% interval from order statistics (with fewer than 6 repetitions no such interval exists: min–max, its real coverage shown, 75% for 3). ×\(reference): the geometric mean of per-repetition ratios to \(reference) (every repetition measures each server back to back) with a 95% t-interval.\n"
@@ -162,6 +176,20 @@ public enum SummaryTable {
             out += "\n\(warnings.count) figures (messages/s or server CPU per message of one server in one cell) spread more than \(Int(spreadWarning * 100))% across repetitions: the machine was noisy; the intervals show how much. \(markdown ? "`iobench report --verbose`" : "--verbose") lists them.\n"
         }
         return out
+    }
+
+    /// One server's server CPU per message against the reference's, in words: a difference
+    /// only when the whole 95% interval of the paired ratio lies on one side of 1.
+    static func verdict(_ backend: String, against reference: String, _ e: Estimate, repetitions: Int) -> String {
+        let shown = e.formatted(2)
+        if e.low <= 1 && e.high >= 1 {
+            return "\(backend) against \(reference): ×\(shown) server CPU per message: cannot tell with \(repetitions) repetitions\(repetitions < 10 ? " (try --repeat 10)" : "")"
+        }
+        let percent = { (x: Double) in "\(Int((abs(1 - x) * 100).rounded()))%" }
+        if e.high < 1 {
+            return "\(backend) uses \(percent(e.value)) less server CPU per message than \(reference) [\(percent(e.high)), \(percent(e.low))]"
+        }
+        return "\(backend) uses \(percent(e.value)) more server CPU per message than \(reference) [\(percent(e.low)), \(percent(e.high))]"
     }
 
     static func ratio(_ value: Double?, _ reference: Double?) -> String {
