@@ -27,7 +27,7 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "The server, HOST:PORT ([::1]:7000 for IPv6).")
     var target: String
 
-    @Option(help: "Concurrent connections.")
+    @Option(name: [.customShort("c"), .long], help: "Concurrent connections (-c, as wrk).")
     var connections: Int = 16
 
     @Option(help: "Protocol: echo (bytes back as sent), rpc (framed requests, docs/PROTOCOL.md; start the server with the same --pattern), push (subscribers; serve --pattern push), long-poll (pollers each keeping a WAIT held; serve --pattern poll) or short-poll (pollers asking every --poll-interval, or with --job-duration submitting jobs and polling STATUS; serve --pattern poll).")
@@ -69,13 +69,13 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "push, long-poll, short-poll: the server's process id (same host): report its CPU and context switches per delivered event over the window, and its memory per client, from /proc.")
     var serverPid: Int32?
 
-    @Option(help: "Bytes per message (units: 64, 4k, 1m); for rpc, the payload of each request (a request adds 17 bytes of header, a response 13).")
+    @Option(name: [.customShort("s"), .long], help: "Bytes per message (units: 64, 4k, 1m); for rpc, the payload of each request (a request adds 17 bytes of header, a response 13).")
     var size: ByteSize = ByteSize(64)
 
     @Option(help: "rpc: microseconds of server CPU work each request asks for (work_us).")
     var work: UInt32 = 0
 
-    @Option(help: "Measured time (units: 500ms, 10s).")
+    @Option(name: [.customShort("d"), .long], help: "Measured time (units: 500ms, 10s; -d, as wrk).")
     var duration: Duration = Duration(5)
 
     @Option(help: "Warm-up before measuring; not counted.")
@@ -84,10 +84,10 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Messages in flight per connection (closed loop).")
     var depth: Int = 1
 
-    @Option(help: "Open loop: messages per second in total, on a fixed schedule.")
+    @Option(name: [.customShort("R"), .long], help: "Open loop: messages per second in total, on a fixed schedule (-R, as wrk2).")
     var rate: Double?
 
-    @Option(help: "Generator threads (event loops).")
+    @Option(name: [.customShort("t"), .long], help: "Generator threads (event loops; -t, as wrk).")
     var threads: Int = 1
 
     @Option(help: "Pin generator thread i to the i-th of these CPUs (for example 1 or 2-3).")

@@ -178,4 +178,15 @@ struct NewcomerTests {
         #expect(report.stdout.contains("blocking uses 43% more server CPU per message than epoll [13%, 81%]"), "\(report.stdout)")
         #expect(report.stdout.contains("io_uring against epoll: ×0.96 [0.67, 1.39] server CPU per message: cannot tell with 3 repetitions"), "\(report.stdout)")
     }
+
+    @Test func loadTakesTheShortFlagsWrkUsersType() throws {
+        let server = try ServerProcess(executable: iobenchPath, arguments: ["serve", "--backend", "epoll", "--port", "0", "--quit-on-eof"])
+        defer { server.stop() }
+        let result = try runCLI(["load", "--target", "\(server.address)", "-c", "3", "-d", "300ms", "-t", "1", "-R", "2000", "-s", "100",
+                                 "--warmup", "100ms", "--format", "csv"], timeout: 30)
+        #expect(result.status == 0, "\(result.stderr)")
+        let row = try #require(try CSV.read(result.stdout).first)
+        #expect(row["connections"] == "3" && row["size_bytes"] == "100" && row["rate_msgs_per_s"] == "2000", "\(row.values)")
+        #expect((row.int("messages") ?? 0) > 0 && row.int("errors") == 0, "\(row.values)")
+    }
 }
