@@ -37,7 +37,7 @@ struct MatrixOptions: ParsableArguments {
         valueName: "name=backend options"))
     var variants: [String] = []
 
-    @Option(help: "Connection counts (default 1,16,128,512; --quick: 16,128).")
+    @Option(parsing: .unconditional, help: "Connection counts (default 1,16,128,512; --quick: 16,128).")
     var connections: ListOf<Int>?
 
     @Option(help: ArgumentHelp("The workload of every cell: echo, or rpc (framed requests, docs/PROTOCOL.md; --sizes is then the payload per request); or, comma-separated, the notification comparison's: push, push-stalled (1% of subscribers never read), long-poll, long-poll-wake (each client on its own topic, --wake-rate events/s over all of them: one held request woken among the others), long-poll-timeouts (every WAIT times out together, one round), short-poll (one cell per --poll-intervals): the same --event-rate to the same --clients on one topic, a fresh pinned server per cell, written to results/notify/RUN.csv. echo and rpc each run on their own.", valueName: "workloads"))
@@ -64,7 +64,7 @@ struct MatrixOptions: ParsableArguments {
     @Option(help: "Open-loop rates in messages per second, in total (adds open-loop cells).")
     var rates: ListOf<Double>?
 
-    @Option(name: .customLong("repeat"), help: "Repetitions of every cell (default 3).")
+    @Option(name: .customLong("repeat"), parsing: .unconditional, help: "Repetitions of every cell (default 3).")
     var repetitions: Int?
 
     @Option(help: "Measured time per cell (default 1.5s; --quick: 1s).")
@@ -101,8 +101,8 @@ struct MatrixOptions: ParsableArguments {
     var serverArguments: [String] = []
 
     func validate() throws {
-        if let r = repetitions, r < 1 { throw ValidationError("--repeat must be at least 1") }
-        if let c = connections?.values, c.contains(where: { $0 < 1 }) { throw ValidationError("--connections must be at least 1") }
+        if let r = repetitions, r < 1 { throw ValidationError("--repeat \(r): must be at least 1") }
+        if let bad = connections?.values.first(where: { $0 < 1 }) { throw ValidationError("--connections \(bad): must be at least 1") }
         if let d = depths?.values, d.contains(where: { $0 < 1 || $0 > 4096 }) { throw ValidationError("--depths must be from 1 to 4096") }
         if let r = rates?.values, r.contains(where: { !($0 > 0) }) { throw ValidationError("--rates must be positive") }
         guard (1...1024).contains(serverThreads) else { throw ValidationError("--server-threads must be from 1 to 1024") }

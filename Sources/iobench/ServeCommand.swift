@@ -54,7 +54,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Address to bind. Defaults to loopback: an open echo server is a gift to attackers.")
     var host: String = "127.0.0.1"
 
-    @Option(help: "TCP port; 0 picks a free port (the listening line shows which).")
+    @Option(parsing: .unconditional, help: "TCP port; 0 picks a free port (the listening line shows which).")
     var port: Int = 7000
 
     @Option(help: "Event loops, each with its own SO_REUSEPORT listener (the event-loop backends); the blocking backend uses a thread per connection instead.")

@@ -189,4 +189,15 @@ struct NewcomerTests {
         #expect(row["connections"] == "3" && row["size_bytes"] == "100" && row["rate_msgs_per_s"] == "2000", "\(row.values)")
         #expect((row.int("messages") ?? 0) > 0 && row.int("errors") == 0, "\(row.values)")
     }
+
+    @Test("a negative number is named as out of range, not a missing value", arguments: [
+        (["run", "--repeat", "-1"], "--repeat -1: must be at least 1"),
+        (["run", "--connections", "16,-4"], "--connections -4: must be at least 1"),
+        (["serve", "--backend", "epoll", "--port", "-1"], "port -1 is out of range"),
+    ])
+    func negativeNumbersAreOutOfRange(_ arguments: [String], _ said: String) throws {
+        let result = try runCLI(arguments, timeout: 30)
+        #expect(result.status == 64, "\(arguments): \(result.stderr)")
+        #expect(result.stderr.contains(said) && !result.stderr.contains("Missing value"), "\(arguments): \(result.stderr)")
+    }
 }
